@@ -1,0 +1,176 @@
+/**
+ * Every setting of every service, with its environment variable and default:
+ * the one place to look. `deno task settings` prints this table.
+ */
+import { LOG_LEVELS } from "../shared/log/log.ts";
+import {
+  boolean,
+  ConfigError,
+  type ConfigOf,
+  instant,
+  integer,
+  list,
+  loadSettings,
+  oneOf,
+  text,
+} from "../shared/config/setting.ts";
+
+const PORT = { min: 0, max: 65535 } as const;
+const TOPIC_NAME = {
+  pattern: /^[a-zA-Z0-9._-]{1,249}$/,
+  patternDescription: "a Kafka topic name (letters, digits, '.', '_', '-')",
+} as const;
+
+export const settings = {
+  process: {
+    host: text("HTTP_HOST", {
+      default: "127.0.0.1",
+      doc: "Address every service listens on (0.0.0.0 in containers)",
+    }),
+    instanceId: text("INSTANCE_ID", {
+      default: "",
+      doc: "Instance id in logs and metrics; empty: <service>-<hostname>-<pid>",
+    }),
+    logLevel: oneOf("LOG_LEVEL", LOG_LEVELS, { default: "info", doc: "Lowest level logged" }),
+    bodyLimitBytes: integer("HTTP_BODY_LIMIT_BYTES", {
+      default: 1_048_576,
+      min: 1,
+      doc: "Largest request body any service accepts",
+    }),
+  },
+  eventLog: {
+    adapter: oneOf("EVENT_LOG", ["memory"], {
+      default: "memory",
+      doc: "Event log engine: the in-process log",
+    }),
+    memoryRetentionRecords: integer("EVENT_LOG_MEMORY_RETENTION_RECORDS", {
+      default: 100_000,
+      min: 1,
+      doc: "In-process log: records kept per partition",
+    }),
+    memoryRetentionMs: integer("EVENT_LOG_MEMORY_RETENTION_MS", {
+      default: 3_600_000,
+      doc: "In-process log: age after which records are dropped (0: no age limit)",
+    }),
+  },
+  searchIndex: {
+    adapter: oneOf("SEARCH_INDEX", ["memory"], {
+      default: "memory",
+      doc: "Search index engine: the in-process index",
+    }),
+    memoryMaxDocuments: integer("SEARCH_INDEX_MEMORY_MAX_DOCUMENTS", {
+      default: 1_000_000,
+      min: 1,
+      doc: "In-process index: documents kept (the oldest are evicted beyond it)",
+    }),
+  },
+  tweets: {
+    topic: text("TWEET_TOPIC", { default: "twitter-topic", doc: "Topic of tweet events", ...TOPIC_NAME }),
+    partitions: integer("TWEET_TOPIC_PARTITIONS", {
+      default: 3,
+      min: 1,
+      max: 1000,
+      doc: "Partitions of the tweet topic",
+    }),
+  },
+  stream: {
+    port: integer("STREAM_PORT", { default: 8181, ...PORT, doc: "stream: HTTP port" }),
+    ratePerSecond: integer("STREAM_RATE_PER_SECOND", {
+      default: 10,
+      min: 1,
+      max: 1_000_000,
+      doc: "stream: tweets produced per second",
+    }),
+    maxRatePerSecond: integer("STREAM_MAX_RATE_PER_SECOND", {
+      default: 100_000,
+      min: 1,
+      doc: "stream: highest rate PUT /api/v1/stream/rate accepts",
+    }),
+    count: integer("STREAM_COUNT", {
+      default: 0,
+      doc: "stream: stop after this many tweets (0: never stop)",
+    }),
+    autoStart: boolean("STREAM_AUTO_START", {
+      default: true,
+      doc: "stream: produce from start-up (false: start paused)",
+    }),
+    keywords: list("STREAM_KEYWORDS", {
+      default: ["Java", "Microservices", "Spring", "Kafka", "Elasticsearch"],
+      doc: "stream: one of these is inserted into every tweet",
+    }),
+    minWords: integer("STREAM_MIN_WORDS", {
+      default: 5,
+      min: 1,
+      max: 280,
+      doc: "stream: fewest vocabulary words per tweet (plus one keyword)",
+    }),
+    maxWords: integer("STREAM_MAX_WORDS", {
+      default: 15,
+      min: 1,
+      max: 280,
+      doc: "stream: most vocabulary words per tweet (plus one keyword)",
+    }),
+    users: integer("STREAM_USERS", {
+      default: 1000,
+      min: 1,
+      doc: "stream: distinct mock authors",
+    }),
+    workerId: integer("STREAM_WORKER_ID", {
+      default: -1,
+      min: -1,
+      max: 1023,
+      doc: "stream: 10-bit worker id inside tweet ids (-1: random); unique per stream instance",
+    }),
+  },
+  indexer: {
+    port: integer("INDEXER_PORT", { default: 8182, ...PORT, doc: "indexer: HTTP port" }),
+    groupId: text("INDEXER_GROUP_ID", {
+      default: "twitter-indexer",
+      doc: "indexer: consumer group",
+    }),
+    deadLetterTopic: text("INDEXER_DEAD_LETTER_TOPIC", {
+      default: "twitter-topic.dlq",
+      doc: "indexer: topic for undecodable events",
+      ...TOPIC_NAME,
+    }),
+    maxBatchSize: integer("INDEXER_MAX_BATCH_SIZE", {
+      default: 500,
+      min: 1,
+      max: 100_000,
+      doc: "indexer: most events per bulk write",
+    }),
+  },
+  query: {
+    port: integer("QUERY_PORT", { default: 8183, ...PORT, doc: "query: HTTP port" }),
+    defaultPageSize: integer("QUERY_DEFAULT_PAGE_SIZE", {
+      default: 20,
+      min: 1,
+      max: 1000,
+      doc: "query: page size when `size` is not given",
+    }),
+    maxPageSize: integer("QUERY_MAX_PAGE_SIZE", {
+      default: 100,
+      min: 1,
+      max: 10_000,
+      doc: "query: largest accepted `size`",
+    }),
+    v1DeprecatedAt: instant("QUERY_V1_DEPRECATED_AT", {
+      default: Date.UTC(2026, 10, 24),
+      doc: "query: date announced in the v1 `Deprecation` header",
+    }),
+  },
+};
+
+export type AppConfig = ConfigOf<typeof settings>;
+
+/** Reads and validates the whole configuration; throws `ConfigError`. */
+export function loadConfig(env: Readonly<Record<string, string | undefined>>): AppConfig {
+  const config = loadSettings(settings, env);
+  if (config.stream.minWords > config.stream.maxWords) {
+    throw new ConfigError([{
+      env: "STREAM_MIN_WORDS",
+      message: `must not exceed STREAM_MAX_WORDS (${config.stream.maxWords}), got ${config.stream.minWords}`,
+    }]);
+  }
+  return config;
+}

@@ -1,0 +1,168 @@
+/**
+ * The one entry point: `main.ts <service...>|all` runs any set of services in
+ * one process. It is also what `deno compile` turns into the single binary.
+ */
+import { ConfigError, listSettings } from "../shared/config/setting.ts";
+import { serveApp } from "../shared/http/serve.ts";
+import { configureLogging, serviceLogger, shutdownLogging } from "../shared/log/log.ts";
+import { MetricsRegistry } from "../shared/metrics/metrics.ts";
+import type { Service, ServiceContext } from "../shared/service/service.ts";
+import { configureTracing, shutdownTracing } from "../shared/trace/tracing.ts";
+import { type AppConfig, loadConfig, settings } from "./config.ts";
+import { createIndexerService } from "./indexer/main.ts";
+import { Infrastructure } from "./infrastructure.ts";
+import { createQueryService } from "./query/main.ts";
+import { createStreamService } from "./stream/main.ts";
+
+type ServiceFactory = (
+  config: AppConfig,
+  context: ServiceContext,
+  infrastructure: Infrastructure,
+) => Promise<Service>;
+
+/**
+ * Every service, in start order; they stop in the same order, so producers
+ * stop before consumers and readers.
+ */
+const SERVICES: Readonly<Record<string, { port: (config: AppConfig) => number; create: ServiceFactory }>> = {
+  stream: {
+    port: (config) => config.stream.port,
+    create: async (config, context, infrastructure) =>
+      createStreamService({
+        config,
+        context,
+        eventLog: infrastructure.eventLog(),
+        codec: await infrastructure.tweetCodec(),
+      }),
+  },
+  indexer: {
+    port: (config) => config.indexer.port,
+    create: async (config, context, infrastructure) =>
+      createIndexerService({
+        config,
+        context,
+        eventLog: infrastructure.eventLog(),
+        index: infrastructure.searchIndex(),
+        codec: await infrastructure.tweetCodec(),
+      }),
+  },
+  query: {
+    port: (config) => config.query.port,
+    create: (config, context, infrastructure) =>
+      Promise.resolve(createQueryService({ config, context, index: infrastructure.searchIndex() })),
+  },
+};
+
+const USAGE = `Usage: main.ts <service...>|all
+
+Runs the named services in one process: ${Object.keys(SERVICES).join(", ")}, or all of them.
+Settings come from environment variables (and an optional .env file); run with --help to list them.
+`;
+
+function writeError(text: string): void {
+  Deno.stderr.writeSync(new TextEncoder().encode(text));
+}
+
+function helpText(): string {
+  const rows = listSettings(settings).map((setting) =>
+    `  ${setting.env.padEnd(36)} ${setting.format(setting.default).padEnd(24)} ${setting.doc}`
+  );
+  return `${USAGE}\nSettings (variable, default, meaning):\n${rows.join("\n")}\n`;
+}
+
+/** The selected service names, or undefined when the arguments are wrong. */
+export function selectServices(args: readonly string[]): string[] | undefined {
+  if (args.length === 0) return undefined;
+  if (args.includes("all")) return args.length === 1 ? Object.keys(SERVICES) : undefined;
+  if (args.some((name) => !(name in SERVICES))) return undefined;
+  const selected = new Set(args);
+  return Object.keys(SERVICES).filter((name) => selected.has(name));
+}
+
+async function run(names: readonly string[], config: AppConfig): Promise<void> {
+  configureTracing();
+  await configureLogging({ level: config.process.logLevel });
+  const processLogger = serviceLogger("main", config.process.instanceId || `main-${Deno.pid}`);
+  const infrastructure = new Infrastructure(config, processLogger);
+
+  const running: { service: Service; url: string; shutdown: () => Promise<void> }[] = [];
+  for (const name of names) {
+    const entry = SERVICES[name]!;
+    const instanceId = config.process.instanceId || `${name}-${Deno.hostname()}-${Deno.pid}`;
+    const context = {
+      name,
+      instanceId,
+      logger: serviceLogger(name, instanceId),
+      metrics: new MetricsRegistry(),
+    };
+    const service = await entry.create(config, context, infrastructure);
+    const server = serveApp(service.app, {
+      hostname: config.process.host,
+      port: entry.port(config),
+    });
+    context.logger.info("{service} listening on {url}", { service: name, url: server.url });
+    running.push({ service, url: server.url, shutdown: server.shutdown });
+  }
+  writeError(
+    running.map(({ service, url }) => `${service.name.padEnd(8)} ${url}`).join("\n") + "\n",
+  );
+
+  let shuttingDown = false;
+  const stopped = Promise.withResolvers<void>();
+  const shutdown = async (signal: string) => {
+    if (shuttingDown) {
+      processLogger.warn("Received {signal} again; exiting without a clean shutdown", { signal });
+      Deno.exit(130);
+    }
+    shuttingDown = true;
+    processLogger.info("Received {signal}; shutting down", { signal });
+    for (const { service } of running) {
+      try {
+        await service.stop();
+      } catch (error) {
+        processLogger.error("Cannot stop {service} cleanly", { service: service.name, error });
+      }
+    }
+    await Promise.all(running.map(({ shutdown }) => shutdown()));
+    await infrastructure.close();
+    processLogger.info("Shut down cleanly");
+    stopped.resolve();
+  };
+  for (const signal of ["SIGINT", "SIGTERM"] as const) {
+    Deno.addSignalListener(signal, () => void shutdown(signal));
+  }
+
+  await Promise.all(running.map(async ({ service }) => {
+    try {
+      await service.start();
+    } catch (error) {
+      if (!shuttingDown) throw error;
+    }
+  }));
+  await stopped.promise;
+  await shutdownTracing();
+  await shutdownLogging();
+}
+
+if (import.meta.main) {
+  const args = Deno.args;
+  if (args.includes("--help") || args.includes("-h")) {
+    writeError(helpText());
+    Deno.exit(0);
+  }
+  const names = selectServices(args);
+  if (names === undefined) {
+    writeError(USAGE);
+    Deno.exit(2);
+  }
+  let config: AppConfig;
+  try {
+    config = loadConfig(Deno.env.toObject());
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    writeError(`${error.message}\n`);
+    Deno.exit(1);
+  }
+  await run(names, config);
+  Deno.exit(0);
+}

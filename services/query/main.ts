@@ -1,0 +1,36 @@
+/** The query service: the tweet read API over the search index (seed: elastic-query-service). */
+import { createServiceApp } from "../../shared/http/service_app.ts";
+import type { SearchIndex } from "../../shared/search_index/search_index.ts";
+import type { Service, ServiceContext } from "../../shared/service/service.ts";
+import type { AppConfig } from "../config.ts";
+import { addQueryRoutes } from "./app.ts";
+
+export interface QueryDependencies {
+  readonly config: AppConfig;
+  readonly context: ServiceContext;
+  readonly index: SearchIndex;
+}
+
+export function createQueryService(deps: QueryDependencies): Service {
+  const { config, context, index } = deps;
+  const app = createServiceApp({
+    service: context.name,
+    instanceId: context.instanceId,
+    logger: context.logger,
+    metrics: context.metrics,
+    bodyLimitBytes: config.process.bodyLimitBytes,
+    readiness: [{ name: "search-index", check: () => index.ping() }],
+  });
+  addQueryRoutes(app, {
+    index,
+    defaultPageSize: config.query.defaultPageSize,
+    maxPageSize: config.query.maxPageSize,
+    v1DeprecatedAt: config.query.v1DeprecatedAt,
+  });
+  return {
+    name: context.name,
+    app,
+    start: () => Promise.resolve(),
+    stop: () => Promise.resolve(),
+  };
+}

@@ -1,0 +1,195 @@
+/**
+ * Produces mock tweets to the event log at a steady, adjustable rate. A tweet
+ * counts as produced only once the log acknowledged it; a failed send is
+ * retried, never dropped.
+ */
+import { ROOT_CONTEXT, SpanKind, trace } from "@opentelemetry/api";
+import { retryUntilDone, sleep } from "../../shared/async/retry.ts";
+import type { EventLog, ProducerRecord } from "../../shared/event_log/event_log.ts";
+import { encodeLongKey } from "../../shared/event_log/murmur2.ts";
+import type { TweetEvent } from "../../shared/events/tweet_event.ts";
+import type { Logger } from "../../shared/log/log.ts";
+import { injectTraceContext, tracer } from "../../shared/trace/tracing.ts";
+
+export type StreamState = "running" | "paused" | "completed" | "stopped";
+
+export interface StreamStatus {
+  readonly state: StreamState;
+  readonly produced: number;
+  readonly ratePerSecond: number;
+  /** Tweets to produce in all, or null when unbounded. */
+  readonly count: number | null;
+  readonly topic: string;
+}
+
+export interface TweetEmitterOptions {
+  readonly eventLog: EventLog;
+  readonly encode: (event: TweetEvent) => Uint8Array;
+  readonly next: () => TweetEvent;
+  readonly topic: string;
+  readonly ratePerSecond: number;
+  /** Stop after this many tweets; 0 means never. */
+  readonly count: number;
+  readonly logger: Logger;
+  /** Called with every acknowledged batch size. */
+  readonly onProduced?: (count: number) => void;
+  /**
+   * Most tweets sent in one call to the log.
+   * @default 1000
+   */
+  readonly maxBatchSize?: number;
+}
+
+export class StreamCompletedError extends Error {
+  readonly code = "stream-completed";
+  constructor(count: number) {
+    super(`Cannot resume the stream: it has produced all ${count} tweets of its count`);
+    this.name = "StreamCompletedError";
+  }
+}
+
+export class TweetEmitter {
+  #state: StreamState = "paused";
+  #produced = 0;
+  #rate: number;
+  #loop: Promise<void> | undefined;
+  readonly #stopping = new AbortController();
+  /** Aborted whenever state or rate changes, to wake a sleeping loop. */
+  #wake = new AbortController();
+
+  constructor(readonly options: TweetEmitterOptions) {
+    this.#rate = options.ratePerSecond;
+  }
+
+  status(): StreamStatus {
+    return {
+      state: this.#state,
+      produced: this.#produced,
+      ratePerSecond: this.#rate,
+      count: this.options.count === 0 ? null : this.options.count,
+      topic: this.options.topic,
+    };
+  }
+
+  /** Starts the production loop, running or paused. */
+  start(running: boolean): void {
+    if (this.#loop !== undefined) return;
+    this.#state = running ? "running" : "paused";
+    this.#loop = this.#run();
+  }
+
+  pause(): StreamStatus {
+    if (this.#state === "running") this.#change(() => this.#state = "paused");
+    return this.status();
+  }
+
+  resume(): StreamStatus {
+    if (this.#state === "completed") throw new StreamCompletedError(this.options.count);
+    if (this.#state === "paused") this.#change(() => this.#state = "running");
+    return this.status();
+  }
+
+  setRate(ratePerSecond: number): StreamStatus {
+    this.#change(() => this.#rate = ratePerSecond);
+    return this.status();
+  }
+
+  /** Stops producing; resolves when the batch in flight is acknowledged. */
+  async stop(): Promise<void> {
+    this.#stopping.abort();
+    this.#wake.abort();
+    await this.#loop;
+    this.#state = "stopped";
+  }
+
+  #change(apply: () => void): void {
+    apply();
+    this.#wake.abort();
+    this.#wake = new AbortController();
+  }
+
+  async #run(): Promise<void> {
+    const { maxBatchSize = 1000, count } = this.options;
+    // The rate is kept over a window that restarts whenever the rate or the
+    // state changes, or when production fell more than a second behind.
+    let windowStart = performance.now();
+    let windowProduced = 0;
+    let windowWake = this.#wake;
+    while (!this.#stopping.signal.aborted) {
+      if (windowWake !== this.#wake) {
+        windowWake = this.#wake;
+        windowStart = performance.now();
+        windowProduced = 0;
+      }
+      if (this.#state !== "running") {
+        await sleep(60_000, this.#wake.signal);
+        continue;
+      }
+      const elapsedMs = performance.now() - windowStart;
+      let due = Math.floor(elapsedMs * this.#rate / 1000) - windowProduced;
+      if (due > this.#rate) {
+        windowStart = performance.now();
+        windowProduced = 0;
+        due = 1;
+      }
+      const remaining = count === 0 ? Infinity : count - this.#produced;
+      const size = Math.min(due, maxBatchSize, remaining);
+      if (size <= 0) {
+        const nextDueMs = (windowProduced + 1) * 1000 / this.#rate - elapsedMs;
+        await sleep(Math.max(1, Math.ceil(nextDueMs)), this.#wake.signal);
+        continue;
+      }
+      const sent = await this.#send(size);
+      if (!sent) break;
+      this.#produced += size;
+      windowProduced += size;
+      this.options.onProduced?.(size);
+      if (count !== 0 && this.#produced >= count) {
+        this.#state = "completed";
+        this.options.logger.info("Produced all {count} tweets; the stream is completed", { count });
+      }
+    }
+  }
+
+  /** Sends `size` new tweets, each in its own trace; false if stopped first. */
+  async #send(size: number): Promise<boolean> {
+    const { topic, logger } = this.options;
+    const spans = [];
+    const records: ProducerRecord[] = [];
+    for (let i = 0; i < size; i++) {
+      const tweet = this.options.next();
+      const span = tracer().startSpan(`${topic} publish`, {
+        kind: SpanKind.PRODUCER,
+        root: true,
+        attributes: {
+          "messaging.system": "twitterapi",
+          "messaging.destination.name": topic,
+          "tweet.id": tweet.id.toString(),
+        },
+      });
+      spans.push(span);
+      records.push({
+        key: encodeLongKey(tweet.userId),
+        value: this.options.encode(tweet),
+        headers: injectTraceContext({}, trace.setSpan(ROOT_CONTEXT, span)),
+        timestamp: tweet.createdAt,
+      });
+    }
+    try {
+      await retryUntilDone(() => this.options.eventLog.send(topic, records), {
+        action: `send ${size} tweets to ${topic}`,
+        logger,
+        signal: this.#stopping.signal,
+      });
+      return true;
+    } catch (error) {
+      logger.warn("Stopped before {size} tweets were acknowledged; they were not produced", {
+        size,
+        error,
+      });
+      return false;
+    } finally {
+      for (const span of spans) span.end();
+    }
+  }
+}

@@ -1,0 +1,83 @@
+/** The stream service: mock tweets to the tweet topic (seed: twitter-to-kafka-service). */
+import type { EventLog } from "../../shared/event_log/event_log.ts";
+import type { TweetCodec } from "../../shared/events/tweet_event.ts";
+import { createServiceApp } from "../../shared/http/service_app.ts";
+import type { Service, ServiceContext } from "../../shared/service/service.ts";
+import type { AppConfig } from "../config.ts";
+import { addStreamRoutes } from "./app.ts";
+import { TweetEmitter } from "./emitter.ts";
+import { MockTweets } from "./mock_tweets.ts";
+import { SnowflakeIds } from "./tweet_ids.ts";
+import { retryUntilDone } from "../../shared/async/retry.ts";
+
+export interface StreamDependencies {
+  readonly config: AppConfig;
+  readonly context: ServiceContext;
+  readonly eventLog: EventLog;
+  readonly codec: TweetCodec;
+}
+
+export function createStreamService(deps: StreamDependencies): Service {
+  const { config, context, eventLog, codec } = deps;
+  const settings = config.stream;
+  const workerId = settings.workerId >= 0
+    ? settings.workerId
+    : Math.floor(Math.random() * 1024);
+  const tweets = new MockTweets({
+    keywords: settings.keywords,
+    minWords: settings.minWords,
+    maxWords: settings.maxWords,
+    users: settings.users,
+    ids: new SnowflakeIds(workerId),
+  });
+  const produced = context.metrics.counter(
+    "stream_tweets_produced_total",
+    "Tweets acknowledged by the event log.",
+  );
+  const emitter = new TweetEmitter({
+    eventLog,
+    encode: (tweet) => codec.encode(tweet),
+    next: () => tweets.next(),
+    topic: config.tweets.topic,
+    ratePerSecond: settings.ratePerSecond,
+    count: settings.count,
+    logger: context.logger,
+    onProduced: (count) => produced.inc({}, count),
+  });
+  const stopping = new AbortController();
+  const app = createServiceApp({
+    service: context.name,
+    instanceId: context.instanceId,
+    logger: context.logger,
+    metrics: context.metrics,
+    bodyLimitBytes: config.process.bodyLimitBytes,
+    readiness: [{ name: "event-log", check: () => eventLog.ping() }],
+  });
+  addStreamRoutes(app, { emitter, maxRatePerSecond: settings.maxRatePerSecond });
+
+  return {
+    name: context.name,
+    app,
+    async start() {
+      const topic = { name: config.tweets.topic, partitions: config.tweets.partitions };
+      await retryUntilDone(() => eventLog.ensureTopic(topic), {
+        action: `create topic ${topic.name}`,
+        logger: context.logger,
+        signal: stopping.signal,
+      });
+      emitter.start(settings.autoStart);
+      context.logger.info("Producing mock tweets to {topic} at {rate}/s (worker {workerId})", {
+        topic: topic.name,
+        rate: settings.ratePerSecond,
+        workerId,
+      });
+    },
+    async stop() {
+      stopping.abort();
+      await emitter.stop();
+      context.logger.info("Stopped producing after {produced} tweets", {
+        produced: emitter.status().produced,
+      });
+    },
+  };
+}

@@ -1,0 +1,174 @@
+/**
+ * The HTTP kernel every service is built on: a Hono app with trace context,
+ * request logging, metrics, body-size limits, problem+json errors, and the
+ * operational endpoints `/health`, `/ready` and `/metrics`.
+ */
+import { SpanKind } from "@opentelemetry/api";
+import { Hono } from "hono";
+import { bodyLimit } from "hono/body-limit";
+import { HTTPException } from "hono/http-exception";
+import type { Logger } from "../log/log.ts";
+import { type MetricsRegistry, PROMETHEUS_CONTENT_TYPE } from "../metrics/metrics.ts";
+import { extractTraceContext, inSpan } from "../trace/tracing.ts";
+import {
+  internalError,
+  notFound,
+  payloadTooLarge,
+  ProblemError,
+  problemResponse,
+} from "./problem.ts";
+
+/** A dependency the service needs to do its work, checked by `/ready`. */
+export interface ReadinessCheck {
+  readonly name: string;
+  /** Resolves when the dependency is usable; rejects with the reason. */
+  check(): Promise<void>;
+}
+
+export interface ServiceAppOptions {
+  readonly service: string;
+  readonly instanceId: string;
+  readonly logger: Logger;
+  readonly metrics: MetricsRegistry;
+  readonly readiness?: readonly ReadinessCheck[];
+  /**
+   * Largest accepted request body.
+   * @default 1_048_576
+   */
+  readonly bodyLimitBytes?: number;
+  /**
+   * Longest wait for one readiness check.
+   * @default 2000
+   */
+  readonly readinessTimeoutMs?: number;
+}
+
+const OPERATIONAL_PATHS = new Set(["/health", "/ready", "/metrics"]);
+
+function timeout(ms: number, what: string): { promise: Promise<never>; cancel(): void } {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const promise = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} did not answer within ${ms} ms`)), ms);
+  });
+  return { promise, cancel: () => clearTimeout(timer) };
+}
+
+async function runReadinessCheck(check: ReadinessCheck, timeoutMs: number) {
+  const limit = timeout(timeoutMs, check.name);
+  try {
+    await Promise.race([check.check(), limit.promise]);
+    return { status: "up" } as const;
+  } catch (error) {
+    return { status: "down", error: error instanceof Error ? error.message : String(error) } as const;
+  } finally {
+    limit.cancel();
+  }
+}
+
+/** Creates the service's Hono app; the service adds its own routes to it. */
+export function createServiceApp(options: ServiceAppOptions): Hono {
+  const { logger, metrics, readiness = [], readinessTimeoutMs = 2000 } = options;
+  const bodyLimitBytes = options.bodyLimitBytes ?? 1_048_576;
+  const requests = metrics.counter("http_requests_total", "HTTP requests handled.");
+  const durations = metrics.histogram(
+    "http_request_duration_seconds",
+    "Time to handle an HTTP request, until the response headers are ready.",
+  );
+  const inFlight = metrics.gauge("http_requests_in_flight", "HTTP requests being handled.");
+  let active = 0;
+  metrics.gauge("process_resident_memory_bytes", "Resident memory of the process.", () => [
+    { labels: {}, value: Deno.memoryUsage().rss },
+  ]);
+  metrics.gauge("process_heap_used_bytes", "JavaScript heap in use.", () => [
+    { labels: {}, value: Deno.memoryUsage().heapUsed },
+  ]);
+  metrics.gauge("service_info", "Constant 1, labelled with the service and instance.").set(
+    { service: options.service, instance: options.instanceId },
+    1,
+  );
+
+  const app = new Hono();
+
+  app.use("*", async function observe(c, next) {
+    const started = performance.now();
+    const carrier: Record<string, string> = {};
+    const traceparent = c.req.header("traceparent");
+    const tracestate = c.req.header("tracestate");
+    if (traceparent !== undefined) carrier.traceparent = traceparent;
+    if (tracestate !== undefined) carrier.tracestate = tracestate;
+    inFlight.set({}, ++active);
+    try {
+      await inSpan(`${c.req.method} ${c.req.path}`, {
+        kind: SpanKind.SERVER,
+        parent: extractTraceContext(carrier),
+        attributes: { "http.request.method": c.req.method, "url.path": c.req.path },
+      }, async (span) => {
+        await next();
+        const route = c.req.routePath === "/*" ? "unmatched" : c.req.routePath;
+        span.updateName(`${c.req.method} ${route}`);
+        span.setAttribute("http.response.status_code", c.res.status);
+        const { traceId, spanId } = span.spanContext();
+        c.header("traceresponse", `00-${traceId}-${spanId}-01`);
+        const seconds = (performance.now() - started) / 1000;
+        const labels = { method: c.req.method, route, status: String(c.res.status) };
+        requests.inc(labels);
+        durations.observe({ method: c.req.method, route }, seconds);
+        const fields = { ...labels, path: c.req.path, durationMs: Math.round(seconds * 1e4) / 10 };
+        if (OPERATIONAL_PATHS.has(c.req.path)) {
+          logger.debug("{method} {path} {status}", fields);
+        } else {
+          logger.info("{method} {path} {status}", fields);
+        }
+      });
+    } finally {
+      inFlight.set({}, --active);
+    }
+  });
+
+  app.use(
+    "*",
+    bodyLimit({
+      maxSize: bodyLimitBytes,
+      onError: () => problemResponse(payloadTooLarge(bodyLimitBytes)),
+    }),
+  );
+
+  app.get("/health", (c) => c.json({ status: "up", service: options.service }));
+
+  app.get("/ready", async (c) => {
+    const results = await Promise.all(
+      readiness.map(async (check) =>
+        [check.name, await runReadinessCheck(check, readinessTimeoutMs)] as const
+      ),
+    );
+    const ready = results.every(([, result]) => result.status === "up");
+    return c.json(
+      { status: ready ? "ready" : "not-ready", checks: Object.fromEntries(results) },
+      ready ? 200 : 503,
+    );
+  });
+
+  app.get("/metrics", async (c) => {
+    return c.body(await metrics.render(), 200, { "content-type": PROMETHEUS_CONTENT_TYPE });
+  });
+
+  app.notFound((c) => problemResponse(notFound(`No resource at ${c.req.path}`), c.req.path));
+
+  app.onError((error, c) => {
+    if (error instanceof ProblemError) return problemResponse(error, c.req.path);
+    if (error instanceof HTTPException && error.status < 500) {
+      return problemResponse(
+        new ProblemError({ status: error.status, code: "bad-request", title: error.message }),
+        c.req.path,
+      );
+    }
+    logger.error("Unhandled error on {method} {path}", {
+      method: c.req.method,
+      path: c.req.path,
+      error,
+    });
+    return problemResponse(internalError(), c.req.path);
+  });
+
+  return app;
+}

@@ -1,0 +1,78 @@
+/**
+ * Logging: JSON lines on stdout through LogTape. Every line carries the
+ * service name and instance id (from the service's logger) and the active
+ * trace and span ids, the seed's MDC correlation done with real trace context.
+ */
+import {
+  configure,
+  dispose,
+  getJsonLinesFormatter,
+  getLogger,
+  getStreamSink,
+  type Logger,
+  type LogLevel,
+  type LogRecord,
+  type Sink,
+} from "@logtape/logtape";
+import { activeTraceIds } from "../trace/tracing.ts";
+
+export type { Logger, LogLevel };
+
+export const LOG_LEVELS = ["trace", "debug", "info", "warning", "error", "fatal"] as const;
+
+export interface LoggingOptions {
+  /** @default "info" */
+  readonly level?: LogLevel;
+  /** Where lines go. @default Deno.stdout.writable */
+  readonly stream?: WritableStream<Uint8Array>;
+}
+
+/** Plain data for an `Error`, which JSON would otherwise render as `{}`. */
+function serializeError(error: Error): Record<string, unknown> {
+  return {
+    name: error.name,
+    message: error.message,
+    ...(error.stack === undefined ? {} : { stack: error.stack }),
+    ...(error.cause === undefined
+      ? {}
+      : { cause: error.cause instanceof Error ? serializeError(error.cause) : error.cause }),
+  };
+}
+
+/** Adds the active trace ids and makes errors readable before formatting. */
+export function correlatingSink(sink: Sink): Sink {
+  return function correlate(record: LogRecord) {
+    const properties: Record<string, unknown> = {};
+    for (const [key, value] of Object.entries(record.properties)) {
+      properties[key] = value instanceof Error ? serializeError(value) : value;
+    }
+    const ids = activeTraceIds();
+    if (ids !== undefined) Object.assign(properties, ids);
+    sink({ ...record, properties });
+  };
+}
+
+/** Configures process-wide logging; call once at start-up. */
+export async function configureLogging(options: LoggingOptions = {}): Promise<void> {
+  const sink = getStreamSink(options.stream ?? Deno.stdout.writable, {
+    formatter: getJsonLinesFormatter({ properties: "flatten", categorySeparator: "." }),
+  });
+  await configure({
+    reset: true,
+    sinks: { stdout: correlatingSink(sink) },
+    loggers: [
+      { category: ["twitterapi"], sinks: ["stdout"], lowestLevel: options.level ?? "info" },
+      { category: ["logtape", "meta"], sinks: ["stdout"], lowestLevel: "warning" },
+    ],
+  });
+}
+
+/** Flushes pending lines; call once at process shutdown. */
+export async function shutdownLogging(): Promise<void> {
+  await dispose();
+}
+
+/** The logger of one service instance: every line names both. */
+export function serviceLogger(service: string, instanceId: string): Logger {
+  return getLogger(["twitterapi", service]).with({ service, instance: instanceId });
+}

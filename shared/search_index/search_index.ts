@@ -1,0 +1,69 @@
+/**
+ * The search index port: the CQRS read model of tweets. Adapters:
+ * `MemorySearchIndex` (embedded) and, later, an Elasticsearch one. Every
+ * adapter must pass `search_index_contract.ts`.
+ */
+
+/** A tweet as stored in the index. Ids are decimal strings of 64-bit integers. */
+export interface TweetDocument {
+  readonly id: string;
+  readonly userId: string;
+  readonly text: string;
+  /** Epoch milliseconds, UTC. */
+  readonly createdAt: number;
+  /** Where the tweet came from (for example `mock`); `unknown` for old events. */
+  readonly source: string;
+}
+
+/** Position after the last document of a page, in newest-first order. */
+export interface SearchCursor {
+  readonly createdAt: number;
+  readonly id: string;
+}
+
+export interface SearchFilter {
+  /**
+   * Full-text match: the text is analysed like indexed text (lower-cased,
+   * split on runs of Unicode non-word characters) and every resulting term
+   * must occur in the document. A text with no terms matches nothing.
+   */
+  readonly text?: string;
+  readonly userId?: string;
+  /** Inclusive lower bound on `createdAt`, epoch milliseconds. */
+  readonly from?: number;
+  /** Inclusive upper bound on `createdAt`, epoch milliseconds. */
+  readonly to?: number;
+}
+
+export interface SearchQuery extends SearchFilter {
+  /** Page size, at least 1. */
+  readonly size: number;
+  /** Continue after this position (from a previous page's `next`). */
+  readonly after?: SearchCursor;
+}
+
+export interface SearchPage {
+  /** Newest first: `createdAt` descending, then `id` descending (code-unit order). */
+  readonly documents: TweetDocument[];
+  /** Number of documents matching the filter, over all pages. */
+  readonly total: number;
+  /** Present when more documents follow this page. */
+  readonly next?: SearchCursor;
+}
+
+export interface SearchIndex {
+  /**
+   * Inserts or replaces documents by id. Resolves only when every document is
+   * durably stored; rejects (storing possibly a part) otherwise, so callers
+   * retry the whole set. Replacing with an identical document is a no-op.
+   */
+  upsert(documents: readonly TweetDocument[]): Promise<void>;
+  get(id: string): Promise<TweetDocument | undefined>;
+  search(query: SearchQuery): Promise<SearchPage>;
+  count(filter?: SearchFilter): Promise<number>;
+  /** Makes every stored document visible to search (Elasticsearch refresh). */
+  refresh(): Promise<void>;
+  /** Resolves when the index is reachable; rejects with the reason otherwise. */
+  ping(): Promise<void>;
+  close(): Promise<void>;
+}
