@@ -65,7 +65,11 @@ export const settings = {
     }),
   },
   tweets: {
-    topic: text("TWEET_TOPIC", { default: "twitter-topic", doc: "Topic of tweet events", ...TOPIC_NAME }),
+    topic: text("TWEET_TOPIC", {
+      default: "twitter-topic",
+      doc: "Topic of tweet events",
+      ...TOPIC_NAME,
+    }),
     partitions: integer("TWEET_TOPIC_PARTITIONS", {
       default: 3,
       min: 1,
@@ -169,7 +173,8 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): A
   if (config.stream.minWords > config.stream.maxWords) {
     throw new ConfigError([{
       env: "STREAM_MIN_WORDS",
-      message: `must not exceed STREAM_MAX_WORDS (${config.stream.maxWords}), got ${config.stream.minWords}`,
+      message:
+        `must not exceed STREAM_MAX_WORDS (${config.stream.maxWords}), got ${config.stream.minWords}`,
     }]);
   }
   return config;

@@ -1,6 +1,6 @@
 /**
  * The process's adapters, chosen by configuration and shared by every service
- * the process runs (so that `all` wires stream → indexer → query through one
+ * the process runs (so that `all` wires stream -> indexer -> query through one
  * embedded log and index). Created on first use, closed once at shutdown.
  */
 import type { EventLog } from "../shared/event_log/event_log.ts";

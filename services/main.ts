@@ -24,7 +24,9 @@ type ServiceFactory = (
  * Every service, in start order; they stop in the same order, so producers
  * stop before consumers and readers.
  */
-const SERVICES: Readonly<Record<string, { port: (config: AppConfig) => number; create: ServiceFactory }>> = {
+const SERVICES: Readonly<
+  Record<string, { port: (config: AppConfig) => number; create: ServiceFactory }>
+> = {
   stream: {
     port: (config) => config.stream.port,
     create: async (config, context, infrastructure) =>

@@ -1,4 +1,4 @@
-/** The indexer service: tweet topic → search index (seed: kafka-to-elastic-service). */
+/** The indexer service: tweet topic -> search index (seed: kafka-to-elastic-service). */
 import { retryUntilDone } from "../../shared/async/retry.ts";
 import type { ConsumerGroupMember, EventLog } from "../../shared/event_log/event_log.ts";
 import type { TweetCodec } from "../../shared/events/tweet_event.ts";

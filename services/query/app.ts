@@ -1,6 +1,6 @@
 /**
  * The tweet read API (CQRS query side). The version is chosen by path
- * (`/api/v1/…`, `/api/v2/…`) or, on `/api/tweets…`, by media type.
+ * (`/api/v1/...`, `/api/v2/...`) or, on `/api/tweets...`, by media type.
  */
 import type { Context, Hono } from "hono";
 import { invalidParameters, notAcceptable, notFound } from "../../shared/http/problem.ts";
@@ -38,7 +38,9 @@ function pinned(version: ApiVersion): VersionSelector {
   return (accept) => {
     if (negotiate(accept, offers) === undefined) {
       throw notAcceptable(
-        `The /api/${version} resources are only available as ${MEDIA_TYPES[version]} or ${JSON_TYPE}`,
+        `The /api/${version} resources are only available as ${
+          MEDIA_TYPES[version]
+        } or ${JSON_TYPE}`,
         offers,
       );
     }

@@ -1,5 +1,5 @@
 /**
- * Proactive content negotiation on `Accept` (RFC 9110 §12.5.1): quality
+ * Proactive content negotiation on `Accept` (RFC 9110 section 12.5.1): quality
  * values, wildcards, and the most specific matching range deciding a type's
  * quality.
  */
@@ -45,7 +45,10 @@ function qualityOf(offer: string, ranges: readonly MediaRange[]): number {
  * The offer the client prefers, ties going to the earlier offer; undefined
  * when the client accepts none. A missing or empty header accepts anything.
  */
-export function negotiate(accept: string | undefined, offers: readonly string[]): string | undefined {
+export function negotiate(
+  accept: string | undefined,
+  offers: readonly string[],
+): string | undefined {
   if (accept === undefined || accept.trim() === "") return offers[0];
   const ranges = parseAccept(accept);
   let chosen: string | undefined;

@@ -56,7 +56,11 @@ export function tweetV2(document: TweetDocument, collection: string): TweetV2 {
 
 export interface SearchResultV2 {
   readonly data: TweetV2[];
-  readonly page: { readonly size: number; readonly total: number; readonly nextCursor: string | null };
+  readonly page: {
+    readonly size: number;
+    readonly total: number;
+    readonly nextCursor: string | null;
+  };
   readonly links: { readonly self: string; readonly next: string | null };
 }
 

@@ -20,9 +20,7 @@ export interface StreamDependencies {
 export function createStreamService(deps: StreamDependencies): Service {
   const { config, context, eventLog, codec } = deps;
   const settings = config.stream;
-  const workerId = settings.workerId >= 0
-    ? settings.workerId
-    : Math.floor(Math.random() * 1024);
+  const workerId = settings.workerId >= 0 ? settings.workerId : Math.floor(Math.random() * 1024);
   const tweets = new MockTweets({
     keywords: settings.keywords,
     minWords: settings.minWords,

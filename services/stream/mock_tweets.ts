@@ -1,5 +1,5 @@
 /**
- * Mock tweets like the original twitter-to-kafka-service: 5–15 words of its
+ * Mock tweets like the original twitter-to-kafka-service: 5-15 words of its
  * 22-word lorem vocabulary with one keyword inserted in the middle.
  */
 import type { TweetEvent } from "../../shared/events/tweet_event.ts";

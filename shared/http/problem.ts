@@ -80,7 +80,12 @@ export function invalidParameters(errors: readonly ParameterError[]): ProblemErr
 }
 
 export function invalidBody(detail: string): ProblemError {
-  return new ProblemError({ status: 400, code: "invalid-body", title: "Invalid request body", detail });
+  return new ProblemError({
+    status: 400,
+    code: "invalid-body",
+    title: "Invalid request body",
+    detail,
+  });
 }
 
 export function notFound(detail: string): ProblemError {

@@ -59,7 +59,10 @@ async function runReadinessCheck(check: ReadinessCheck, timeoutMs: number) {
     await Promise.race([check.check(), limit.promise]);
     return { status: "up" } as const;
   } catch (error) {
-    return { status: "down", error: error instanceof Error ? error.message : String(error) } as const;
+    return {
+      status: "down",
+      error: error instanceof Error ? error.message : String(error),
+    } as const;
   } finally {
     limit.cancel();
   }

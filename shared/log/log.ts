@@ -39,17 +39,33 @@ function serializeError(error: Error): Record<string, unknown> {
   };
 }
 
-/** Adds the active trace ids and makes errors readable before formatting. */
-export function correlatingSink(sink: Sink): Sink {
-  return function correlate(record: LogRecord) {
+/** A placeholder's text: strings as they are, not as quoted literals. */
+function renderValue(value: unknown): string {
+  if (typeof value === "string") return value;
+  if (value instanceof Error) return value.message;
+  if (typeof value === "bigint") return value.toString();
+  return JSON.stringify(value) ?? String(value);
+}
+
+/**
+ * Adds the active trace ids, renders the message with plain strings and makes
+ * errors readable, before the JSON formatter sees the record. Disposing it
+ * flushes the wrapped sink, so no line is lost at exit.
+ */
+export function correlatingSink(sink: Sink & AsyncDisposable): Sink & AsyncDisposable {
+  const correlate = (record: LogRecord) => {
+    const message = record.message.map((part, index) =>
+      index % 2 === 0 ? String(part) : renderValue(part)
+    ).join("");
     const properties: Record<string, unknown> = {};
     for (const [key, value] of Object.entries(record.properties)) {
       properties[key] = value instanceof Error ? serializeError(value) : value;
     }
     const ids = activeTraceIds();
     if (ids !== undefined) Object.assign(properties, ids);
-    sink({ ...record, properties });
+    sink({ ...record, message: [message], properties });
   };
+  return Object.assign(correlate, { [Symbol.asyncDispose]: () => sink[Symbol.asyncDispose]() });
 }
 
 /** Configures process-wide logging; call once at start-up. */

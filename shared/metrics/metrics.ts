@@ -133,7 +133,11 @@ export class Histogram implements Metric {
       this.buckets.forEach((bound, index) => {
         cumulative += entry.counts[index]!;
         lines.push(
-          series(`${this.name}_bucket`, labelKey({ ...entry.labels, le: String(bound) }), cumulative),
+          series(
+            `${this.name}_bucket`,
+            labelKey({ ...entry.labels, le: String(bound) }),
+            cumulative,
+          ),
         );
       });
       lines.push(

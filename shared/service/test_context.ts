@@ -5,5 +5,10 @@ import type { ServiceContext } from "./service.ts";
 
 export function testContext(name: string): ServiceContext {
   const instanceId = `${name}-test`;
-  return { name, instanceId, logger: serviceLogger(name, instanceId), metrics: new MetricsRegistry() };
+  return {
+    name,
+    instanceId,
+    logger: serviceLogger(name, instanceId),
+    metrics: new MetricsRegistry(),
+  };
 }

@@ -1,0 +1,142 @@
+/**
+ * The entry point as users run it: a child process of `services/main.ts`,
+ * talked to over HTTP on loopback and stopped with a signal.
+ */
+import assert from "node:assert/strict";
+import { selectServices } from "./main.ts";
+
+const MAIN = new URL("./main.ts", import.meta.url).pathname;
+const PERMISSIONS = [
+  "--allow-net",
+  "--allow-env",
+  "--allow-read",
+  "--allow-sys=hostname,osRelease,homedir",
+];
+
+function spawnMain(args: string[], env: Record<string, string>) {
+  return new Deno.Command(Deno.execPath(), {
+    args: ["run", ...PERMISSIONS, MAIN, ...args],
+    env: { NO_COLOR: "1", ...env },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+}
+
+/** The child's JSON log lines, read on demand and all kept. */
+class LogLines {
+  readonly lines: Record<string, unknown>[] = [];
+  #buffer = "";
+  #next = 0;
+  constructor(readonly reader: ReadableStreamDefaultReader<string>) {}
+
+  /** Reads until a line satisfies `done`; fails if the output ends first. */
+  async until(done: (line: Record<string, unknown>) => boolean): Promise<void> {
+    while (true) {
+      while (this.#next < this.lines.length) {
+        if (done(this.lines[this.#next++]!)) return;
+      }
+      const { value, done: ended } = await this.reader.read();
+      if (ended) {
+        throw new Error(`The output ended before the expected line: ${JSON.stringify(this.lines)}`);
+      }
+      const parts = (this.#buffer + value).split("\n");
+      this.#buffer = parts.pop()!;
+      this.lines.push(...parts.map((part) => JSON.parse(part)));
+    }
+  }
+}
+
+Deno.test("selectServices() accepts service names or all, in start order", () => {
+  assert.deepEqual(selectServices(["all"]), ["stream", "indexer", "query"]);
+  assert.deepEqual(selectServices(["query", "stream"]), ["stream", "query"]);
+  assert.equal(selectServices([]), undefined);
+  assert.equal(selectServices(["all", "query"]), undefined);
+  assert.equal(selectServices(["gateway-of-doom"]), undefined);
+});
+
+Deno.test("main runs all services, serves searchable tweets and shuts down on SIGTERM", async () => {
+  const child = spawnMain(["all"], {
+    STREAM_PORT: "0",
+    INDEXER_PORT: "0",
+    QUERY_PORT: "0",
+    STREAM_COUNT: "200",
+    STREAM_RATE_PER_SECOND: "400",
+  });
+  const stdout = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  const log = new LogLines(stdout);
+  const stderrText = new Response(child.stderr).text();
+  const urls: Record<string, string> = {};
+  // A hung child fails the test instead of hanging it.
+  const watchdog = setTimeout(() => child.kill("SIGKILL"), 60_000);
+  try {
+    await log.until((line) => {
+      const match = /^(\w+) listening on (http:\/\/\S+)$/.exec(String(line.message));
+      if (match) urls[match[1]!] = match[2]!;
+      return Object.keys(urls).length === 3;
+    });
+
+    for (const url of Object.values(urls)) {
+      const ready = await fetch(`${url}/ready`);
+      assert.equal(ready.status, 200, await ready.text());
+    }
+    const deadline = Date.now() + 15_000;
+    let total = 0;
+    while (total < 200) {
+      assert.ok(Date.now() < deadline, `only ${total} of 200 tweets searchable in time`);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      const response = await fetch(`${urls.query}/api/v2/tweets?size=1`);
+      total = (await response.json()).page.total;
+    }
+    const kafka = await fetch(`${urls.query}/api/v1/tweets?text=kafka`);
+    assert.equal(kafka.status, 200);
+    const tweets: { text: string }[] = await kafka.json();
+    assert.ok(tweets.length > 0);
+    assert.ok(tweets.every((tweet) => /\bkafka\b/i.test(tweet.text)));
+
+    const status = await (await fetch(`${urls.stream}/api/v1/stream`)).json();
+    assert.equal(status.state, "completed");
+    assert.equal(status.produced, 200);
+    const metrics = await (await fetch(`${urls.indexer}/metrics`)).text();
+    assert.match(metrics, /indexer_events_total\{outcome="indexed"\} 200/);
+  } finally {
+    child.kill("SIGTERM");
+  }
+  await log.until((line) => line.message === "Shut down cleanly");
+  await stdout.cancel();
+  const { code } = await child.status;
+  clearTimeout(watchdog);
+  assert.equal(code, 0);
+  assert.match(await stderrText, /query\s+http:\/\/127\.0\.0\.1:\d+/);
+
+  const lines = log.lines;
+  for (const line of lines) {
+    assert.ok(typeof line.service === "string" && typeof line.instance === "string");
+  }
+  const requestLines = lines.filter((line) => line.path === "/api/v1/tweets");
+  assert.ok(requestLines.length > 0);
+  for (const line of requestLines) assert.match(String(line.traceId), /^[0-9a-f]{32}$/);
+  const stops = lines.map((line) => line.message).filter((message) =>
+    /^Stopped/.test(String(message))
+  );
+  assert.deepEqual(stops, [
+    "Stopped producing after 200 tweets",
+    "Stopped indexing; offsets committed",
+  ]);
+});
+
+Deno.test("main refuses an invalid setting and names the variable", async () => {
+  const child = spawnMain(["all"], { QUERY_PORT: "99999", LOG_LEVEL: "loud" });
+  const { code, stdout, stderr } = await child.output();
+  assert.equal(code, 1);
+  assert.equal(new TextDecoder().decode(stdout), "");
+  const message = new TextDecoder().decode(stderr);
+  assert.match(message, /QUERY_PORT: must be between 0 and 65535, got 99999/);
+  assert.match(message, /LOG_LEVEL: must be one of trace, debug, info, warning, error, fatal/);
+});
+
+Deno.test("main refuses unknown services with its usage", async () => {
+  const { code, stderr } = await spawnMain(["nonsense"], {}).output();
+  assert.equal(code, 2);
+  assert.match(new TextDecoder().decode(stderr), /^Usage: main\.ts <service\.\.\.>\|all/);
+});

@@ -1,0 +1,168 @@
+import assert from "node:assert/strict";
+import type { ConsumedRecord } from "../../shared/event_log/event_log.ts";
+import { MemoryEventLog } from "../../shared/event_log/memory_event_log.ts";
+import { partitionForKey } from "../../shared/event_log/murmur2.ts";
+import { loadTweetCodec } from "../../shared/events/tweet_event.ts";
+import { testContext } from "../../shared/service/test_context.ts";
+import { configureTracing } from "../../shared/trace/tracing.ts";
+import { loadConfig } from "../config.ts";
+import { createStreamService } from "./main.ts";
+
+async function streamService(env: Record<string, string>) {
+  configureTracing();
+  const eventLog = new MemoryEventLog();
+  const service = createStreamService({
+    config: loadConfig({ STREAM_WORKER_ID: "7", ...env }),
+    context: testContext("stream"),
+    eventLog,
+    codec: await loadTweetCodec(),
+  });
+  return { service, eventLog };
+}
+
+async function status(service: { app: { request(path: string): Response | Promise<Response> } }) {
+  return await (await service.app.request("/api/v1/stream")).json();
+}
+
+async function waitFor(condition: () => Promise<boolean>, what: string): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error(`Timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+async function readAll(eventLog: MemoryEventLog, topic: string): Promise<ConsumedRecord[]> {
+  const records: ConsumedRecord[] = [];
+  const lag = await eventLog.lag("reader", topic);
+  const total = lag.reduce((sum, partition) => sum + partition.highWatermark, 0);
+  const member = await eventLog.consume({ groupId: "reader", topics: [topic] }, (batch) => {
+    records.push(...batch.records);
+    return Promise.resolve();
+  });
+  await waitFor(() => Promise.resolve(records.length >= total), `${total} records`);
+  await member.stop();
+  return records;
+}
+
+Deno.test("stream produces exactly its count of decodable, keyed, traced tweets", async () => {
+  const { service, eventLog } = await streamService({
+    STREAM_COUNT: "250",
+    STREAM_RATE_PER_SECOND: "5000",
+  });
+  await service.start();
+  await waitFor(async () => (await status(service)).state === "completed", "completion");
+  assert.deepEqual(await status(service), {
+    state: "completed",
+    produced: 250,
+    ratePerSecond: 5000,
+    count: 250,
+    topic: "twitter-topic",
+  });
+  await service.stop();
+
+  const codec = await loadTweetCodec();
+  const records = await readAll(eventLog, "twitter-topic");
+  assert.equal(records.length, 250);
+  const ids = new Set<bigint>();
+  for (const record of records) {
+    const tweet = codec.decode(record.value);
+    ids.add(tweet.id);
+    assert.equal(record.partition, partitionForKey(record.key!, 3));
+    assert.match(record.headers.traceparent ?? "", /^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/);
+    assert.equal(record.timestamp, tweet.createdAt);
+    assert.equal(tweet.source, "mock");
+  }
+  assert.equal(ids.size, 250);
+  const traces = new Set(records.map((record) => record.headers.traceparent!.slice(3, 35)));
+  assert.equal(traces.size, 250, "every tweet starts its own trace");
+  await eventLog.close();
+});
+
+Deno.test("stream pauses, resumes and changes rate through its API", async () => {
+  const { service, eventLog } = await streamService({
+    STREAM_RATE_PER_SECOND: "200",
+    STREAM_AUTO_START: "false",
+  });
+  await service.start();
+  assert.equal((await status(service)).state, "paused");
+  const resumed = await service.app.request("/api/v1/stream/resume", { method: "POST" });
+  assert.equal((await resumed.json()).state, "running");
+  await waitFor(async () => (await status(service)).produced >= 20, "20 tweets");
+  const paused = await (await service.app.request("/api/v1/stream/pause", { method: "POST" }))
+    .json();
+  assert.equal(paused.state, "paused");
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  const afterPause = (await status(service)).produced;
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  assert.equal((await status(service)).produced, afterPause, "nothing is produced while paused");
+
+  const rate = await service.app.request("/api/v1/stream/rate", {
+    method: "PUT",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ perSecond: 50 }),
+  });
+  assert.equal(rate.status, 200);
+  assert.equal((await rate.json()).ratePerSecond, 50);
+  await service.stop();
+  assert.equal((await status(service)).state, "stopped");
+  await eventLog.close();
+});
+
+Deno.test("stream rejects bad rate requests with 4xx problem+json", async () => {
+  const { service, eventLog } = await streamService({ STREAM_AUTO_START: "false" });
+  const put = (body: string, type = "application/json") =>
+    service.app.request("/api/v1/stream/rate", {
+      method: "PUT",
+      headers: { "content-type": type },
+      body,
+    });
+  for (
+    const [body, status, code] of [
+      ['{"perSecond": 0}', 400, "invalid-body"],
+      ['{"perSecond": 100001}', 400, "invalid-body"],
+      ['{"perSecond": 1.5}', 400, "invalid-body"],
+      ['{"perSecond": "10"}', 400, "invalid-body"],
+      ["[1]", 400, "invalid-body"],
+      ["{", 400, "invalid-body"],
+    ] as const
+  ) {
+    const response = await put(body);
+    assert.equal(response.status, status, body);
+    assert.equal(response.headers.get("content-type"), "application/problem+json");
+    assert.equal((await response.json()).type, `urn:twitterapi:problem:${code}`);
+  }
+  const wrongType = await put('{"perSecond": 5}', "text/plain");
+  assert.equal(wrongType.status, 415);
+  await wrongType.body?.cancel();
+  await service.stop();
+  await eventLog.close();
+});
+
+Deno.test("stream refuses to resume once its count is produced", async () => {
+  const { service, eventLog } = await streamService({
+    STREAM_COUNT: "5",
+    STREAM_RATE_PER_SECOND: "1000",
+  });
+  await service.start();
+  await waitFor(async () => (await status(service)).state === "completed", "completion");
+  const response = await service.app.request("/api/v1/stream/resume", { method: "POST" });
+  assert.equal(response.status, 409);
+  assert.equal((await response.json()).type, "urn:twitterapi:problem:stream-completed");
+  await service.stop();
+  await eventLog.close();
+});
+
+Deno.test("stream keeps its rate", async () => {
+  const { service, eventLog } = await streamService({ STREAM_RATE_PER_SECOND: "100" });
+  await service.start();
+  const started = performance.now();
+  await new Promise((resolve) => setTimeout(resolve, 500));
+  const produced = (await status(service)).produced;
+  const elapsed = (performance.now() - started) / 1000;
+  await service.stop();
+  // Counts, not timings: the emitter never runs ahead of its rate.
+  assert.ok(produced <= Math.ceil(elapsed * 100) + 1, `${produced} in ${elapsed}s`);
+  assert.ok(produced > 0);
+  await eventLog.close();
+});
