@@ -3,6 +3,7 @@
  * talked to over HTTP on loopback and stopped with a signal.
  */
 import assert from "node:assert/strict";
+import { waitFor } from "../shared/testing/wait.ts";
 import { selectServices } from "./main.ts";
 
 const MAIN = new URL("./main.ts", import.meta.url).pathname;
@@ -80,14 +81,10 @@ Deno.test("main runs all services, serves searchable tweets and shuts down on SI
       const ready = await fetch(`${url}/ready`);
       assert.equal(ready.status, 200, await ready.text());
     }
-    const deadline = Date.now() + 15_000;
-    let total = 0;
-    while (total < 200) {
-      assert.ok(Date.now() < deadline, `only ${total} of 200 tweets searchable in time`);
-      await new Promise((resolve) => setTimeout(resolve, 100));
+    await waitFor("200 searchable tweets", async () => {
       const response = await fetch(`${urls.query}/api/v2/tweets?size=1`);
-      total = (await response.json()).page.total;
-    }
+      return (await response.json()).page.total === 200;
+    });
     const kafka = await fetch(`${urls.query}/api/v1/tweets?text=kafka`);
     assert.equal(kafka.status, 200);
     const tweets: { text: string }[] = await kafka.json();

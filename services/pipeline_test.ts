@@ -9,7 +9,8 @@ import type { Hono } from "hono";
 import { MemoryEventLog } from "../shared/event_log/memory_event_log.ts";
 import { loadTweetCodec, type TweetEvent } from "../shared/events/tweet_event.ts";
 import { MemorySearchIndex } from "../shared/search_index/memory_search_index.ts";
-import { testContext } from "../shared/service/test_context.ts";
+import { testContext } from "../shared/testing/test_context.ts";
+import { waitFor } from "../shared/testing/wait.ts";
 import { configureTracing } from "../shared/trace/tracing.ts";
 import { tokenize } from "../shared/text/tokenize.ts";
 import { loadConfig } from "./config.ts";
@@ -25,14 +26,6 @@ interface TweetV2 {
   text: string;
   createdAt: string;
   author: { id: string };
-}
-
-async function waitFor(condition: () => Promise<boolean>, what: string): Promise<void> {
-  const deadline = Date.now() + 20_000;
-  while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error(`Timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
 }
 
 async function getJson(app: Hono, path: string) {
@@ -101,10 +94,10 @@ Deno.test("pipeline makes every produced tweet searchable by text, user and id, 
       return Promise.resolve();
     },
   );
-  await waitFor(() => Promise.resolve(produced.length === COUNT), `${COUNT} produced tweets`);
+  await waitFor(`${COUNT} produced tweets`, () => Promise.resolve(produced.length === COUNT));
   await waitFor(
-    async () => (await getJson(query.app, "/api/v2/tweets?size=1")).page.total === COUNT,
     `${COUNT} searchable tweets`,
+    async () => (await getJson(query.app, "/api/v2/tweets?size=1")).page.total === COUNT,
   );
 
   const everything = await searchAll(query.app, "");

@@ -39,10 +39,7 @@ export function createIndexerService(deps: IndexerDependencies): Service {
   let member: ConsumerGroupMember | undefined;
 
   const app = createServiceApp({
-    service: context.name,
-    instanceId: context.instanceId,
-    logger,
-    metrics,
+    context,
     bodyLimitBytes: config.process.bodyLimitBytes,
     readiness: [
       { name: "event-log", check: () => eventLog.ping() },

@@ -6,21 +6,14 @@ import { encodeLongKey } from "../../shared/event_log/murmur2.ts";
 import { loadTweetCodec, type TweetEvent } from "../../shared/events/tweet_event.ts";
 import { MemorySearchIndex } from "../../shared/search_index/memory_search_index.ts";
 import type { SearchIndex, TweetDocument } from "../../shared/search_index/search_index.ts";
-import { testContext } from "../../shared/service/test_context.ts";
+import { testContext } from "../../shared/testing/test_context.ts";
+import { waitFor } from "../../shared/testing/wait.ts";
 import { configureTracing } from "../../shared/trace/tracing.ts";
 import { loadConfig } from "../config.ts";
 import { createIndexerService } from "./main.ts";
 import { DEAD_LETTER_HEADERS } from "./tweet_indexer.ts";
 
 const TOPIC = "twitter-topic";
-
-async function waitFor(condition: () => Promise<boolean>, what: string): Promise<void> {
-  const deadline = Date.now() + 10_000;
-  while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error(`Timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-}
 
 function tweet(id: bigint, text: string): TweetEvent {
   return { id, userId: 9223372036854775807n, text, createdAt: 1_700_000_000_000, source: "mock" };
@@ -50,10 +43,10 @@ Deno.test("indexer indexes tweets by id and commits their offsets", async () => 
       value: codec.encode(tweet(id, `tweet ${id}`)),
     })),
   );
-  await waitFor(async () => (await index.count()) === 3, "3 documents");
+  await waitFor("3 documents", async () => (await index.count()) === 3);
   await waitFor(
-    async () => (await eventLog.lag("twitter-indexer", TOPIC)).every((p) => p.lag === 0),
     "no lag",
+    async () => (await eventLog.lag("twitter-indexer", TOPIC)).every((p) => p.lag === 0),
   );
   assert.deepEqual(await index.get("9223372036854775807"), {
     id: "9223372036854775807",
@@ -80,7 +73,7 @@ Deno.test("indexer sends undecodable events to the dead-letter topic and moves o
     { key, value: new TextEncoder().encode("not avro"), headers: { origin: "test" } },
     { key, value: codec.encode(tweet(5n, "after the bad one")) },
   ]);
-  await waitFor(async () => (await index.count()) === 1, "the good event indexed");
+  await waitFor("the good event indexed", async () => (await index.count()) === 1);
   const dead: ConsumedRecord[] = [];
   const reader = await eventLog.consume(
     { groupId: "dlq-reader", topics: ["twitter-topic.dlq"] },
@@ -89,7 +82,7 @@ Deno.test("indexer sends undecodable events to the dead-letter topic and moves o
       return Promise.resolve();
     },
   );
-  await waitFor(() => Promise.resolve(dead.length === 1), "one dead letter");
+  await waitFor("one dead letter", () => Promise.resolve(dead.length === 1));
   await reader.stop();
   const [letter] = dead;
   assert.deepEqual(letter?.value, new TextEncoder().encode("not avro"));
@@ -119,10 +112,10 @@ Deno.test("indexer retries a failed write and commits only after it succeeds", a
   const { service, eventLog, context } = await indexer(flaky);
   const codec = await loadTweetCodec();
   await eventLog.send(TOPIC, [{ key: encodeLongKey(3n), value: codec.encode(tweet(3n, "x")) }]);
-  await waitFor(async () => (await flaky.count()) === 1, "the write to succeed");
+  await waitFor("the write to succeed", async () => (await flaky.count()) === 1);
   await waitFor(
-    async () => (await eventLog.lag("twitter-indexer", TOPIC)).every((p) => p.lag === 0),
     "the commit",
+    async () => (await eventLog.lag("twitter-indexer", TOPIC)).every((p) => p.lag === 0),
   );
   assert.equal(flaky.failuresLeft, 0);
   assert.match(await context.metrics.render(), /indexer_batch_failures_total 3/);
@@ -141,7 +134,7 @@ Deno.test("indexer continues the producer's trace for each tweet", async () => {
     value: codec.encode(tweet(8n, "traced")),
     headers: { traceparent: `00-${traceId}-b7ad6b7169203331-01` },
   }]);
-  await waitFor(async () => (await index.count()) === 1, "the document");
+  await waitFor("the document", async () => (await index.count()) === 1);
   await service.stop();
   await eventLog.close();
   const span = exporter.getFinishedSpans().find((span) => span.name === `${TOPIC} process`);

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { MemorySearchIndex } from "../../shared/search_index/memory_search_index.ts";
 import type { TweetDocument } from "../../shared/search_index/search_index.ts";
-import { testContext } from "../../shared/service/test_context.ts";
+import { testContext } from "../../shared/testing/test_context.ts";
 import { loadConfig } from "../config.ts";
 import { createQueryService } from "./main.ts";
 

@@ -14,10 +14,7 @@ export interface QueryDependencies {
 export function createQueryService(deps: QueryDependencies): Service {
   const { config, context, index } = deps;
   const app = createServiceApp({
-    service: context.name,
-    instanceId: context.instanceId,
-    logger: context.logger,
-    metrics: context.metrics,
+    context,
     bodyLimitBytes: config.process.bodyLimitBytes,
     readiness: [{ name: "search-index", check: () => index.ping() }],
   });

@@ -44,10 +44,7 @@ export function createStreamService(deps: StreamDependencies): Service {
   });
   const stopping = new AbortController();
   const app = createServiceApp({
-    service: context.name,
-    instanceId: context.instanceId,
-    logger: context.logger,
-    metrics: context.metrics,
+    context,
     bodyLimitBytes: config.process.bodyLimitBytes,
     readiness: [{ name: "event-log", check: () => eventLog.ping() }],
   });

@@ -3,7 +3,8 @@ import type { ConsumedRecord } from "../../shared/event_log/event_log.ts";
 import { MemoryEventLog } from "../../shared/event_log/memory_event_log.ts";
 import { partitionForKey } from "../../shared/event_log/murmur2.ts";
 import { loadTweetCodec } from "../../shared/events/tweet_event.ts";
-import { testContext } from "../../shared/service/test_context.ts";
+import { testContext } from "../../shared/testing/test_context.ts";
+import { waitFor } from "../../shared/testing/wait.ts";
 import { configureTracing } from "../../shared/trace/tracing.ts";
 import { loadConfig } from "../config.ts";
 import { createStreamService } from "./main.ts";
@@ -24,14 +25,6 @@ async function status(service: { app: { request(path: string): Response | Promis
   return await (await service.app.request("/api/v1/stream")).json();
 }
 
-async function waitFor(condition: () => Promise<boolean>, what: string): Promise<void> {
-  const deadline = Date.now() + 10_000;
-  while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error(`Timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-}
-
 async function readAll(eventLog: MemoryEventLog, topic: string): Promise<ConsumedRecord[]> {
   const records: ConsumedRecord[] = [];
   const lag = await eventLog.lag("reader", topic);
@@ -40,7 +33,7 @@ async function readAll(eventLog: MemoryEventLog, topic: string): Promise<Consume
     records.push(...batch.records);
     return Promise.resolve();
   });
-  await waitFor(() => Promise.resolve(records.length >= total), `${total} records`);
+  await waitFor(`${total} records`, () => Promise.resolve(records.length >= total));
   await member.stop();
   return records;
 }
@@ -51,7 +44,7 @@ Deno.test("stream produces exactly its count of decodable, keyed, traced tweets"
     STREAM_RATE_PER_SECOND: "5000",
   });
   await service.start();
-  await waitFor(async () => (await status(service)).state === "completed", "completion");
+  await waitFor("completion", async () => (await status(service)).state === "completed");
   assert.deepEqual(await status(service), {
     state: "completed",
     produced: 250,
@@ -88,7 +81,7 @@ Deno.test("stream pauses, resumes and changes rate through its API", async () =>
   assert.equal((await status(service)).state, "paused");
   const resumed = await service.app.request("/api/v1/stream/resume", { method: "POST" });
   assert.equal((await resumed.json()).state, "running");
-  await waitFor(async () => (await status(service)).produced >= 20, "20 tweets");
+  await waitFor("20 tweets", async () => (await status(service)).produced >= 20);
   const paused = await (await service.app.request("/api/v1/stream/pause", { method: "POST" }))
     .json();
   assert.equal(paused.state, "paused");
@@ -145,7 +138,7 @@ Deno.test("stream refuses to resume once its count is produced", async () => {
     STREAM_RATE_PER_SECOND: "1000",
   });
   await service.start();
-  await waitFor(async () => (await status(service)).state === "completed", "completion");
+  await waitFor("completion", async () => (await status(service)).state === "completed");
   const response = await service.app.request("/api/v1/stream/resume", { method: "POST" });
   assert.equal(response.status, 409);
   assert.equal((await response.json()).type, "urn:twitterapi:problem:stream-completed");

@@ -17,31 +17,10 @@ import {
   type TopicPartition,
 } from "./event_log.ts";
 import { encodeLongKey, partitionForKey } from "./murmur2.ts";
-
-const DEADLINE_MS = 30_000;
-const POLL_INTERVAL_MS = 10;
+import { delay, waitFor } from "../testing/wait.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
-
-export function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-/** Polls `condition` until it holds; fails the test once the deadline passes. */
-export async function waitFor(
-  description: string,
-  condition: () => boolean | Promise<boolean>,
-  timeoutMs = DEADLINE_MS,
-): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await condition())) {
-    if (Date.now() > deadline) {
-      assert.fail(`Timed out after ${timeoutMs} ms waiting for ${description}`);
-    }
-    await delay(POLL_INTERVAL_MS);
-  }
-}
 
 /** A name no other test run uses, so a shared broker keeps runs apart. */
 export function uniqueName(prefix: string): string {

@@ -8,14 +8,13 @@ import {
 } from "./event_log.ts";
 import {
   collector,
-  delay,
   keyedRecords,
   runEventLogContract,
   text,
   uniqueName,
-  waitFor,
   waitForNoLag,
 } from "./event_log_contract.ts";
+import { delay, waitFor } from "../testing/wait.ts";
 import { EventLogClosedError, MemoryEventLog } from "./memory_event_log.ts";
 
 runEventLogContract("MemoryEventLog", () => Promise.resolve(new MemoryEventLog()));

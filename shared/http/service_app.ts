@@ -7,8 +7,8 @@ import { SpanKind } from "@opentelemetry/api";
 import { Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { HTTPException } from "hono/http-exception";
-import type { Logger } from "../log/log.ts";
-import { type MetricsRegistry, PROMETHEUS_CONTENT_TYPE } from "../metrics/metrics.ts";
+import { PROMETHEUS_CONTENT_TYPE } from "../metrics/metrics.ts";
+import type { ServiceContext } from "../service/service.ts";
 import { extractTraceContext, inSpan } from "../trace/tracing.ts";
 import {
   internalError,
@@ -26,10 +26,8 @@ export interface ReadinessCheck {
 }
 
 export interface ServiceAppOptions {
-  readonly service: string;
-  readonly instanceId: string;
-  readonly logger: Logger;
-  readonly metrics: MetricsRegistry;
+  /** The service's name, instance id, logger and metrics registry. */
+  readonly context: ServiceContext;
   readonly readiness?: readonly ReadinessCheck[];
   /**
    * Largest accepted request body.
@@ -70,7 +68,8 @@ async function runReadinessCheck(check: ReadinessCheck, timeoutMs: number) {
 
 /** Creates the service's Hono app; the service adds its own routes to it. */
 export function createServiceApp(options: ServiceAppOptions): Hono {
-  const { logger, metrics, readiness = [], readinessTimeoutMs = 2000 } = options;
+  const { context, readiness = [], readinessTimeoutMs = 2000 } = options;
+  const { logger, metrics } = context;
   const bodyLimitBytes = options.bodyLimitBytes ?? 1_048_576;
   const requests = metrics.counter("http_requests_total", "HTTP requests handled.");
   const durations = metrics.histogram(
@@ -86,7 +85,7 @@ export function createServiceApp(options: ServiceAppOptions): Hono {
     { labels: {}, value: Deno.memoryUsage().heapUsed },
   ]);
   metrics.gauge("service_info", "Constant 1, labelled with the service and instance.").set(
-    { service: options.service, instance: options.instanceId },
+    { service: context.name, instance: context.instanceId },
     1,
   );
 
@@ -136,7 +135,7 @@ export function createServiceApp(options: ServiceAppOptions): Hono {
     }),
   );
 
-  app.get("/health", (c) => c.json({ status: "up", service: options.service }));
+  app.get("/health", (c) => c.json({ status: "up", service: context.name }));
 
   app.get("/ready", async (c) => {
     const results = await Promise.all(

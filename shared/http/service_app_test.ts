@@ -1,19 +1,12 @@
 import assert from "node:assert/strict";
 import { InMemorySpanExporter, SimpleSpanProcessor } from "@opentelemetry/sdk-trace";
-import { testContext } from "../service/test_context.ts";
+import { testContext } from "../testing/test_context.ts";
 import { configureTracing } from "../trace/tracing.ts";
 import { ProblemError } from "./problem.ts";
 import { createServiceApp, type ServiceAppOptions } from "./service_app.ts";
 
 function app(options: Partial<ServiceAppOptions> = {}) {
-  const context = testContext("kernel");
-  const hono = createServiceApp({
-    service: context.name,
-    instanceId: context.instanceId,
-    logger: context.logger,
-    metrics: context.metrics,
-    ...options,
-  });
+  const hono = createServiceApp({ context: testContext("kernel"), ...options });
   hono.get("/boom", () => {
     throw new Error("secret internals");
   });

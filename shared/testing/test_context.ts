@@ -1,7 +1,7 @@
 /** A service context for tests: a quiet logger and a fresh metrics registry. */
 import { serviceLogger } from "../log/log.ts";
 import { MetricsRegistry } from "../metrics/metrics.ts";
-import type { ServiceContext } from "./service.ts";
+import type { ServiceContext } from "../service/service.ts";
 
 export function testContext(name: string): ServiceContext {
   const instanceId = `${name}-test`;
