@@ -122,10 +122,20 @@ export async function aptInstall(engine: string, packages: readonly string[]): P
 export const ENGINE_USER = "twitterapi-engines";
 
 export async function ensureEngineUser(engine: string): Promise<void> {
-  const known = await new Deno.Command("id", { args: ["-u", ENGINE_USER], stdout: "null", stderr: "null" })
+  const known = await new Deno.Command("id", {
+    args: ["-u", ENGINE_USER],
+    stdout: "null",
+    stderr: "null",
+  })
     .output();
   if (known.success) return;
-  await run("useradd", ["--system", "--no-create-home", "--shell", "/usr/sbin/nologin", ENGINE_USER], {
+  await run("useradd", [
+    "--system",
+    "--no-create-home",
+    "--shell",
+    "/usr/sbin/nologin",
+    ENGINE_USER,
+  ], {
     engine,
     what: `create the system user ${ENGINE_USER}`,
   });
