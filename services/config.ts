@@ -39,9 +39,17 @@ export const settings = {
     }),
   },
   eventLog: {
-    adapter: oneOf("EVENT_LOG", ["memory"], {
+    adapter: oneOf("EVENT_LOG", ["memory", "kafka"], {
       default: "memory",
-      doc: "Event log engine: the in-process log",
+      doc: "Event log engine: the in-process log or Apache Kafka",
+    }),
+    kafkaBrokers: list("KAFKA_BROKERS", {
+      default: ["127.0.0.1:9092"],
+      doc: "Kafka: bootstrap brokers, host:port",
+    }),
+    kafkaClientId: text("KAFKA_CLIENT_ID", {
+      default: "twitterapi",
+      doc: "Kafka: client id of this process's connections",
     }),
     memoryRetentionRecords: integer("EVENT_LOG_MEMORY_RETENTION_RECORDS", {
       default: 100_000,
@@ -54,9 +62,21 @@ export const settings = {
     }),
   },
   searchIndex: {
-    adapter: oneOf("SEARCH_INDEX", ["memory"], {
+    adapter: oneOf("SEARCH_INDEX", ["memory", "elasticsearch"], {
       default: "memory",
-      doc: "Search index engine: the in-process index",
+      doc: "Search index engine: the in-process index or Elasticsearch",
+    }),
+    elasticsearchUrl: text("ELASTICSEARCH_URL", {
+      default: "http://127.0.0.1:9200",
+      doc: "Elasticsearch: base URL",
+      pattern: /^https?:\/\/[^\s/]+(\/.*)?$/,
+      patternDescription: "an http(s) URL",
+    }),
+    elasticsearchIndex: text("ELASTICSEARCH_INDEX", {
+      default: "twitter-index",
+      doc: "Elasticsearch: index of tweets",
+      pattern: /^[a-z0-9][a-z0-9._-]{0,254}$/,
+      patternDescription: "an index name (lower-case letters, digits, '.', '_', '-')",
     }),
     memoryMaxDocuments: integer("SEARCH_INDEX_MEMORY_MAX_DOCUMENTS", {
       default: 1_000_000,

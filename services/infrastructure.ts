@@ -1,12 +1,17 @@
 /**
  * The process's adapters, chosen by configuration and shared by every service
  * the process runs (so that `all` wires stream -> indexer -> query through one
- * embedded log and index). Created on first use, closed once at shutdown.
+ * log and index). Created on first use, closed once at shutdown. A configured
+ * real engine that is down is never replaced by an embedded one: the services
+ * retry it and report it on `/ready`.
  */
+import { Client } from "@elastic/elasticsearch";
 import type { EventLog } from "../shared/event_log/event_log.ts";
+import { createKafkaClient, KafkaEventLog } from "../shared/event_log/kafka_event_log.ts";
 import { MemoryEventLog } from "../shared/event_log/memory_event_log.ts";
 import { loadTweetCodec, type TweetCodec } from "../shared/events/tweet_event.ts";
 import type { Logger } from "../shared/log/log.ts";
+import { ElasticsearchSearchIndex } from "../shared/search_index/elasticsearch_search_index.ts";
 import { MemorySearchIndex } from "../shared/search_index/memory_search_index.ts";
 import type { SearchIndex } from "../shared/search_index/search_index.ts";
 import type { AppConfig } from "./config.ts";
@@ -19,31 +24,12 @@ export class Infrastructure {
   constructor(readonly config: AppConfig, readonly logger: Logger) {}
 
   eventLog(): EventLog {
-    if (this.#eventLog === undefined) {
-      const { memoryRetentionRecords, memoryRetentionMs } = this.config.eventLog;
-      this.#eventLog = new MemoryEventLog({
-        retentionRecords: memoryRetentionRecords,
-        retentionMs: memoryRetentionMs === 0 ? Infinity : memoryRetentionMs,
-      });
-      this.logger.info(
-        "Event log: in-process (EVENT_LOG=memory); events live in this process only, " +
-          "{records} records per partition for at most {ms} ms",
-        { records: memoryRetentionRecords, ms: memoryRetentionMs },
-      );
-    }
+    this.#eventLog ??= this.#createEventLog();
     return this.#eventLog;
   }
 
   searchIndex(): SearchIndex {
-    if (this.#searchIndex === undefined) {
-      const { memoryMaxDocuments } = this.config.searchIndex;
-      this.#searchIndex = new MemorySearchIndex({ maxDocuments: memoryMaxDocuments });
-      this.logger.info(
-        "Search index: in-process (SEARCH_INDEX=memory); documents live in this process only, " +
-          "at most {documents}",
-        { documents: memoryMaxDocuments },
-      );
-    }
+    this.#searchIndex ??= this.#createSearchIndex();
     return this.#searchIndex;
   }
 
@@ -55,5 +41,61 @@ export class Infrastructure {
   async close(): Promise<void> {
     await this.#eventLog?.close();
     await this.#searchIndex?.close();
+  }
+
+  #createEventLog(): EventLog {
+    const settings = this.config.eventLog;
+    if (settings.adapter === "kafka") {
+      this.logger.info("Event log: Kafka at {brokers} (EVENT_LOG=kafka)", {
+        brokers: settings.kafkaBrokers.join(","),
+      });
+      const logger = this.logger;
+      const kafka = createKafkaClient({
+        clientId: settings.kafkaClientId,
+        brokers: settings.kafkaBrokers,
+        logLevel: "warn",
+        // kafkajs repeats every connection failure it retries; the services
+        // report an unreachable Kafka once per retry of their own, loudly.
+        onLog: (entry) =>
+          logger.debug("kafkajs {namespace}: {message}", {
+            namespace: entry.namespace,
+            message: entry.message,
+            level: entry.level,
+          }),
+      });
+      return new KafkaEventLog(kafka);
+    }
+    const { memoryRetentionRecords, memoryRetentionMs } = settings;
+    this.logger.info(
+      "Event log: in-process (EVENT_LOG=memory); events live in this process only, " +
+        "{records} records per partition for at most {ms} ms",
+      { records: memoryRetentionRecords, ms: memoryRetentionMs },
+    );
+    return new MemoryEventLog({
+      retentionRecords: memoryRetentionRecords,
+      retentionMs: memoryRetentionMs === 0 ? Infinity : memoryRetentionMs,
+    });
+  }
+
+  #createSearchIndex(): SearchIndex {
+    const settings = this.config.searchIndex;
+    if (settings.adapter === "elasticsearch") {
+      this.logger.info(
+        "Search index: Elasticsearch at {url}, index {index} (SEARCH_INDEX=elasticsearch)",
+        {
+          url: settings.elasticsearchUrl,
+          index: settings.elasticsearchIndex,
+        },
+      );
+      return new ElasticsearchSearchIndex(new Client({ node: settings.elasticsearchUrl }), {
+        index: settings.elasticsearchIndex,
+      });
+    }
+    this.logger.info(
+      "Search index: in-process (SEARCH_INDEX=memory); documents live in this process only, " +
+        "at most {documents}",
+      { documents: settings.memoryMaxDocuments },
+    );
+    return new MemorySearchIndex({ maxDocuments: settings.memoryMaxDocuments });
   }
 }

@@ -137,3 +137,39 @@ Deno.test("main refuses unknown services with its usage", async () => {
   assert.equal(code, 2);
   assert.match(new TextDecoder().decode(stderr), /^Usage: main\.ts <service\.\.\.>\|all/);
 });
+
+Deno.test("main reports an unreachable Kafka on /ready and retries it, never falling back", async () => {
+  const child = spawnMain(["stream"], {
+    STREAM_PORT: "0",
+    EVENT_LOG: "kafka",
+    KAFKA_BROKERS: "127.0.0.1:1",
+  });
+  const log = new LogLines(child.stdout.pipeThrough(new TextDecoderStream()).getReader());
+  const stderr = new Response(child.stderr).text();
+  const watchdog = setTimeout(() => child.kill("SIGKILL"), 60_000);
+  let url = "";
+  try {
+    await log.until((line) => {
+      url = /^stream listening on (\S+)$/.exec(String(line.message))?.[1] ?? "";
+      return url !== "";
+    });
+    assert.equal((await fetch(`${url}/health`)).status, 200);
+    const ready = await fetch(`${url}/ready`);
+    assert.equal(ready.status, 503);
+    const body = await ready.json();
+    assert.equal(body.checks["event-log"].status, "down");
+    await log.until((line) =>
+      line.level === "WARN" &&
+      /^Cannot create topic twitter-topic, retrying in \d+ ms/.test(String(line.message))
+    );
+    assert.ok(!log.lines.some((line) => /in-process/.test(String(line.message))));
+  } finally {
+    child.kill("SIGTERM");
+  }
+  await log.until((line) => line.message === "Shut down cleanly");
+  await log.reader.cancel();
+  const { code } = await child.status;
+  clearTimeout(watchdog);
+  await stderr;
+  assert.equal(code, 0);
+});

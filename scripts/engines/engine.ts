@@ -27,6 +27,11 @@ export interface Engine {
   /** How long `up` waits for the first healthy answer. */
   readonly startTimeoutMs: number;
   /**
+   * The signal that stops the engine promptly and cleanly.
+   * @default "SIGTERM"
+   */
+  readonly stopSignal?: Deno.Signal;
+  /**
    * Installs or downloads what the engine needs, into the cache; idempotent
    * and quick when everything is there already.
    */
@@ -166,7 +171,10 @@ export async function mavenArtifact(
     `org.apache.maven.plugins:maven-dependency-plugin:3.8.1:${options.unpack ? "unpack" : "copy"}`,
     `-Dartifact=${artifact}`,
     `-DoutputDirectory=${staging}`,
-  ], { engine, what: `download ${artifact} with Maven` });
+    // Without it, the plugin's markers (kept under the working folder) make a
+    // second unpack of the same artifact a silent no-op.
+    "-Dmdep.overWriteReleases=true",
+  ], { engine, cwd: staging, what: `download ${artifact} with Maven` });
   await Deno.rename(staging, options.target);
   return options.target;
 }
@@ -179,16 +187,15 @@ export async function runningPid(engine: string): Promise<number | undefined> {
   } catch {
     return undefined;
   }
-  try {
-    // The command line names the engine's data folder: a recycled pid does not.
-    const cmdline = await Deno.readTextFile(`/proc/${pid}/cmdline`);
-    const environ = await Deno.readTextFile(`/proc/${pid}/environ`).catch(() => "");
-    return cmdline.includes(dataDir(engine)) || environ.includes(`TWITTERAPI_ENGINE=${engine}`)
-      ? pid
-      : undefined;
-  } catch {
-    return undefined;
-  }
+  if (!(await exists(`/proc/${pid}`)) || await isZombie(pid)) return undefined;
+  const cmdline = await Deno.readTextFile(`/proc/${pid}/cmdline`).catch(() => "");
+  const environ = await Deno.readTextFile(`/proc/${pid}/environ`).catch(() => "");
+  // While the process is between exec calls, /proc shows neither: it is ours.
+  if (cmdline === "" && environ === "") return pid;
+  // The engine's environment names it: a recycled pid does not.
+  return environ.includes(`TWITTERAPI_ENGINE=${engine}`) || cmdline.includes(dataDir(engine))
+    ? pid
+    : undefined;
 }
 
 /**
@@ -219,12 +226,12 @@ export async function start(engine: string, process: EngineProcess): Promise<num
   return child.pid;
 }
 
-/** Stops the engine `up` started: SIGTERM, then SIGKILL after `graceMs`. */
-export async function stop(engine: string, graceMs = 20_000): Promise<boolean> {
-  const pid = await runningPid(engine);
-  await Deno.remove(pidFile(engine)).catch(() => {});
+/** Stops the engine `up` started: its stop signal, then SIGKILL after `graceMs`. */
+export async function stop(engine: Engine, graceMs = 20_000): Promise<boolean> {
+  const pid = await runningPid(engine.name);
+  await Deno.remove(pidFile(engine.name)).catch(() => {});
   if (pid === undefined) return false;
-  Deno.kill(pid, "SIGTERM");
+  Deno.kill(pid, engine.stopSignal ?? "SIGTERM");
   const deadline = Date.now() + graceMs;
   while (Date.now() < deadline) {
     if (!(await exists(`/proc/${pid}`)) || await isZombie(pid)) return true;

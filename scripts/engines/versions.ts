@@ -3,10 +3,10 @@
  * deno.json has the same major as the server here.
  */
 export const VERSIONS = {
-  kafka: "TBD",
-  elasticsearch: "TBD",
-  redis: "Debian 12 redis-server 7.0",
-  postgres: "Debian 12 postgresql 15",
-  zipkin: "TBD",
-  keycloak: "TBD",
+  kafka: "3.9.2",
+  elasticsearch: "8.19.21",
+  redis: "Debian 12 redis-server 5:7.0.15-1~deb12u10",
+  postgres: "Debian 12 postgresql-15 15.18-0+deb12u1",
+  zipkin: "3.6.1",
+  keycloak: "26.7.3",
 } as const;

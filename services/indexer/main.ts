@@ -69,6 +69,7 @@ export function createIndexerService(deps: IndexerDependencies): Service {
     app,
     async start() {
       const retry = { logger, signal: stopping.signal };
+      await retryUntilDone(() => index.open(), { ...retry, action: "open the search index" });
       for (const name of [topic, settings.deadLetterTopic]) {
         const spec = { name, partitions: config.tweets.partitions };
         await retryUntilDone(() => eventLog.ensureTopic(spec), {

@@ -1,4 +1,5 @@
 /** The query service: the tweet read API over the search index (seed: elastic-query-service). */
+import { retryUntilDone } from "../../shared/async/retry.ts";
 import { createServiceApp } from "../../shared/http/service_app.ts";
 import type { SearchIndex } from "../../shared/search_index/search_index.ts";
 import type { Service, ServiceContext } from "../../shared/service/service.ts";
@@ -24,10 +25,20 @@ export function createQueryService(deps: QueryDependencies): Service {
     maxPageSize: config.query.maxPageSize,
     v1DeprecatedAt: config.query.v1DeprecatedAt,
   });
+  const stopping = new AbortController();
   return {
     name: context.name,
     app,
-    start: () => Promise.resolve(),
-    stop: () => Promise.resolve(),
+    async start() {
+      await retryUntilDone(() => index.open(), {
+        action: "open the search index",
+        logger: context.logger,
+        signal: stopping.signal,
+      });
+    },
+    stop() {
+      stopping.abort();
+      return Promise.resolve();
+    },
   };
 }

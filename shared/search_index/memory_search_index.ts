@@ -88,6 +88,11 @@ export class MemorySearchIndex implements SearchIndex {
     return this.#evicted;
   }
 
+  /** Nothing to prepare: the index exists from construction. */
+  open(): Promise<void> {
+    return settle(() => this.#assertOpen("open the search index"));
+  }
+
   upsert(documents: readonly TweetDocument[]): Promise<void> {
     return settle(() => {
       this.#assertOpen("upsert documents");

@@ -53,6 +53,12 @@ export interface SearchPage {
 
 export interface SearchIndex {
   /**
+   * Prepares the index for use (Elasticsearch: creates it with its mapping
+   * when missing). Idempotent and safe from several processes at once; call
+   * it, retrying while the engine is down, before the first read or write.
+   */
+  open(): Promise<void>;
+  /**
    * Inserts or replaces documents by id. Resolves only when every document is
    * durably stored; rejects (storing possibly a part) otherwise, so callers
    * retry the whole set. Replacing with an identical document is a no-op.

@@ -18,6 +18,9 @@ export function runSearchIndexContract(
     Deno.test(`${name} ${behaviour}`, async () => {
       const index = await createIndex();
       try {
+        // Opening twice proves it idempotent on every case.
+        await index.open();
+        await index.open();
         await body(index);
       } finally {
         await index.close();

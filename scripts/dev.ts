@@ -1,0 +1,50 @@
+/**
+ * `deno task dev [--engines=embedded|real]`: every service in one process.
+ * Embedded (the default) needs nothing installed; `--engines=real` first
+ * brings up Kafka and Elasticsearch on loopback and runs the services on them.
+ */
+import { ENGINES, engineUp, write } from "./engines/engines.ts";
+
+const MAIN = new URL("../services/main.ts", import.meta.url).pathname;
+export const SERVICE_PERMISSIONS = [
+  "--allow-net",
+  "--allow-env",
+  "--allow-read",
+  "--allow-sys=hostname,osRelease,homedir",
+] as const;
+/** The engines `--engines=real` needs, and how the services select them. */
+const REAL = {
+  engines: ["kafka", "elasticsearch"],
+  env: { EVENT_LOG: "kafka", SEARCH_INDEX: "elasticsearch" },
+} as const;
+
+async function main(args: string[]): Promise<number> {
+  const engines = args.length === 0
+    ? "embedded"
+    : /^--engines=(embedded|real)$/.exec(args[0]!)?.[1];
+  if (engines === undefined || args.length > 1) {
+    write("Usage: deno task dev [--engines=embedded|real]\n");
+    return 2;
+  }
+  let env: Record<string, string> = {};
+  if (engines === "real") {
+    await engineUp(
+      ENGINES.filter((engine) => (REAL.engines as readonly string[]).includes(engine.name)),
+    );
+    env = { ...REAL.env };
+  }
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", ...SERVICE_PERMISSIONS, "--env-file=.env", MAIN, "all"],
+    env,
+    stdin: "inherit",
+    stdout: "inherit",
+    stderr: "inherit",
+  }).spawn();
+  // Ctrl-C reaches the services through the terminal's process group; a
+  // SIGTERM sent to this launcher alone is passed on.
+  Deno.addSignalListener("SIGINT", () => {});
+  Deno.addSignalListener("SIGTERM", () => child.kill("SIGTERM"));
+  return (await child.status).code;
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));

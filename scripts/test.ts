@@ -1,0 +1,37 @@
+/**
+ * `deno task test`: brings every real engine up on loopback (installing and
+ * downloading what is missing), runs every test against them, and stops the
+ * engines it started. An engine that cannot start fails the run, naming the
+ * engine and its log file.
+ */
+import { aptInstall, type Engine } from "./engines/engine.ts";
+import { ENGINES, engineUp, write } from "./engines/engines.ts";
+import { stop } from "./engines/engine.ts";
+import { SERVICE_PERMISSIONS } from "./dev.ts";
+
+async function main(args: string[]): Promise<number> {
+  // The compose file test validates compose.yaml with Debian's docker-compose.
+  await aptInstall("tools", ["docker-compose"]);
+  let started: Engine[] = [];
+  try {
+    started = await engineUp(ENGINES);
+  } catch (error) {
+    write(`${error instanceof Error ? error.message : String(error)}\n`);
+    return 1;
+  }
+  try {
+    const child = new Deno.Command(Deno.execPath(), {
+      args: ["test", ...SERVICE_PERMISSIONS, "--allow-run", ...args],
+      stdin: "null",
+      stdout: "inherit",
+      stderr: "inherit",
+    }).spawn();
+    return (await child.status).code;
+  } finally {
+    for (const engine of started) {
+      write(`${engine.name}: ${await stop(engine) ? "stopped" : "was not running"}\n`);
+    }
+  }
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));

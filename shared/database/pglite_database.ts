@@ -1,0 +1,117 @@
+/**
+ * The embedded SQL database: PostgreSQL compiled to WebAssembly (PGlite),
+ * in memory or in a data folder, in this process. Same SQL and migrations
+ * as PostgreSQL; one connection, so statements (and transactions) run one
+ * at a time.
+ */
+
+import { type PGliteInterface, types } from "@electric-sql/pglite";
+import {
+  clientValueOf,
+  DatabaseClosedError,
+  OID,
+  paramTypeOf,
+  PARSERS,
+  runGuarded,
+  SERIALIZERS,
+  type SqlDatabase,
+  type SqlExecutor,
+  type SqlParam,
+  type SqlRow,
+  type SqlTransaction,
+  toSqlError,
+} from "./database.ts";
+
+interface PgliteExecutor {
+  query<T>(
+    sql: string,
+    params?: unknown[],
+    options?: Parameters<PGliteInterface["query"]>[2],
+  ): Promise<{ rows: T[] }>;
+  exec(sql: string, options?: Parameters<PGliteInterface["exec"]>[1]): Promise<unknown>;
+}
+
+const OPTIONS = {
+  serializers: SERIALIZERS,
+  parsers: {
+    ...PARSERS,
+    // PGlite reads int8 arrays as numbers or bigints; keep their text as for int8.
+    [OID.int8Array]: (text: string) =>
+      types.arrayParser(text, (item: string) => item, OID.int8Array),
+  },
+};
+
+async function query<T>(
+  executor: PgliteExecutor,
+  sql: string,
+  params: readonly SqlParam[],
+): Promise<T[]> {
+  try {
+    const result = await executor.query<T>(sql, params.map(clientValueOf), {
+      ...OPTIONS,
+      paramTypes: params.map(paramTypeOf),
+    });
+    return result.rows;
+  } catch (error) {
+    throw toSqlError(error);
+  }
+}
+
+async function execute(executor: PgliteExecutor, script: string): Promise<void> {
+  try {
+    await executor.exec(script, OPTIONS);
+  } catch (error) {
+    throw toSqlError(error);
+  }
+}
+
+/** A database on a ready PGlite instance, which it takes over: `close` closes it. */
+export class PgliteDatabase implements SqlDatabase {
+  readonly #pg: PGliteInterface;
+  #closed = false;
+
+  constructor(pg: PGliteInterface) {
+    this.#pg = pg;
+  }
+
+  async query<T = SqlRow>(sql: string, params: readonly SqlParam[] = []): Promise<T[]> {
+    this.#checkOpen();
+    return await query<T>(this.#pg, sql, params);
+  }
+
+  async execute(script: string): Promise<void> {
+    this.#checkOpen();
+    await execute(this.#pg, script);
+  }
+
+  async transaction<T>(fn: (tx: SqlTransaction) => Promise<T>): Promise<T> {
+    this.#checkOpen();
+    try {
+      return await this.#pg.transaction((pgTx) => {
+        const tx: SqlExecutor = {
+          query: <R = SqlRow>(sql: string, params: readonly SqlParam[] = []) =>
+            query<R>(pgTx, sql, params),
+          execute: (script: string) => execute(pgTx, script),
+        };
+        return runGuarded(tx, fn);
+      });
+    } catch (error) {
+      // BEGIN, COMMIT and ROLLBACK fail as PGlite errors; fn's own errors pass unchanged.
+      throw toSqlError(error);
+    }
+  }
+
+  async ping(): Promise<void> {
+    await this.query("SELECT 1");
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await this.#pg.close();
+  }
+
+  #checkOpen(): void {
+    if (this.#closed) throw new DatabaseClosedError();
+  }
+}

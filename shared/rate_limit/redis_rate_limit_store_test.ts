@@ -1,0 +1,141 @@
+/**
+ * RedisRateLimitStore against a real Redis: `deno task engines up redis`, or
+ * REDIS_URL. These tests fail, never skip, when Redis is not reachable.
+ */
+import assert from "node:assert/strict";
+import { Redis } from "ioredis";
+import { RedisRateLimitStore } from "./redis_rate_limit_store.ts";
+import { runRateLimitStoreContract, uniqueKey } from "./rate_limit_store_contract.ts";
+import { waitFor } from "../testing/wait.ts";
+
+const REDIS_URL = Deno.env.get("REDIS_URL") ?? "redis://127.0.0.1:6379";
+
+/** The URL with any password masked, for messages. */
+function redacted(url: string): string {
+  try {
+    const parsed = new URL(url);
+    if (parsed.password !== "") parsed.password = "***";
+    return parsed.toString();
+  } catch {
+    return url;
+  }
+}
+
+/** A connected client, or an error that says how to start Redis. */
+async function connectRedis(url = REDIS_URL): Promise<Redis> {
+  const client = new Redis(url, {
+    lazyConnect: true,
+    connectTimeout: 2000,
+    maxRetriesPerRequest: 1,
+    // Tests want a failure, not reconnection attempts in the background.
+    retryStrategy: () => null,
+  });
+  // Failures reach the caller through rejected commands; without a listener
+  // ioredis would also print every connection error.
+  client.on("error", () => {});
+  try {
+    await client.connect();
+    await client.ping();
+    return client;
+  } catch (cause) {
+    client.disconnect();
+    throw new Error(
+      `Redis is not reachable at ${redacted(url)}: start it with \`deno task engines up redis\``,
+      { cause },
+    );
+  }
+}
+
+/** Microseconds of Redis's clock, the clock the store uses. */
+async function redisTimeUs(client: Redis): Promise<number> {
+  const [seconds, micros] = await client.time();
+  return Number(seconds) * 1_000_000 + Number(micros);
+}
+
+async function elapseOnRedis(client: Redis, ms: number): Promise<void> {
+  const start = await redisTimeUs(client);
+  await waitFor(
+    `${ms} ms to pass on Redis's clock`,
+    async () => await redisTimeUs(client) - start >= ms * 1000,
+  );
+}
+
+runRateLimitStoreContract("RedisRateLimitStore", {
+  create: async () => {
+    const client = await connectRedis();
+    return {
+      store: new RedisRateLimitStore(client),
+      elapse: (ms) => elapseOnRedis(client, ms),
+    };
+  },
+  fakeClock: false,
+  // Long enough that a loaded machine's pauses do not change which hits are admitted.
+  windowMs: 1000,
+});
+
+Deno.test("RedisRateLimitStore admits exactly the limit across gateway instances", async () => {
+  // Two clients, as two gateway processes would have.
+  const [first, second] = [
+    new RedisRateLimitStore(await connectRedis()),
+    new RedisRateLimitStore(await connectRedis()),
+  ];
+  const admin = await connectRedis();
+  try {
+    const key = uniqueKey("exact");
+    const decisions = await Promise.all(
+      Array.from({ length: 500 }, (_, i) => (i % 2 === 0 ? first : second).hit(key, 100, 60_000)),
+    );
+    assert.equal(decisions.filter((decision) => decision.allowed).length, 100);
+    assert.deepEqual(
+      decisions.filter((decision) => decision.allowed).map((decision) => decision.remaining)
+        .sort((x, y) => x - y),
+      Array.from({ length: 100 }, (_, i) => i),
+    );
+    // Only admitted hits are recorded.
+    assert.equal(await admin.zcard(`rate-limit:${key}`), 100);
+  } finally {
+    await Promise.all([first.close(), second.close(), admin.quit()]);
+  }
+});
+
+Deno.test("RedisRateLimitStore lets a key expire once its last hit leaves the window", async () => {
+  const admin = await connectRedis();
+  const store = new RedisRateLimitStore(await connectRedis(), { keyPrefix: "test-rate-limit:" });
+  try {
+    const key = uniqueKey("expiry");
+    await store.hit(key, 5, 300);
+    const ttl = await admin.pttl(`test-rate-limit:${key}`);
+    assert.ok(ttl > 0 && ttl <= 300, `PTTL ${ttl}`);
+    await waitFor(
+      "the key to expire",
+      async () => await admin.exists(`test-rate-limit:${key}`) === 0,
+    );
+    assert.equal((await store.hit(key, 5, 300)).remaining, 4);
+  } finally {
+    await Promise.all([store.close(), admin.quit()]);
+  }
+});
+
+Deno.test("RedisRateLimitStore loads its script again when Redis forgets it", async () => {
+  const admin = await connectRedis();
+  const store = new RedisRateLimitStore(await connectRedis());
+  try {
+    const key = uniqueKey("noscript");
+    assert.equal((await store.hit(key, 3, 60_000)).remaining, 2);
+    await admin.script("FLUSH");
+    assert.equal((await store.hit(key, 3, 60_000)).remaining, 1);
+    assert.equal((await store.hit(key, 3, 60_000)).remaining, 0);
+  } finally {
+    await Promise.all([store.close(), admin.quit()]);
+  }
+});
+
+Deno.test("connectRedis names the command that starts Redis when it is not reachable", async () => {
+  await assert.rejects(
+    connectRedis("redis://127.0.0.1:1"),
+    (error: unknown) =>
+      error instanceof Error &&
+      error.message ===
+        "Redis is not reachable at redis://127.0.0.1:1: start it with `deno task engines up redis`",
+  );
+});
