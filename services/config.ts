@@ -157,6 +157,12 @@ export const settings = {
       doc: "indexer: topic for undecodable events",
       ...TOPIC_NAME,
     }),
+    partitionConcurrency: integer("INDEXER_PARTITION_CONCURRENCY", {
+      default: 3,
+      min: 1,
+      max: 1000,
+      doc: "indexer: batches of different partitions written at the same time",
+    }),
     maxBatchSize: integer("INDEXER_MAX_BATCH_SIZE", {
       default: 500,
       min: 1,

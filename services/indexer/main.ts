@@ -83,6 +83,7 @@ export function createIndexerService(deps: IndexerDependencies): Service {
           topics: [topic],
           fromBeginning: true,
           maxBatchSize: settings.maxBatchSize,
+          partitionConcurrency: settings.partitionConcurrency,
           onBatchError(error, batch, attempt) {
             failures.inc();
             logger.error(

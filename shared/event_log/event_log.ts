@@ -83,6 +83,14 @@ export interface ConsumerOptions {
    * @default 500
    */
   readonly maxBatchSize?: number;
+  /**
+   * Most batches of different partitions this member hands to `handler` at
+   * the same time, so a slow side effect (a bulk write) overlaps with fetching
+   * and decoding. Batches of one partition are always handled one at a time,
+   * in order. An upper bound: an adapter may handle fewer at once.
+   * @default 1
+   */
+  readonly partitionConcurrency?: number;
   /** Called when a handler call fails, before the batch is redelivered. */
   readonly onBatchError?: (error: unknown, batch: RecordBatch, attempt: number) => void;
 }

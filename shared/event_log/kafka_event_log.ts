@@ -478,6 +478,12 @@ export class KafkaEventLog implements EventLog {
         `Cannot join group '${options.groupId}': maxBatchSize must be a positive integer`,
       );
     }
+    const concurrency = options.partitionConcurrency ?? 1;
+    if (!Number.isInteger(concurrency) || concurrency < 1) {
+      throw new RangeError(
+        `Cannot join group '${options.groupId}': partitionConcurrency must be a positive integer`,
+      );
+    }
     const topics = [...new Set(options.topics)];
     for (const topic of topics) await this.#partitionCount(topic);
     this.#assertOpen(`join group '${options.groupId}'`);
@@ -614,6 +620,7 @@ class KafkaMember implements ConsumerGroupMember {
   readonly #topics: readonly string[];
   readonly #fromBeginning: boolean;
   readonly #maxBatchSize: number;
+  readonly #partitionConcurrency: number;
   readonly #handler: BatchHandler;
   readonly #onBatchError: ConsumerOptions["onBatchError"];
   readonly #settings: Settings;
@@ -642,6 +649,7 @@ class KafkaMember implements ConsumerGroupMember {
     this.#topics = options.topics;
     this.#fromBeginning = options.fromBeginning ?? true;
     this.#maxBatchSize = options.maxBatchSize;
+    this.#partitionConcurrency = options.partitionConcurrency ?? 1;
     this.#handler = handler;
     this.#onBatchError = options.onBatchError;
     const settings = this.#settings;
@@ -685,7 +693,7 @@ class KafkaMember implements ConsumerGroupMember {
     await consumer.run({
       autoCommit: false,
       eachBatchAutoResolve: false,
-      partitionsConsumedConcurrently: 1,
+      partitionsConsumedConcurrently: this.#partitionConcurrency,
       eachBatch: (payload) => this.#eachBatch(payload),
     });
     // run() resolves after the first join, or after a crash while joining.
