@@ -4,13 +4,13 @@
  * nothing and validates the shape fully.
  */
 
+import { DOCUMENT_ID } from "./documents.ts";
 import type { SearchCursor } from "./search_index.ts";
 
 /** Longer than any valid cursor (about 56 characters); bounds decoding work. */
 const MAX_CURSOR_LENGTH = 128;
 const BASE64URL = /^[A-Za-z0-9_-]*$/;
 /** A decimal 64-bit id, signed or unsigned, is at most 20 digits. */
-const ID = /^[0-9]{1,20}$/;
 
 export class InvalidCursorError extends Error {
   readonly code = "invalid-cursor";
@@ -44,7 +44,7 @@ export function decodeCursor(text: string): SearchCursor {
   if (typeof createdAt !== "number" || !Number.isSafeInteger(createdAt) || createdAt < 0) {
     throw new InvalidCursorError("createdAt is not a non-negative integer");
   }
-  if (typeof id !== "string" || !ID.test(id)) {
+  if (typeof id !== "string" || !DOCUMENT_ID.test(id)) {
     throw new InvalidCursorError("id is not a decimal string of 1 to 20 digits");
   }
   return { createdAt, id };

@@ -22,10 +22,11 @@
 import { type Client, errors } from "@elastic/elasticsearch";
 import { tokenize } from "../text/tokenize.ts";
 import {
-  InvalidDocumentError,
+  checkDocument,
+  DOCUMENT_ID,
   InvalidQueryError,
   SearchIndexClosedError,
-} from "./memory_search_index.ts";
+} from "./documents.ts";
 import type {
   SearchFilter,
   SearchIndex,
@@ -75,7 +76,6 @@ const DEFAULT_MAX_BULK_ATTEMPTS = 8;
 const DEFAULT_INITIAL_BACKOFF_MS = 100;
 const DEFAULT_MAX_BACKOFF_MS = 5_000;
 /** Ids must fit a cursor (see `cursor.ts`). */
-const ID = /^[0-9]{1,20}$/;
 /**
  * `size + 1` hits are asked for, and Elasticsearch's default result window is
  * 10,000.
@@ -252,7 +252,7 @@ export class ElasticsearchSearchIndex implements SearchIndex {
   async get(id: string): Promise<TweetDocument | undefined> {
     this.#assertOpen("get a document");
     // No stored document has another kind of id.
-    if (typeof id !== "string" || !ID.test(id)) return undefined;
+    if (typeof id !== "string" || !DOCUMENT_ID.test(id)) return undefined;
     const response = await this.#client.get<IndexedDocument>(
       { index: this.#index, id },
       { ignore: [404] },
@@ -446,18 +446,7 @@ function bound(action: string, name: string, value: number | undefined): number 
 
 /** The indexed form of a document with only the document's fields; throws when invalid. */
 function toIndexedDocument(document: TweetDocument): IndexedDocument {
-  const { id, userId, text, createdAt, source } = document;
-  if (typeof id !== "string" || !ID.test(id)) {
-    throw new InvalidDocumentError(`id must be a decimal string of 1 to 20 digits, got ${id}`);
-  }
-  if (!Number.isSafeInteger(createdAt) || createdAt < 0) {
-    throw new InvalidDocumentError(
-      `createdAt of document ${id} must be a non-negative integer, got ${createdAt}`,
-    );
-  }
-  if (typeof userId !== "string" || typeof text !== "string" || typeof source !== "string") {
-    throw new InvalidDocumentError(`userId, text and source of document ${id} must be strings`);
-  }
+  const { id, userId, text, createdAt, source } = checkDocument(document);
   return { id, userId, text, terms: [...new Set(tokenize(text))], createdAt, source };
 }
 

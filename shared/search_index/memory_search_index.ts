@@ -24,6 +24,7 @@ import type {
   SearchQuery,
   TweetDocument,
 } from "./search_index.ts";
+import { checkDocument, InvalidQueryError, SearchIndexClosedError } from "./documents.ts";
 
 export interface MemorySearchIndexOptions {
   /**
@@ -37,33 +38,6 @@ export interface MemorySearchIndexOptions {
 }
 
 const DEFAULT_MAX_DOCUMENTS = 1_000_000;
-/** Ids must fit a cursor (see `cursor.ts`). */
-const ID = /^[0-9]{1,20}$/;
-
-export class InvalidDocumentError extends Error {
-  readonly code = "invalid-document";
-  constructor(detail: string) {
-    super(`Cannot upsert documents: ${detail}`);
-    this.name = "InvalidDocumentError";
-  }
-}
-
-export class InvalidQueryError extends Error {
-  readonly code = "invalid-query";
-  constructor(action: string, detail: string) {
-    super(`Cannot ${action}: ${detail}`);
-    this.name = "InvalidQueryError";
-  }
-}
-
-export class SearchIndexClosedError extends Error {
-  readonly code = "search-index-closed";
-  constructor(action: string) {
-    super(`Cannot ${action}: the search index is closed`);
-    this.name = "SearchIndexClosedError";
-  }
-}
-
 export class MemorySearchIndex implements SearchIndex {
   readonly #maxDocuments: number;
   readonly #documents = new Map<string, TweetDocument>();
@@ -308,16 +282,7 @@ function bound(action: string, name: string, value: number | undefined, absent: 
 
 /** A frozen copy with only the document's fields, so callers cannot change stored state. */
 function toStoredDocument(document: TweetDocument): TweetDocument {
-  const { id, userId, text, createdAt, source } = document;
-  if (typeof id !== "string" || !ID.test(id)) {
-    throw new InvalidDocumentError(`id must be a decimal string of 1 to 20 digits, got ${id}`);
-  }
-  if (!Number.isSafeInteger(createdAt) || createdAt < 0) {
-    throw new InvalidDocumentError(
-      `createdAt of document ${id} must be a non-negative integer, got ${createdAt}`,
-    );
-  }
-  return Object.freeze({ id, userId, text, createdAt, source });
+  return Object.freeze(checkDocument(document));
 }
 
 function sameDocument(a: TweetDocument, b: TweetDocument): boolean {

@@ -1,10 +1,6 @@
 import assert from "node:assert/strict";
-import {
-  InvalidDocumentError,
-  InvalidQueryError,
-  MemorySearchIndex,
-  SearchIndexClosedError,
-} from "./memory_search_index.ts";
+import { InvalidDocumentError, InvalidQueryError, SearchIndexClosedError } from "./documents.ts";
+import { MemorySearchIndex } from "./memory_search_index.ts";
 import type { SearchCursor, SearchFilter, SearchPage, TweetDocument } from "./search_index.ts";
 import { runSearchIndexContract } from "./search_index_contract.ts";
 import { tokenize } from "../text/tokenize.ts";
