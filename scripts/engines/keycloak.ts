@@ -65,13 +65,11 @@ export const keycloak: Engine = {
       target: TARGET,
     });
     if (!(await exists(`${DIST}/bin/kc.sh`))) {
-      // Maven's unpack skips an artifact it has a marker for (kept under
-      // `${project.basedir}/target` of the folder mvn ran in), leaving an empty target.
+      // A broken unpack must not be taken for a cached one next time.
       await Deno.remove(TARGET, { recursive: true });
       throw new EngineError(
         "keycloak",
-        `cannot unpack the Keycloak distribution: ${DIST}/bin/kc.sh is missing after Maven's ` +
-          "unpack; remove a stale '${project.basedir}' folder left where mvn ran and retry",
+        `cannot unpack the Keycloak distribution: ${DIST}/bin/kc.sh is missing after Maven's unpack`,
       );
     }
   },
