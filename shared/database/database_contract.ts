@@ -9,6 +9,7 @@ import { PGlite } from "@electric-sql/pglite";
 import postgres from "postgres";
 import { DatabaseClosedError, type SqlDatabase, SqlError } from "./database.ts";
 import { migrate, type Migration } from "./migrations.ts";
+import { redactedUrl } from "../testing/redact.ts";
 
 /** A schema name no other test run uses. */
 export function uniqueSchema(prefix = "test"): string {
@@ -36,17 +37,6 @@ export async function memoryPglite(): Promise<PGlite> {
 export const DATABASE_URL = Deno.env.get("DATABASE_URL") ??
   "postgres://postgres:postgres@127.0.0.1:5432/postgres";
 
-/** The URL with any password masked, for messages. */
-function redacted(url: string): string {
-  try {
-    const parsed = new URL(url);
-    if (parsed.password !== "") parsed.password = "***";
-    return parsed.toString();
-  } catch {
-    return "(an unparsable DATABASE_URL)";
-  }
-}
-
 /** A client that answered `SELECT 1`, or an error that says how to start PostgreSQL. */
 export async function connectPostgres(url = DATABASE_URL): Promise<postgres.Sql> {
   const sql = postgres(url, { max: 4, connect_timeout: 5, onnotice: () => {} });
@@ -57,7 +47,7 @@ export async function connectPostgres(url = DATABASE_URL): Promise<postgres.Sql>
     await sql.end({ timeout: 1 });
     throw new Error(
       `PostgreSQL is not reachable at ${
-        redacted(url)
+        redactedUrl(url)
       }: start it with \`deno task engines up postgres\``,
       { cause },
     );

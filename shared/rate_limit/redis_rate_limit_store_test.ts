@@ -7,19 +7,9 @@ import { Redis } from "ioredis";
 import { RedisRateLimitStore } from "./redis_rate_limit_store.ts";
 import { runRateLimitStoreContract, uniqueKey } from "./rate_limit_store_contract.ts";
 import { waitFor } from "../testing/wait.ts";
+import { redactedUrl } from "../testing/redact.ts";
 
 const REDIS_URL = Deno.env.get("REDIS_URL") ?? "redis://127.0.0.1:6379";
-
-/** The URL with any password masked, for messages. */
-function redacted(url: string): string {
-  try {
-    const parsed = new URL(url);
-    if (parsed.password !== "") parsed.password = "***";
-    return parsed.toString();
-  } catch {
-    return url;
-  }
-}
 
 /** A connected client, or an error that says how to start Redis. */
 async function connectRedis(url = REDIS_URL): Promise<Redis> {
@@ -40,7 +30,7 @@ async function connectRedis(url = REDIS_URL): Promise<Redis> {
   } catch (cause) {
     client.disconnect();
     throw new Error(
-      `Redis is not reachable at ${redacted(url)}: start it with \`deno task engines up redis\``,
+      `Redis is not reachable at ${redactedUrl(url)}: start it with \`deno task engines up redis\``,
       { cause },
     );
   }
