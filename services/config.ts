@@ -84,6 +84,67 @@ export const settings = {
       doc: "In-process index: documents kept (the oldest are evicted beyond it)",
     }),
   },
+  discovery: {
+    registryUrls: list("REGISTRY_URLS", {
+      default: ["http://127.0.0.1:8761"],
+      doc: "Registries: every service registers with each and discovers through the first " +
+        "that answers",
+    }),
+    heartbeatMs: integer("DISCOVERY_HEARTBEAT_MS", {
+      default: 1000,
+      min: 50,
+      max: 60_000,
+      doc: "How often a service renews its registration",
+    }),
+    advertiseHost: text("ADVERTISE_HOST", {
+      default: "",
+      doc: "Host other services reach this process at; empty: HTTP_HOST, or the hostname when " +
+        "HTTP_HOST is 0.0.0.0",
+    }),
+  },
+  registry: {
+    port: integer("REGISTRY_PORT", { default: 8761, ...PORT, doc: "registry: HTTP port" }),
+    ttlMs: integer("REGISTRY_TTL_MS", {
+      default: 3000,
+      min: 100,
+      max: 600_000,
+      doc: "registry: an instance without a heartbeat for this long is evicted",
+    }),
+  },
+  identity: {
+    port: integer("IDENTITY_PORT", { default: 8090, ...PORT, doc: "identity: HTTP port" }),
+    publicUrl: text("IDENTITY_PUBLIC_URL", {
+      default: "",
+      doc: "identity: base URL of the issuer `<url>/realms/<realm>`; empty: the URL each request " +
+        "came to, as Keycloak does",
+      pattern: /^https?:\/\/[^\s/]+(\/\S*[^/\s])?$/,
+      patternDescription: "an http(s) URL without a trailing '/'",
+    }),
+    realmFile: text("IDENTITY_REALM_FILE", {
+      default: "",
+      doc: "identity: Keycloak realm export with the users, roles and clients; empty: the " +
+        "built-in shared/auth/twitterapi-realm.json",
+    }),
+    keyRotationMs: integer("IDENTITY_KEY_ROTATION_MS", {
+      default: 86_400_000,
+      doc: "identity: how often new signing keys replace the active ones (0: never); a retired " +
+        "key stays published for the realm's access-token lifespan",
+    }),
+    devPasswords: list("IDENTITY_DEV_PASSWORDS", {
+      default: [],
+      doc: "identity: `user:password` items replacing the realm file's development passwords",
+    }),
+    clientSecrets: list("IDENTITY_CLIENT_SECRETS", {
+      default: [],
+      doc: "identity: `clientId:secret` items replacing the realm file's development client " +
+        "secrets",
+    }),
+    autoApproveLoginHint: boolean("IDENTITY_AUTO_APPROVE_LOGIN_HINT", {
+      default: false,
+      doc: "identity: the code flow signs in the realm user named by `login_hint` without a " +
+        "password (development only)",
+    }),
+  },
   tweets: {
     topic: text("TWEET_TOPIC", {
       default: "twitter-topic",

@@ -9,10 +9,14 @@ import { MetricsRegistry } from "../shared/metrics/metrics.ts";
 import type { Service, ServiceContext } from "../shared/service/service.ts";
 import { configureTracing, shutdownTracing } from "../shared/trace/tracing.ts";
 import { type AppConfig, loadConfig, settings } from "./config.ts";
+import { RegistryClient } from "../shared/discovery/registry_client.ts";
+import { createIdentityService } from "./identity/main.ts";
 import { createIndexerService } from "./indexer/main.ts";
 import { Infrastructure } from "./infrastructure.ts";
 import { createQueryService } from "./query/main.ts";
+import { createRegistryService } from "./registry/main.ts";
 import { createStreamService } from "./stream/main.ts";
+import { VERSION } from "./version.ts";
 
 type ServiceFactory = (
   config: AppConfig,
@@ -20,13 +24,29 @@ type ServiceFactory = (
   infrastructure: Infrastructure,
 ) => Promise<Service>;
 
+interface ServiceEntry {
+  readonly port: (config: AppConfig) => number;
+  readonly create: ServiceFactory;
+  /** Platform services (registry, identity) stop last: the others depend on them. */
+  readonly platform?: boolean;
+}
+
 /**
- * Every service, in start order; they stop in the same order, so producers
- * stop before consumers and readers.
+ * Every service, in start order. Application services stop in the same
+ * order, so producers stop before consumers and readers; platform services
+ * stop after them.
  */
-const SERVICES: Readonly<
-  Record<string, { port: (config: AppConfig) => number; create: ServiceFactory }>
-> = {
+const SERVICES: Readonly<Record<string, ServiceEntry>> = {
+  registry: {
+    port: (config) => config.registry.port,
+    create: (config, context) => Promise.resolve(createRegistryService({ config, context })),
+    platform: true,
+  },
+  identity: {
+    port: (config) => config.identity.port,
+    create: (config, context) => createIdentityService({ config, context }),
+    platform: true,
+  },
   stream: {
     port: (config) => config.stream.port,
     create: async (config, context, infrastructure) =>
@@ -72,6 +92,14 @@ function helpText(): string {
   return `${USAGE}\nSettings (variable, default, meaning):\n${rows.join("\n")}\n`;
 }
 
+/** The host other services reach this process at, for its registrations. */
+function advertisedHost(config: AppConfig): string {
+  if (config.discovery.advertiseHost !== "") return config.discovery.advertiseHost;
+  const host = config.process.host;
+  if (host === "0.0.0.0" || host === "::") return Deno.hostname();
+  return host.includes(":") ? `[${host}]` : host;
+}
+
 /** The selected service names, or undefined when the arguments are wrong. */
 export function selectServices(args: readonly string[]): string[] | undefined {
   if (args.length === 0) return undefined;
@@ -87,7 +115,17 @@ async function run(names: readonly string[], config: AppConfig): Promise<void> {
   const processLogger = serviceLogger("main", config.process.instanceId || `main-${Deno.pid}`);
   const infrastructure = new Infrastructure(config, processLogger);
 
-  const running: { service: Service; url: string; shutdown: () => Promise<void> }[] = [];
+  const registry = new RegistryClient({
+    urls: config.discovery.registryUrls,
+    heartbeatMs: config.discovery.heartbeatMs,
+    logger: processLogger,
+  });
+  const running: {
+    service: Service;
+    url: string;
+    platform: boolean;
+    shutdown: () => Promise<void>;
+  }[] = [];
   for (const name of names) {
     const entry = SERVICES[name]!;
     const instanceId = config.process.instanceId || `${name}-${Deno.hostname()}-${Deno.pid}`;
@@ -103,7 +141,22 @@ async function run(names: readonly string[], config: AppConfig): Promise<void> {
       port: entry.port(config),
     });
     context.logger.info("{service} listening on {url}", { service: name, url: server.url });
-    running.push({ service, url: server.url, shutdown: server.shutdown });
+    running.push({
+      service,
+      url: server.url,
+      platform: entry.platform ?? false,
+      shutdown: server.shutdown,
+    });
+    if (name !== "registry") {
+      const baseUrl = `http://${advertisedHost(config)}:${server.port}`;
+      registry.register({ service: name, instanceId, baseUrl, version: VERSION, metadata: {} })
+        .catch((error) =>
+          context.logger.error("Cannot register {service} with the registry", {
+            service: name,
+            error,
+          })
+        );
+    }
   }
   writeError(
     running.map(({ service, url }) => `${service.name.padEnd(8)} ${url}`).join("\n") + "\n",
@@ -118,7 +171,13 @@ async function run(names: readonly string[], config: AppConfig): Promise<void> {
     }
     shuttingDown = true;
     processLogger.info("Received {signal}; shutting down", { signal });
-    for (const { service } of running) {
+    // Leave the registry first, so that no new traffic arrives while stopping.
+    await registry.close();
+    const stopOrder = [
+      ...running.filter((entry) => !entry.platform),
+      ...running.filter((entry) => entry.platform),
+    ];
+    for (const { service } of stopOrder) {
       try {
         await service.stop();
       } catch (error) {

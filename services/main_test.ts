@@ -49,15 +49,27 @@ class LogLines {
 }
 
 Deno.test("selectServices() accepts service names or all, in start order", () => {
-  assert.deepEqual(selectServices(["all"]), ["stream", "indexer", "query"]);
+  assert.deepEqual(selectServices(["all"]), ["registry", "identity", "stream", "indexer", "query"]);
   assert.deepEqual(selectServices(["query", "stream"]), ["stream", "query"]);
   assert.equal(selectServices([]), undefined);
   assert.equal(selectServices(["all", "query"]), undefined);
   assert.equal(selectServices(["gateway-of-doom"]), undefined);
 });
 
+/** A port that was free a moment ago, for a service others must find before it runs. */
+function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { port } = listener.addr;
+  listener.close();
+  return port;
+}
+
 Deno.test("main runs all services, serves searchable tweets and shuts down on SIGTERM", async () => {
+  const registryPort = freePort();
   const child = spawnMain(["all"], {
+    REGISTRY_PORT: String(registryPort),
+    REGISTRY_URLS: `http://127.0.0.1:${registryPort}`,
+    IDENTITY_PORT: "0",
     STREAM_PORT: "0",
     INDEXER_PORT: "0",
     QUERY_PORT: "0",
@@ -74,7 +86,7 @@ Deno.test("main runs all services, serves searchable tweets and shuts down on SI
     await log.until((line) => {
       const match = /^(\w+) listening on (http:\/\/\S+)$/.exec(String(line.message));
       if (match) urls[match[1]!] = match[2]!;
-      return Object.keys(urls).length === 3;
+      return Object.keys(urls).length === 5;
     });
 
     for (const url of Object.values(urls)) {
@@ -90,6 +102,17 @@ Deno.test("main runs all services, serves searchable tweets and shuts down on SI
     const tweets: { text: string }[] = await kafka.json();
     assert.ok(tweets.length > 0);
     assert.ok(tweets.every((tweet) => /\bkafka\b/i.test(tweet.text)));
+
+    await waitFor("every service registered", async () => {
+      const response = await fetch(`${urls.registry}/api/v1/registry/services`);
+      const { services } = await response.json();
+      const names = services.map((entry: { service: string }) => entry.service).sort();
+      return JSON.stringify(names) === JSON.stringify(["identity", "indexer", "query", "stream"]);
+    });
+    const registered =
+      await (await fetch(`${urls.registry}/api/v1/registry/services/query/instances`))
+        .json();
+    assert.equal(registered.instances[0].baseUrl, urls.query);
 
     const status = await (await fetch(`${urls.stream}/api/v1/stream`)).json();
     assert.equal(status.state, "completed");
@@ -114,7 +137,7 @@ Deno.test("main runs all services, serves searchable tweets and shuts down on SI
   assert.ok(requestLines.length > 0);
   for (const line of requestLines) assert.match(String(line.traceId), /^[0-9a-f]{32}$/);
   const stops = lines.map((line) => line.message).filter((message) =>
-    /^Stopped/.test(String(message))
+    /^Stopped (producing|indexing)/.test(String(message))
   );
   assert.deepEqual(stops, [
     "Stopped producing after 200 tweets",

@@ -1,28 +1,11 @@
 import type { Hono } from "hono";
-import { invalidBody, ProblemError, unsupportedMediaType } from "../../shared/http/problem.ts";
+import { invalidBody, ProblemError } from "../../shared/http/problem.ts";
 import { StreamCompletedError, type TweetEmitter } from "./emitter.ts";
+import { readJsonObject } from "../../shared/http/json_body.ts";
 
 export interface StreamRoutesOptions {
   readonly emitter: TweetEmitter;
   readonly maxRatePerSecond: number;
-}
-
-/** Reads a JSON object body, or fails with a 4xx that says why. */
-async function readJsonObject(request: Request): Promise<Record<string, unknown>> {
-  const type = request.headers.get("content-type") ?? "";
-  if (!/^application\/([a-z0-9.+-]+\+)?json\s*(;|$)/i.test(type)) {
-    throw unsupportedMediaType(`The body must be application/json, got '${type || "nothing"}'`);
-  }
-  let body: unknown;
-  try {
-    body = await request.json();
-  } catch {
-    throw invalidBody("The body is not valid JSON");
-  }
-  if (typeof body !== "object" || body === null || Array.isArray(body)) {
-    throw invalidBody("The body must be a JSON object");
-  }
-  return body as Record<string, unknown>;
 }
 
 /** The stream control API: `/api/v1/stream`. */

@@ -35,13 +35,18 @@ export interface ServiceAppOptions {
    */
   readonly bodyLimitBytes?: number;
   /**
+   * Routes logged at debug rather than info, like the operational endpoints:
+   * frequent machine traffic such as heartbeats.
+   */
+  readonly quietRoutes?: readonly string[];
+  /**
    * Longest wait for one readiness check.
    * @default 2000
    */
   readonly readinessTimeoutMs?: number;
 }
 
-const OPERATIONAL_PATHS = new Set(["/health", "/ready", "/metrics"]);
+const OPERATIONAL_ROUTES = ["/health", "/ready", "/metrics"];
 
 function timeout(ms: number, what: string): { promise: Promise<never>; cancel(): void } {
   let timer: ReturnType<typeof setTimeout> | undefined;
@@ -69,6 +74,7 @@ async function runReadinessCheck(check: ReadinessCheck, timeoutMs: number) {
 /** Creates the service's Hono app; the service adds its own routes to it. */
 export function createServiceApp(options: ServiceAppOptions): Hono {
   const { context, readiness = [], readinessTimeoutMs = 2000 } = options;
+  const quietRoutes = new Set([...OPERATIONAL_ROUTES, ...options.quietRoutes ?? []]);
   const { logger, metrics } = context;
   const bodyLimitBytes = options.bodyLimitBytes ?? 1_048_576;
   const requests = metrics.counter("http_requests_total", "HTTP requests handled.");
@@ -116,7 +122,7 @@ export function createServiceApp(options: ServiceAppOptions): Hono {
         requests.inc(labels);
         durations.observe({ method: c.req.method, route }, seconds);
         const fields = { ...labels, path: c.req.path, durationMs: Math.round(seconds * 1e4) / 10 };
-        if (OPERATIONAL_PATHS.has(c.req.path)) {
+        if (quietRoutes.has(route)) {
           logger.debug("{method} {path} {status}", fields);
         } else {
           logger.info("{method} {path} {status}", fields);

@@ -1,0 +1,462 @@
+/**
+ * The OpenID Connect endpoints in Keycloak's URL layout, so that a client
+ * switches between this issuer and Keycloak by base URL only:
+ *
+ *   /realms/{realm}/.well-known/openid-configuration  discovery
+ *   /realms/{realm}/protocol/openid-connect/certs     JWKS
+ *   /realms/{realm}/protocol/openid-connect/auth      authorization: code with PKCE
+ *   /realms/{realm}/protocol/openid-connect/token     client_credentials, password, code
+ *   /realms/{realm}/protocol/openid-connect/userinfo  userinfo for a bearer token
+ *
+ * OAuth errors are RFC 6749 `{error, error_description}`; anything else
+ * (an unknown realm or path) is problem+json like every service's.
+ */
+import type { Context, Hono } from "hono";
+import { createLocalJWKSet, type JWTPayload, jwtVerify } from "jose";
+import { notFound } from "../../shared/http/problem.ts";
+import type { Logger } from "../../shared/log/log.ts";
+import type { MetricsRegistry } from "../../shared/metrics/metrics.ts";
+import {
+  AuthorizationCodes,
+  AuthorizationPageError,
+  AuthorizationRedirectError,
+  errorPage,
+  loginPage,
+  readAuthorizationRequest,
+  redirectLocation,
+  verifierMatches,
+} from "./authorization.ts";
+import type { KeyRing } from "./key_ring.ts";
+import {
+  authenticateClient,
+  formParams,
+  invalidGrant,
+  NO_STORE,
+  OAuthError,
+  oauthErrorResponse,
+  requireParam,
+  secretsEqual,
+  singleParams,
+} from "./oauth.ts";
+import {
+  allowedOrigins,
+  findPerson,
+  type GrantedScopes,
+  grantScopes,
+  type Realm,
+  type RealmClient,
+  type RealmUser,
+  ScopeError,
+  serviceAccount,
+  SIGNING_ALGORITHMS,
+} from "./realm.ts";
+import { issueTokens, userClaims } from "./tokens.ts";
+
+export interface IdentityRoutesOptions {
+  readonly realm: Realm;
+  readonly keys: KeyRing;
+  readonly logger: Logger;
+  readonly metrics: MetricsRegistry;
+  /** Base URL of the issuer (`<publicUrl>/realms/<realm>`); undefined: the request's origin. */
+  readonly publicUrl: string | undefined;
+  /** Whether `auth` signs in the user named by `login_hint` without a password. */
+  readonly autoApproveLoginHint: boolean;
+  /**
+   * The clock.
+   * @default Date.now
+   */
+  readonly now?: () => number;
+}
+
+const GRANT_TYPES = ["authorization_code", "client_credentials", "password"] as const;
+/** A password that matches nothing: compared against when a user is unknown, to take the same time. */
+const NO_PASSWORD = crypto.randomUUID();
+
+export function addIdentityRoutes(app: Hono, options: IdentityRoutesOptions): Hono {
+  const { realm, keys, logger, autoApproveLoginHint } = options;
+  const now = options.now ?? Date.now;
+  const codes = new AuthorizationCodes();
+  const base = `/realms/${realm.name}`;
+  const openIdConnect = `${base}/protocol/openid-connect`;
+  const issued = options.metrics.counter(
+    "identity_tokens_issued_total",
+    "Access tokens issued, by grant type and client.",
+  );
+  const refused = options.metrics.counter(
+    "identity_token_errors_total",
+    "Token requests refused, by OAuth error code.",
+  );
+  const browserOrigins = new Set([...realm.clients.values()].flatMap(allowedOrigins));
+  const scopesSupported = [
+    ...new Set([
+      "openid",
+      ...[...realm.clients.values()].flatMap((client) => [
+        ...client.defaultScopes,
+        ...client.optionalScopes,
+      ]),
+    ]),
+  ];
+
+  function issuerOf(c: Context): string {
+    return `${options.publicUrl ?? new URL(c.req.url).origin}${base}`;
+  }
+
+  /** Runs an OAuth endpoint: its OAuthErrors become RFC 6749 responses. */
+  function oauth(handler: (c: Context) => Promise<Response>) {
+    return async function oauthEndpoint(c: Context): Promise<Response> {
+      try {
+        return await handler(c);
+      } catch (error) {
+        if (!(error instanceof OAuthError)) throw error;
+        refused.inc({ error: error.error });
+        logger.info("Refused {path}: {error} ({description})", {
+          path: c.req.path,
+          error: error.error,
+          description: error.description,
+        });
+        return oauthErrorResponse(error);
+      }
+    };
+  }
+
+  // Browsers may read the public documents from anywhere, and call the token
+  // and userinfo endpoints from the clients' web origins.
+  app.use(`${base}/*`, async function cors(c, next) {
+    const origin = c.req.header("origin");
+    const isPublic = c.req.path.endsWith("/openid-configuration") ||
+      c.req.path.endsWith("/certs");
+    let allowed: string | undefined;
+    if (isPublic) allowed = "*";
+    else if (origin !== undefined && browserOrigins.has(origin)) allowed = origin;
+    if (c.req.method === "OPTIONS" && allowed !== undefined) {
+      return new Response(null, {
+        status: 204,
+        headers: {
+          "access-control-allow-origin": allowed,
+          "access-control-allow-methods": "GET, POST, OPTIONS",
+          "access-control-allow-headers": "Authorization, Content-Type",
+          "access-control-max-age": "3600",
+          vary: "Origin",
+        },
+      });
+    }
+    await next();
+    if (allowed !== undefined) {
+      c.res.headers.set("access-control-allow-origin", allowed);
+      c.res.headers.append("vary", "Origin");
+    }
+  });
+
+  app.get(`${base}/.well-known/openid-configuration`, (c) => {
+    const issuer = issuerOf(c);
+    const endpoint = `${issuer}/protocol/openid-connect`;
+    return c.json({
+      issuer,
+      authorization_endpoint: `${endpoint}/auth`,
+      token_endpoint: `${endpoint}/token`,
+      userinfo_endpoint: `${endpoint}/userinfo`,
+      jwks_uri: `${endpoint}/certs`,
+      grant_types_supported: GRANT_TYPES,
+      response_types_supported: ["code"],
+      response_modes_supported: ["query"],
+      subject_types_supported: ["public"],
+      id_token_signing_alg_values_supported: SIGNING_ALGORITHMS,
+      token_endpoint_auth_methods_supported: ["client_secret_basic", "client_secret_post"],
+      code_challenge_methods_supported: ["S256"],
+      scopes_supported: scopesSupported,
+      claims_supported: [
+        "iss",
+        "sub",
+        "aud",
+        "exp",
+        "iat",
+        "azp",
+        "scope",
+        "realm_access",
+        "preferred_username",
+        "name",
+        "given_name",
+        "family_name",
+        "email",
+        "email_verified",
+        "nonce",
+      ],
+      claims_parameter_supported: false,
+      request_parameter_supported: false,
+      authorization_response_iss_parameter_supported: true,
+    });
+  });
+
+  app.get(`${openIdConnect}/certs`, (c) => {
+    c.header("cache-control", "no-cache");
+    return c.json(keys.jwks());
+  });
+
+  // Authorization endpoint: GET shows the login form (or, for a development
+  // login_hint, signs in at once); POST is the form's submission.
+  function authorize(
+    c: Context,
+    params: ReadonlyMap<string, string>,
+    submitted: boolean,
+  ): Response {
+    const issuer = issuerOf(c);
+    try {
+      const request = readAuthorizationRequest(realm, params);
+      let user: RealmUser | undefined;
+      if (submitted) {
+        const login = params.get("username") ?? "";
+        user = findPerson(realm, login);
+        const valid = secretsEqual(params.get("password") ?? "", user?.password ?? NO_PASSWORD) &&
+          user?.password !== undefined && user.enabled;
+        if (!valid) {
+          logger.info("Login failed for {username} through {client}", {
+            username: login,
+            client: request.client.clientId,
+          });
+          return loginPage(realm, request, {
+            username: login,
+            error: "Invalid username or password.",
+            status: 401,
+          });
+        }
+      } else if (autoApproveLoginHint && request.loginHint !== undefined) {
+        user = findPerson(realm, request.loginHint);
+        if (user !== undefined && !user.enabled) user = undefined;
+      }
+      if (user === undefined) return loginPage(realm, request);
+      const code = codes.issue({
+        clientId: request.client.clientId,
+        redirectUri: request.redirectUri,
+        codeChallenge: request.codeChallenge,
+        user,
+        scopes: request.scopes,
+        nonce: request.nonce,
+        expiresAt: now() + realm.accessCodeLifespanSeconds * 1000,
+      }, now());
+      logger.info("Signed in {username} through {client}", {
+        username: user.username,
+        client: request.client.clientId,
+      });
+      const location = redirectLocation(request.redirectUri, request.state, issuer, { code });
+      return new Response(null, {
+        status: submitted ? 303 : 302,
+        headers: { ...NO_STORE, location },
+      });
+    } catch (error) {
+      if (error instanceof AuthorizationPageError) return errorPage(error);
+      if (error instanceof AuthorizationRedirectError) {
+        const location = redirectLocation(error.redirectUri, error.state, issuer, {
+          error: error.error,
+          error_description: error.description,
+        });
+        return new Response(null, { status: 302, headers: { ...NO_STORE, location } });
+      }
+      if (error instanceof OAuthError) {
+        return errorPage(new AuthorizationPageError(error.error, error.description));
+      }
+      throw error;
+    }
+  }
+
+  app.get(`${openIdConnect}/auth`, (c) => {
+    let params: Map<string, string>;
+    try {
+      params = singleParams(new URL(c.req.url).searchParams);
+    } catch (error) {
+      if (!(error instanceof OAuthError)) throw error;
+      return errorPage(new AuthorizationPageError(error.error, error.description));
+    }
+    return authorize(c, params, false);
+  });
+
+  app.post(`${openIdConnect}/auth`, async (c) => {
+    let params: Map<string, string>;
+    try {
+      params = await formParams(c.req.raw);
+    } catch (error) {
+      if (!(error instanceof OAuthError)) throw error;
+      return errorPage(new AuthorizationPageError(error.error, error.description));
+    }
+    return authorize(c, params, true);
+  });
+
+  function scopesFor(client: RealmClient, params: ReadonlyMap<string, string>): GrantedScopes {
+    try {
+      return grantScopes(client, params.get("scope"));
+    } catch (error) {
+      if (error instanceof ScopeError) throw new OAuthError(400, "invalid_scope", error.message);
+      throw error;
+    }
+  }
+
+  interface Grant {
+    readonly user: RealmUser;
+    readonly scopes: GrantedScopes;
+    readonly nonce?: string | undefined;
+  }
+
+  async function clientCredentials(client: RealmClient, params: ReadonlyMap<string, string>) {
+    if (client.publicClient) {
+      throw new OAuthError(
+        400,
+        "unauthorized_client",
+        "Public client not allowed to retrieve service account",
+      );
+    }
+    if (!client.serviceAccountsEnabled) {
+      throw new OAuthError(
+        400,
+        "unauthorized_client",
+        "Client not enabled to retrieve service account",
+      );
+    }
+    const scopes = scopesFor(client, params);
+    return { user: await serviceAccount(realm, client), scopes };
+  }
+
+  function password(client: RealmClient, params: ReadonlyMap<string, string>): Grant {
+    if (!client.directAccessGrantsEnabled) {
+      throw new OAuthError(
+        400,
+        "unauthorized_client",
+        "Client not allowed for direct access grants",
+      );
+    }
+    const username = requireParam(params, "username");
+    const given = requireParam(params, "password");
+    const scopes = scopesFor(client, params);
+    const user = findPerson(realm, username);
+    const matches = secretsEqual(given, user?.password ?? NO_PASSWORD);
+    if (user === undefined || user.password === undefined || !matches) {
+      throw invalidGrant("Invalid user credentials");
+    }
+    if (!user.enabled) throw invalidGrant("Account disabled");
+    return { user, scopes };
+  }
+
+  async function authorizationCode(
+    client: RealmClient,
+    params: ReadonlyMap<string, string>,
+  ): Promise<Grant> {
+    if (!client.standardFlowEnabled) {
+      throw new OAuthError(400, "unauthorized_client", "Client not allowed the code flow");
+    }
+    const code = requireParam(params, "code");
+    const redirectUri = requireParam(params, "redirect_uri");
+    const verifier = requireParam(params, "code_verifier");
+    const pending = codes.redeem(code, now());
+    if (pending === undefined) throw invalidGrant("Code not valid");
+    if (pending.clientId !== client.clientId) {
+      throw invalidGrant("Code was issued to another client");
+    }
+    if (pending.redirectUri !== redirectUri) throw invalidGrant("Incorrect redirect_uri");
+    if (!(await verifierMatches(verifier, pending.codeChallenge))) {
+      throw invalidGrant("PKCE verification failed: code_verifier does not match");
+    }
+    const user = realm.users.get(pending.user.username);
+    if (user === undefined || !user.enabled) throw invalidGrant("Account disabled");
+    return { user, scopes: pending.scopes, nonce: pending.nonce };
+  }
+
+  app.post(
+    `${openIdConnect}/token`,
+    oauth(async (c) => {
+      const params = await formParams(c.req.raw);
+      const client = authenticateClient(realm, params, c.req.header("authorization"));
+      const grantType = requireParam(params, "grant_type");
+      let grant: Grant;
+      switch (grantType) {
+        case "client_credentials":
+          grant = await clientCredentials(client, params);
+          break;
+        case "password":
+          grant = password(client, params);
+          break;
+        case "authorization_code":
+          grant = await authorizationCode(client, params);
+          break;
+        default:
+          throw new OAuthError(
+            400,
+            "unsupported_grant_type",
+            `Unsupported grant_type: ${grantType}`,
+          );
+      }
+      const response = await issueTokens(keys, {
+        issuer: issuerOf(c),
+        client,
+        user: grant.user,
+        scopes: grant.scopes,
+        lifespanSeconds: realm.accessTokenLifespanSeconds,
+        now: now(),
+        nonce: grant.nonce,
+      });
+      issued.inc({ grant_type: grantType, client: client.clientId });
+      logger.debug("Issued a {grantType} token to {client} for {username}", {
+        grantType,
+        client: client.clientId,
+        username: grant.user.username,
+      });
+      return new Response(JSON.stringify(response), {
+        headers: { ...NO_STORE, "content-type": "application/json" },
+      });
+    }),
+  );
+
+  /** The user a valid access token of this issuer stands for; throws 401 invalid_token. */
+  async function tokenUser(c: Context): Promise<{ user: RealmUser; payload: JWTPayload }> {
+    const authorization = c.req.header("authorization");
+    const token = /^bearer\s+(\S+)$/i.exec(authorization ?? "")?.[1];
+    if (token === undefined) {
+      throw new OAuthError(401, "invalid_request", "Token not provided", {
+        "www-authenticate": `Bearer realm="${realm.name}"`,
+      });
+    }
+    const invalid = (description: string) =>
+      new OAuthError(401, "invalid_token", description, {
+        "www-authenticate": `Bearer realm="${realm.name}", error="invalid_token", ` +
+          `error_description="${description.replaceAll('"', "'")}"`,
+      });
+    let payload: JWTPayload;
+    try {
+      ({ payload } = await jwtVerify(token, createLocalJWKSet(keys.jwks()), {
+        issuer: issuerOf(c),
+        algorithms: [...SIGNING_ALGORITHMS],
+        currentDate: new Date(now()),
+      }));
+    } catch (error) {
+      throw invalid(`Token verification failed: ${(error as Error).message}`);
+    }
+    if (payload.typ !== "Bearer") throw invalid("Not an access token");
+    const user = [...realm.users.values()].find((candidate) => candidate.id === payload.sub) ??
+      await accountOfClient(payload.azp);
+    if (user === undefined || user.id !== payload.sub || !user.enabled) {
+      throw invalid("User not found or disabled");
+    }
+    return { user, payload };
+  }
+
+  async function accountOfClient(clientId: unknown): Promise<RealmUser | undefined> {
+    const client = typeof clientId === "string" ? realm.clients.get(clientId) : undefined;
+    return client?.serviceAccountsEnabled ? await serviceAccount(realm, client) : undefined;
+  }
+
+  const userinfo = oauth(async (c) => {
+    const { user, payload } = await tokenUser(c);
+    const scopes = new Set(typeof payload.scope === "string" ? payload.scope.split(" ") : []);
+    return new Response(JSON.stringify({ sub: user.id, ...userClaims(user, scopes) }), {
+      headers: { ...NO_STORE, "content-type": "application/json" },
+    });
+  });
+  app.get(`${openIdConnect}/userinfo`, userinfo);
+  app.post(`${openIdConnect}/userinfo`, userinfo);
+
+  app.all("/realms/:realm/*", (c) => {
+    if (c.req.param("realm") !== realm.name) {
+      throw notFound(`No realm named ${c.req.param("realm")}; this issuer serves ${realm.name}`);
+    }
+    throw notFound(`No resource at ${c.req.path}`);
+  });
+
+  return app;
+}

@@ -1,0 +1,164 @@
+import assert from "node:assert/strict";
+import realmFile from "../../shared/auth/twitterapi-realm.json" with { type: "json" };
+import {
+  findPerson,
+  grantScopes,
+  isRegisteredRedirect,
+  namedValues,
+  parseRealm,
+  RealmError,
+  ScopeError,
+  serviceAccount,
+  tokenRoles,
+} from "./realm.ts";
+
+const realm = parseRealm(realmFile);
+
+Deno.test("the realm file has the seed's roles and demo users, with their roles", () => {
+  assert.equal(realm.name, "twitterapi");
+  assert.deepEqual(realm.roles, ["app_user_role", "app_admin_role", "app_super_user_role"]);
+  const roles = (username: string) => [...realm.users.get(username)!.roles].sort();
+  assert.deepEqual(roles("app_user"), ["app_user_role"]);
+  assert.deepEqual(roles("app_admin"), ["app_admin_role", "app_user_role"]);
+  assert.deepEqual(roles("app_super_user"), ["app_super_user_role"]);
+  assert.equal(realm.users.get("app_user")!.id, "27539682-a860-440f-8588-34b9881338a7");
+});
+
+Deno.test("the realm file's clients carry one audience per service API", () => {
+  const console = realm.clients.get("twitterapi-console")!;
+  assert.equal(console.publicClient, true);
+  assert.equal(console.secret, undefined);
+  assert.equal(console.directAccessGrantsEnabled, true);
+  assert.deepEqual(console.audiences, ["query", "stream", "wordcount", "analytics"]);
+  assert.ok(console.redirectUris.every((uri) => uri.startsWith("http://")));
+  const query = realm.clients.get("query-service")!;
+  assert.equal(query.publicClient, false);
+  assert.equal(query.serviceAccountsEnabled, true);
+  assert.deepEqual(query.audiences, ["wordcount", "analytics"]);
+  assert.deepEqual(realm.clients.get("gateway-service")!.audiences, [
+    "query",
+    "stream",
+    "wordcount",
+    "analytics",
+  ]);
+});
+
+Deno.test("development secrets in the realm file are marked dev-only", () => {
+  for (const user of realm.users.values()) {
+    if (user.password !== undefined) assert.match(user.password, /^dev-only-/);
+  }
+  for (const client of realm.clients.values()) {
+    if (client.secret !== undefined) assert.match(client.secret, /^dev-only-/);
+  }
+});
+
+Deno.test("parseRealm() replaces development passwords and secrets from overrides", () => {
+  const overridden = parseRealm(realmFile, {
+    passwords: namedValues(["App_User:s3cret:with-colon"], "IDENTITY_DEV_PASSWORDS"),
+    clientSecrets: namedValues(["query-service:other"], "IDENTITY_CLIENT_SECRETS"),
+  });
+  assert.equal(overridden.users.get("app_user")!.password, "s3cret:with-colon");
+  assert.equal(overridden.users.get("app_admin")!.password, "dev-only-app-admin-password");
+  assert.equal(overridden.clients.get("query-service")!.secret, "other");
+});
+
+Deno.test("parseRealm() refuses overrides for users or clients the realm does not have", () => {
+  assert.throws(
+    () => parseRealm(realmFile, { passwords: new Map([["nobody", "x"]]) }),
+    (error) =>
+      error instanceof RealmError && /users the realm does not have: nobody/.test(error.message),
+  );
+  assert.throws(
+    () => parseRealm(realmFile, { clientSecrets: new Map([["nobody", "x"]]) }),
+    /clients the realm does not have: nobody/,
+  );
+});
+
+Deno.test("namedValues() refuses an item without a name or a value", () => {
+  assert.throws(() => namedValues(["app_user"], "IDENTITY_DEV_PASSWORDS"), RangeError);
+  assert.throws(() => namedValues([":x"], "IDENTITY_DEV_PASSWORDS"), RangeError);
+  assert.throws(() => namedValues(["app_user:"], "IDENTITY_DEV_PASSWORDS"), /name:value/);
+});
+
+Deno.test("parseRealm() names what is wrong in a broken realm", () => {
+  assert.throws(() => parseRealm([]), /must hold a JSON object/);
+  assert.throws(
+    () => parseRealm({ realm: "r", users: [{ username: "u", id: "1", realmRoles: ["nope"] }] }),
+    /user u names the unknown role nope/,
+  );
+  assert.throws(
+    () => parseRealm({ realm: "r", clients: [{ clientId: "c", publicClient: false }] }),
+    /client c is confidential but has no secret/,
+  );
+  assert.throws(
+    () =>
+      parseRealm({
+        realm: "r",
+        clients: [{
+          clientId: "c",
+          publicClient: true,
+          attributes: { "access.token.signed.response.alg": "HS256" },
+        }],
+      }),
+    /must be one of RS256, ES256, got HS256/,
+  );
+  assert.throws(() => parseRealm({ realm: "r", users: [{ username: "u" }] }), /user u id/);
+});
+
+Deno.test("tokenRoles() keeps only the roles in the client's role scope", () => {
+  const scoped = parseRealm({
+    realm: "r",
+    roles: { realm: [{ name: "a" }, { name: "b" }] },
+    users: [{ id: "1", username: "u", realmRoles: ["a", "b"] }],
+    clients: [
+      { clientId: "full", publicClient: true },
+      { clientId: "narrow", publicClient: true, fullScopeAllowed: false },
+    ],
+    scopeMappings: [{ client: "narrow", roles: ["b"] }],
+  });
+  const user = scoped.users.get("u")!;
+  assert.deepEqual(tokenRoles(user, scoped.clients.get("full")!), ["a", "b"]);
+  assert.deepEqual(tokenRoles(user, scoped.clients.get("narrow")!), ["b"]);
+});
+
+Deno.test("findPerson() finds people by username or e-mail, case-insensitively, never service accounts", () => {
+  assert.equal(findPerson(realm, "APP_USER")?.username, "app_user");
+  assert.equal(findPerson(realm, "app_admin@example.com")?.username, "app_admin");
+  assert.equal(findPerson(realm, "service-account-query-service"), undefined);
+  assert.equal(findPerson(realm, "nobody"), undefined);
+});
+
+Deno.test("serviceAccount() is the realm file's user, or a stable derived one", async () => {
+  const account = await serviceAccount(realm, realm.clients.get("query-service")!);
+  assert.equal(account.username, "service-account-query-service");
+  assert.equal(account.id, "5b0f3c5e-8a4e-4d51-9a39-6f1f3b1c7a01");
+  const bare = parseRealm({
+    realm: "r",
+    clients: [{ clientId: "c", secret: "s", serviceAccountsEnabled: true }],
+  });
+  const derived = await serviceAccount(bare, bare.clients.get("c")!);
+  assert.match(derived.id, /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/);
+  assert.equal((await serviceAccount(bare, bare.clients.get("c")!)).id, derived.id);
+});
+
+Deno.test("grantScopes() adds the defaults, names only token scopes, refuses unknown ones", () => {
+  const client = realm.clients.get("twitterapi-console")!;
+  assert.equal(grantScopes(client, undefined).claim, "profile email");
+  const withOpenId = grantScopes(client, "openid offline_access");
+  assert.equal(withOpenId.claim, "openid profile email offline_access");
+  assert.ok(withOpenId.applied.has("roles"));
+  assert.throws(() => grantScopes(client, "openid admin"), ScopeError);
+});
+
+Deno.test("isRegisteredRedirect() matches exactly, or by prefix for a trailing '*'", () => {
+  const client = realm.clients.get("twitterapi-console")!;
+  assert.ok(isRegisteredRedirect(client, "http://127.0.0.1:8400/callback"));
+  assert.ok(!isRegisteredRedirect(client, "http://127.0.0.1:8400/callback/more"));
+  assert.ok(!isRegisteredRedirect(client, "http://evil.example/callback"));
+  const wild = parseRealm({
+    realm: "r",
+    clients: [{ clientId: "w", publicClient: true, redirectUris: ["http://127.0.0.1:9000/*"] }],
+  }).clients.get("w")!;
+  assert.ok(isRegisteredRedirect(wild, "http://127.0.0.1:9000/anything"));
+  assert.ok(!isRegisteredRedirect(wild, "http://127.0.0.1:9001/anything"));
+});
