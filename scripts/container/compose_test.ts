@@ -1,7 +1,7 @@
 /**
  * compose.yaml is valid for Debian's docker-compose (Compose v1, 1.29) and
  * describes the whole topology: every engine with a healthcheck, and the
- * three services from one image built from scripts/container/Dockerfile.
+ * services from one image built from scripts/container/Dockerfile.
  * `docker-compose config` validates and resolves the file; its YAML output
  * is read with the Python YAML module docker-compose itself runs on.
  */
@@ -24,7 +24,13 @@ const ENGINES = {
   keycloak: { image: `keycloak/keycloak:${VERSIONS.keycloak}`, port: 9091 },
 } as const;
 
-const SERVICES = { stream: 8181, indexer: 8182, query: 8183 } as const;
+const SERVICES = {
+  registry: 8761,
+  identity: 8090,
+  stream: 8181,
+  indexer: 8182,
+  query: 8183,
+} as const;
 
 const SETTINGS = {
   HTTP_HOST: "0.0.0.0",
@@ -35,6 +41,7 @@ const SETTINGS = {
   REDIS_URL: "redis://redis:6379",
   ZIPKIN_URL: "http://zipkin:9411",
   OIDC_ISSUER: "http://keycloak:9091/realms/twitterapi",
+  REGISTRY_URLS: "http://registry:8761",
 };
 
 interface Port {
@@ -47,6 +54,7 @@ interface ComposeService {
   image?: string;
   build?: { context?: string; dockerfile?: string };
   command?: string[];
+  hostname?: string;
   environment?: Record<string, string>;
   ports?: (string | { host_ip?: string; published: number | string; target: number | string })[];
   healthcheck?: { test?: string[] | string; disable?: boolean };
@@ -203,7 +211,7 @@ Deno.test("Keycloak imports the repository's realm file", async () => {
   assert.equal(realm.enabled, true);
 });
 
-Deno.test("the three services share one build and publish their ports", async () => {
+Deno.test("the services share one build, publish their ports and register by name", async () => {
   const config = await resolvedConfig();
   const builds = new Set<string>();
   const images = new Set<string | undefined>();
@@ -216,9 +224,10 @@ Deno.test("the three services share one build and publish their ports", async ()
     assert.deepEqual(entry.command, [name], `${name}: the command names the service`);
     assert.deepEqual(ports(entry), [{ hostIp: undefined, published: port, target: port }]);
     assert.ok(entry.healthcheck?.test !== undefined, `${name}: healthcheck`);
+    assert.equal(entry.hostname, name, `${name}: hostname, the host it registers under`);
   }
-  assert.equal(builds.size, 1, "one build for the three services");
-  assert.equal(images.size, 1, "one image name for the three services");
+  assert.equal(builds.size, 1, "one build for every service");
+  assert.equal(images.size, 1, "one image name for every service");
   assert.ok(!images.has(undefined), "the shared image is named");
 });
 
