@@ -23,6 +23,13 @@ export interface ReadinessCheck {
   readonly name: string;
   /** Resolves when the dependency is usable; rejects with the reason. */
   check(): Promise<void>;
+  /**
+   * Whether the service cannot work without the dependency. A failing
+   * non-critical check (one the service replaces while it is down, like a
+   * shared rate-limit store) reports `degraded` and keeps the service ready.
+   * @default true
+   */
+  readonly critical?: boolean;
 }
 
 export interface ServiceAppOptions {
@@ -63,7 +70,7 @@ async function runReadinessCheck(check: ReadinessCheck, timeoutMs: number) {
     return { status: "up" } as const;
   } catch (error) {
     return {
-      status: "down",
+      status: check.critical === false ? "degraded" : "down",
       error: error instanceof Error ? error.message : String(error),
     } as const;
   } finally {
@@ -149,9 +156,13 @@ export function createServiceApp(options: ServiceAppOptions): Hono {
         [check.name, await runReadinessCheck(check, readinessTimeoutMs)] as const
       ),
     );
-    const ready = results.every(([, result]) => result.status === "up");
+    const ready = results.every(([, result]) => result.status !== "down");
+    const degraded = results.some(([, result]) => result.status === "degraded");
     return c.json(
-      { status: ready ? "ready" : "not-ready", checks: Object.fromEntries(results) },
+      {
+        status: ready ? (degraded ? "degraded" : "ready") : "not-ready",
+        checks: Object.fromEntries(results),
+      },
       ready ? 200 : 503,
     );
   });

@@ -43,6 +43,26 @@ Deno.test("service app /ready reports each dependency and fails when one is down
   });
 });
 
+Deno.test("service app /ready stays ready when only a non-critical dependency is down", async () => {
+  const shared = {
+    name: "rate-limit",
+    critical: false,
+    check: () => Promise.reject(new Error("served in process: Redis unreachable")),
+  };
+  const response = await app({
+    readiness: [{ name: "index", check: () => Promise.resolve() }, shared],
+  })
+    .request("/ready");
+  assert.equal(response.status, 200);
+  assert.deepEqual(await response.json(), {
+    status: "degraded",
+    checks: {
+      index: { status: "up" },
+      "rate-limit": { status: "degraded", error: "served in process: Redis unreachable" },
+    },
+  });
+});
+
 Deno.test("service app /metrics counts requests by route and times them", async () => {
   const hono = app();
   await hono.request("/health");
