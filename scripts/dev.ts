@@ -1,7 +1,8 @@
 /**
  * `deno task dev [--engines=embedded|real]`: every service in one process.
  * Embedded (the default) needs nothing installed; `--engines=real` first
- * brings up Kafka and Elasticsearch on loopback and runs the services on them.
+ * brings up Kafka, Elasticsearch and Redis on loopback and runs the services
+ * on them.
  */
 import { ENGINES, engineUp, write } from "./engines/engines.ts";
 
@@ -14,8 +15,8 @@ export const SERVICE_PERMISSIONS = [
 ] as const;
 /** The engines `--engines=real` needs, and how the services select them. */
 const REAL = {
-  engines: ["kafka", "elasticsearch"],
-  env: { EVENT_LOG: "kafka", SEARCH_INDEX: "elasticsearch" },
+  engines: ["kafka", "elasticsearch", "redis"],
+  env: { EVENT_LOG: "kafka", SEARCH_INDEX: "elasticsearch", RATE_LIMIT_STORE: "redis" },
 } as const;
 
 async function main(args: string[]): Promise<number> {

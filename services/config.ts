@@ -44,7 +44,7 @@ export const settings = {
       doc: "Event log engine: the in-process log or Apache Kafka",
     }),
     kafkaBrokers: list("KAFKA_BROKERS", {
-      default: ["127.0.0.1:9092"],
+      default: ["127.0.0.1:19092"],
       doc: "Kafka: bootstrap brokers, host:port",
     }),
     kafkaClientId: text("KAFKA_CLIENT_ID", {
@@ -82,6 +82,18 @@ export const settings = {
       default: 1_000_000,
       min: 1,
       doc: "In-process index: documents kept (the oldest are evicted beyond it)",
+    }),
+  },
+  rateLimit: {
+    store: oneOf("RATE_LIMIT_STORE", ["memory", "redis"], {
+      default: "memory",
+      doc: "Where rate-limit windows are kept: in process or in Redis (shared by every gateway)",
+    }),
+    redisUrl: text("REDIS_URL", {
+      default: "redis://127.0.0.1:6379",
+      doc: "Redis: URL",
+      pattern: /^rediss?:\/\/\S+$/,
+      patternDescription: "a redis:// URL",
     }),
   },
   discovery: {
@@ -143,6 +155,25 @@ export const settings = {
       default: false,
       doc: "identity: the code flow signs in the realm user named by `login_hint` without a " +
         "password (development only)",
+    }),
+  },
+  gateway: {
+    port: integer("GATEWAY_PORT", { default: 9092, ...PORT, doc: "gateway: HTTP port" }),
+    routesFile: text("GATEWAY_ROUTES_FILE", {
+      default: "",
+      doc: "gateway: JSON route table replacing the built-in routes (see " +
+        "services/gateway/routes.ts); empty: the built-in routes",
+    }),
+    oidcIssuer: text("OIDC_ISSUER", {
+      default: "http://127.0.0.1:8090/realms/twitterapi",
+      doc: "gateway: issuer whose access tokens the gateway accepts",
+      pattern: /^https?:\/\/[^\s/]+(\/\S*[^/\s])?$/,
+      patternDescription: "an http(s) URL without a trailing '/'",
+    }),
+    trustForwardedFor: boolean("GATEWAY_TRUST_FORWARDED_FOR", {
+      default: false,
+      doc: "gateway: take the client address from the last X-Forwarded-For entry (only behind " +
+        "exactly one trusted proxy)",
     }),
   },
   tweets: {

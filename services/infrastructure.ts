@@ -14,12 +14,19 @@ import type { Logger } from "../shared/log/log.ts";
 import { ElasticsearchSearchIndex } from "../shared/search_index/elasticsearch_search_index.ts";
 import { MemorySearchIndex } from "../shared/search_index/memory_search_index.ts";
 import type { SearchIndex } from "../shared/search_index/search_index.ts";
+import { Redis } from "ioredis";
+import { RegistryClient } from "../shared/discovery/registry_client.ts";
+import { MemoryRateLimitStore } from "../shared/rate_limit/memory_rate_limit_store.ts";
+import type { RateLimitStore } from "../shared/rate_limit/rate_limit_store.ts";
+import { RedisRateLimitStore } from "../shared/rate_limit/redis_rate_limit_store.ts";
 import type { AppConfig } from "./config.ts";
 
 export class Infrastructure {
   #eventLog: EventLog | undefined;
   #searchIndex: SearchIndex | undefined;
   #tweetCodec: Promise<TweetCodec> | undefined;
+  #registry: RegistryClient | undefined;
+  #rateLimitStore: RateLimitStore | undefined;
 
   constructor(readonly config: AppConfig, readonly logger: Logger) {}
 
@@ -38,9 +45,47 @@ export class Infrastructure {
     return this.#tweetCodec;
   }
 
+  /** The process's registry client: registers its services and discovers others. */
+  registry(): RegistryClient {
+    this.#registry ??= new RegistryClient({
+      urls: this.config.discovery.registryUrls,
+      heartbeatMs: this.config.discovery.heartbeatMs,
+      logger: this.logger,
+    });
+    return this.#registry;
+  }
+
+  rateLimitStore(): RateLimitStore {
+    this.#rateLimitStore ??= this.#createRateLimitStore();
+    return this.#rateLimitStore;
+  }
+
   async close(): Promise<void> {
+    await this.#registry?.close();
     await this.#eventLog?.close();
     await this.#searchIndex?.close();
+    await this.#rateLimitStore?.close();
+  }
+
+  #createRateLimitStore(): RateLimitStore {
+    const settings = this.config.rateLimit;
+    if (settings.store === "redis") {
+      this.logger.info("Rate limits: Redis at {url} (RATE_LIMIT_STORE=redis)", {
+        url: settings.redisUrl.replace(/\/\/[^@/]*@/, "//***@"),
+      });
+      // Fail fast while Redis is down: the gateway then counts in process and
+      // its rate limiter logs the outage; ioredis's own error events would
+      // only repeat that on every reconnect.
+      const client = new Redis(settings.redisUrl, {
+        lazyConnect: true,
+        enableOfflineQueue: false,
+        maxRetriesPerRequest: 1,
+      });
+      client.on("error", () => {});
+      return new RedisRateLimitStore(client);
+    }
+    this.logger.info("Rate limits: in process (RATE_LIMIT_STORE=memory)");
+    return new MemoryRateLimitStore();
   }
 
   #createEventLog(): EventLog {

@@ -9,7 +9,7 @@ import { MetricsRegistry } from "../shared/metrics/metrics.ts";
 import type { Service, ServiceContext } from "../shared/service/service.ts";
 import { configureTracing, shutdownTracing } from "../shared/trace/tracing.ts";
 import { type AppConfig, loadConfig, settings } from "./config.ts";
-import { RegistryClient } from "../shared/discovery/registry_client.ts";
+import { createGatewayService } from "./gateway/main.ts";
 import { createIdentityService } from "./identity/main.ts";
 import { createIndexerService } from "./indexer/main.ts";
 import { Infrastructure } from "./infrastructure.ts";
@@ -33,8 +33,8 @@ interface ServiceEntry {
 
 /**
  * Every service, in start order. Application services stop in the same
- * order, so producers stop before consumers and readers; platform services
- * stop after them.
+ * order, so the gateway stops taking traffic first and producers stop before
+ * consumers and readers; platform services stop after them.
  */
 const SERVICES: Readonly<Record<string, ServiceEntry>> = {
   registry: {
@@ -46,6 +46,16 @@ const SERVICES: Readonly<Record<string, ServiceEntry>> = {
     port: (config) => config.identity.port,
     create: (config, context) => createIdentityService({ config, context }),
     platform: true,
+  },
+  gateway: {
+    port: (config) => config.gateway.port,
+    create: (config, context, infrastructure) =>
+      Promise.resolve(createGatewayService({
+        config,
+        context,
+        discovery: infrastructure.registry(),
+        rateLimitStore: infrastructure.rateLimitStore(),
+      })),
   },
   stream: {
     port: (config) => config.stream.port,
@@ -115,11 +125,7 @@ async function run(names: readonly string[], config: AppConfig): Promise<void> {
   const processLogger = serviceLogger("main", config.process.instanceId || `main-${Deno.pid}`);
   const infrastructure = new Infrastructure(config, processLogger);
 
-  const registry = new RegistryClient({
-    urls: config.discovery.registryUrls,
-    heartbeatMs: config.discovery.heartbeatMs,
-    logger: processLogger,
-  });
+  const registry = infrastructure.registry();
   const running: {
     service: Service;
     url: string;

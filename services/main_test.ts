@@ -49,7 +49,14 @@ class LogLines {
 }
 
 Deno.test("selectServices() accepts service names or all, in start order", () => {
-  assert.deepEqual(selectServices(["all"]), ["registry", "identity", "stream", "indexer", "query"]);
+  assert.deepEqual(selectServices(["all"]), [
+    "registry",
+    "identity",
+    "gateway",
+    "stream",
+    "indexer",
+    "query",
+  ]);
   assert.deepEqual(selectServices(["query", "stream"]), ["stream", "query"]);
   assert.equal(selectServices([]), undefined);
   assert.equal(selectServices(["all", "query"]), undefined);
@@ -66,10 +73,13 @@ function freePort(): number {
 
 Deno.test("main runs all services, serves searchable tweets and shuts down on SIGTERM", async () => {
   const registryPort = freePort();
+  const identityPort = freePort();
   const child = spawnMain(["all"], {
     REGISTRY_PORT: String(registryPort),
     REGISTRY_URLS: `http://127.0.0.1:${registryPort}`,
-    IDENTITY_PORT: "0",
+    IDENTITY_PORT: String(identityPort),
+    OIDC_ISSUER: `http://127.0.0.1:${identityPort}/realms/twitterapi`,
+    GATEWAY_PORT: "0",
     STREAM_PORT: "0",
     INDEXER_PORT: "0",
     QUERY_PORT: "0",
@@ -86,7 +96,7 @@ Deno.test("main runs all services, serves searchable tweets and shuts down on SI
     await log.until((line) => {
       const match = /^(\w+) listening on (http:\/\/\S+)$/.exec(String(line.message));
       if (match) urls[match[1]!] = match[2]!;
-      return Object.keys(urls).length === 5;
+      return Object.keys(urls).length === 6;
     });
 
     for (const url of Object.values(urls)) {
@@ -107,12 +117,37 @@ Deno.test("main runs all services, serves searchable tweets and shuts down on SI
       const response = await fetch(`${urls.registry}/api/v1/registry/services`);
       const { services } = await response.json();
       const names = services.map((entry: { service: string }) => entry.service).sort();
-      return JSON.stringify(names) === JSON.stringify(["identity", "indexer", "query", "stream"]);
+      return JSON.stringify(names) ===
+        JSON.stringify(["gateway", "identity", "indexer", "query", "stream"]);
     });
     const registered =
       await (await fetch(`${urls.registry}/api/v1/registry/services/query/instances`))
         .json();
     assert.equal(registered.instances[0].baseUrl, urls.query);
+
+    // Through the gateway: a token from the identity service, the query
+    // service found through the registry.
+    const tokenResponse = await fetch(
+      `${urls.identity}/realms/twitterapi/protocol/openid-connect/token`,
+      {
+        method: "POST",
+        body: new URLSearchParams({
+          grant_type: "password",
+          client_id: "twitterapi-console",
+          username: "app_user",
+          password: "dev-only-app-user-password",
+        }),
+      },
+    );
+    const { access_token: token } = await tokenResponse.json();
+    const viaGateway = await fetch(`${urls.gateway}/api/v2/tweets?text=kafka&size=3`, {
+      headers: { authorization: `Bearer ${token}` },
+    });
+    assert.equal(viaGateway.status, 200);
+    assert.ok((await viaGateway.json()).page.total > 0);
+    const anonymous = await fetch(`${urls.gateway}/api/v2/tweets?text=kafka`);
+    assert.equal(anonymous.status, 401);
+    await anonymous.body?.cancel();
 
     const status = await (await fetch(`${urls.stream}/api/v1/stream`)).json();
     assert.equal(status.state, "completed");

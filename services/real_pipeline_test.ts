@@ -31,7 +31,7 @@ Deno.test({
     const config = loadConfig({
       EVENT_LOG: "kafka",
       SEARCH_INDEX: "elasticsearch",
-      KAFKA_BROKERS: Deno.env.get("KAFKA_BROKERS") ?? "127.0.0.1:9092",
+      KAFKA_BROKERS: Deno.env.get("KAFKA_BROKERS") ?? "127.0.0.1:19092",
       ELASTICSEARCH_URL: Deno.env.get("ELASTICSEARCH_URL") ?? "http://127.0.0.1:9200",
       TWEET_TOPIC: `tweets-e2e-${run}`,
       INDEXER_DEAD_LETTER_TOPIC: `tweets-e2e-${run}.dlq`,
@@ -46,7 +46,7 @@ Deno.test({
     const codec = await infrastructure.tweetCodec();
     await eventLog.ping().catch((cause) => {
       throw new Error(
-        "Kafka is not reachable at 127.0.0.1:9092: start it with `deno task engines up kafka`",
+        "Kafka is not reachable at 127.0.0.1:19092: start it with `deno task engines up kafka`",
         { cause },
       );
     });

@@ -35,7 +35,7 @@ function configFor(run: string, extra: Record<string, string>) {
   return loadConfig({
     EVENT_LOG: "kafka",
     SEARCH_INDEX: "elasticsearch",
-    KAFKA_BROKERS: Deno.env.get("KAFKA_BROKERS") ?? "127.0.0.1:9092",
+    KAFKA_BROKERS: Deno.env.get("KAFKA_BROKERS") ?? "127.0.0.1:19092",
     ELASTICSEARCH_URL: Deno.env.get("ELASTICSEARCH_URL") ?? "http://127.0.0.1:9200",
     TWEET_TOPIC: `bench-${run}`,
     INDEXER_DEAD_LETTER_TOPIC: `bench-${run}.dlq`,

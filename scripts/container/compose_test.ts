@@ -27,6 +27,7 @@ const ENGINES = {
 const SERVICES = {
   registry: 8761,
   identity: 8090,
+  gateway: 9092,
   stream: 8181,
   indexer: 8182,
   query: 8183,
@@ -39,6 +40,7 @@ const SETTINGS = {
   SEARCH_INDEX: "elasticsearch",
   ELASTICSEARCH_URL: "http://elasticsearch:9200",
   REDIS_URL: "redis://redis:6379",
+  RATE_LIMIT_STORE: "redis",
   ZIPKIN_URL: "http://zipkin:9411",
   OIDC_ISSUER: "http://keycloak:9091/realms/twitterapi",
   REGISTRY_URLS: "http://registry:8761",

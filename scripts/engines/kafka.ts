@@ -8,8 +8,9 @@ import { Kafka, logLevel } from "kafkajs";
 import { CACHE_DIR, type Engine, type EngineProcess, exists, run } from "./engine.ts";
 import { VERSIONS } from "./versions.ts";
 
-const PORT = 9092;
-const CONTROLLER_PORT = 9093;
+// 9092 is the gateway's (as in the seed, whose brokers listened on 19092 and up).
+const PORT = 19092;
+const CONTROLLER_PORT = 19093;
 const JAVA = "/usr/lib/jvm/java-17-openjdk-amd64/bin/java";
 const MAVEN_DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1";
 const HERE = new URL("./kafka/", import.meta.url).pathname;

@@ -36,7 +36,7 @@ import {
 import { encodeLongKey, partitionForKey } from "./murmur2.ts";
 import { delay, waitFor } from "../testing/wait.ts";
 
-const BROKERS = Deno.env.get("KAFKA_BROKERS") ?? "127.0.0.1:9092";
+const BROKERS = Deno.env.get("KAFKA_BROKERS") ?? "127.0.0.1:19092";
 const brokers = BROKERS.split(",").map((broker) => broker.trim()).filter(Boolean);
 
 /** A client that fails at once instead of retrying, for set-up and clean-up. */

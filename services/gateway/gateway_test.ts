@@ -1,0 +1,426 @@
+/**
+ * The gateway over real HTTP: upstreams on loopback, the identity service as
+ * the token issuer, and the gateway served by Deno.serve.
+ */
+import assert from "node:assert/strict";
+import type {
+  ServiceDiscovery,
+  ServiceInstance,
+} from "../../shared/discovery/service_discovery.ts";
+import { PROBLEM_CONTENT_TYPE, problemType } from "../../shared/http/problem.ts";
+import { serveApp } from "../../shared/http/serve.ts";
+import { MemoryRateLimitStore } from "../../shared/rate_limit/memory_rate_limit_store.ts";
+import { startTestServer, type TestServer } from "../../shared/testing/http_servers.ts";
+import { testContext } from "../../shared/testing/test_context.ts";
+import { waitFor } from "../../shared/testing/wait.ts";
+import { loadConfig } from "../config.ts";
+import { CONSOLE, devPassword, form, testIdentity } from "../identity/_testing.ts";
+import { createGatewayService } from "./main.ts";
+import { DEFAULT_BREAKER, DEFAULT_ROUTES, type GatewayRoute } from "./routes.ts";
+
+/** Discovery whose answer the test changes. */
+class MutableDiscovery implements ServiceDiscovery {
+  constructor(public current: ServiceInstance[] = []) {}
+  add(service: string, server: TestServer, instanceId = `${service}-${this.current.length}`) {
+    this.current.push({ service, instanceId, baseUrl: server.url, version: "test", metadata: {} });
+  }
+  instances(service: string): Promise<readonly ServiceInstance[]> {
+    return Promise.resolve(this.current.filter((instance) => instance.service === service));
+  }
+}
+
+interface Echo {
+  readonly method: string;
+  readonly path: string;
+  readonly headers: Record<string, string>;
+  readonly body: string;
+}
+
+/** An upstream that answers every request with what it received. */
+function echoServer(name = "echo"): TestServer {
+  return startTestServer(async (request) => {
+    const url = new URL(request.url);
+    const echo: Echo = {
+      method: request.method,
+      path: url.pathname + url.search,
+      headers: Object.fromEntries(request.headers),
+      body: await request.text(),
+    };
+    return Response.json(echo, { headers: { "x-upstream": name } });
+  });
+}
+
+interface Harness {
+  readonly url: string;
+  readonly discovery: MutableDiscovery;
+  token(username: string): Promise<string>;
+  metrics(): Promise<string>;
+}
+
+async function withGateway(
+  options: { routes?: readonly GatewayRoute[]; env?: Record<string, string> },
+  test: (harness: Harness) => Promise<void>,
+): Promise<void> {
+  const identity = await testIdentity();
+  const issuerServer = serveApp(identity.service.app, { hostname: "127.0.0.1", port: 0 });
+  const issuer = `${issuerServer.url}/realms/twitterapi`;
+  const discovery = new MutableDiscovery();
+  const store = new MemoryRateLimitStore();
+  const context = testContext("gateway");
+  const gateway = createGatewayService({
+    config: loadConfig({ OIDC_ISSUER: issuer, ...options.env }),
+    context,
+    discovery,
+    rateLimitStore: store,
+    ...(options.routes === undefined ? {} : { routes: options.routes }),
+  });
+  await gateway.start();
+  const server = serveApp(gateway.app, { hostname: "127.0.0.1", port: 0 });
+  try {
+    await test({
+      url: server.url,
+      discovery,
+      async token(username) {
+        const response = await fetch(
+          `${issuer}/protocol/openid-connect/token`,
+          form({
+            grant_type: "password",
+            client_id: CONSOLE,
+            username,
+            password: devPassword(username),
+          }),
+        );
+        const body = await response.json();
+        assert.equal(response.status, 200, JSON.stringify(body));
+        return body.access_token;
+      },
+      metrics: () => context.metrics.render(),
+    });
+  } finally {
+    await server.shutdown();
+    await gateway.stop();
+    await store.close();
+    await issuerServer.shutdown();
+  }
+}
+
+function route(overrides: Partial<GatewayRoute> & Pick<GatewayRoute, "prefix">): GatewayRoute {
+  return {
+    service: "query",
+    auth: { mode: "none" },
+    breaker: DEFAULT_BREAKER,
+    timeoutMs: 5000,
+    retries: 2,
+    fallback: { retryAfterSec: 10 },
+    ...overrides,
+  };
+}
+
+function bearer(token: string): Record<string, string> {
+  return { authorization: `Bearer ${token}` };
+}
+
+async function echoOf(response: Response): Promise<Echo> {
+  assert.equal(response.status, 200);
+  return await response.json();
+}
+
+async function assertProblem(response: Response, status: number, code: string) {
+  const body = await response.json();
+  assert.equal(response.status, status, JSON.stringify(body));
+  assert.equal(response.headers.get("content-type"), PROBLEM_CONTENT_TYPE);
+  assert.equal(body.type, problemType(code));
+  return body;
+}
+
+Deno.test("gateway routes tweets paths to query with path, query, method, body and Accept unchanged", async () => {
+  await using query = echoServer("query");
+  await withGateway({}, async ({ url, discovery, token }) => {
+    discovery.add("query", query);
+    const auth = bearer(await token("app_user"));
+    const cases = [
+      ["/api/v1/tweets?text=kafka%20streams&size=5", "application/vnd.api.v1+json"],
+      ["/api/v2/tweets/1234567890", "application/vnd.api.v2+json"],
+      ["/api/tweets?text=deno", "application/vnd.api.v2+json;q=1, application/json;q=0.5"],
+      ["/api/tweets/42", "application/vnd.api.v1+json"],
+    ] as const;
+    for (const [path, accept] of cases) {
+      const response = await fetch(`${url}${path}`, { headers: { ...auth, accept } });
+      assert.equal(response.headers.get("x-upstream"), "query");
+      assert.equal(response.headers.get("content-type"), "application/json");
+      const echo = await echoOf(response);
+      assert.equal(echo.method, "GET");
+      assert.equal(echo.path, path);
+      assert.equal(echo.headers.accept, accept);
+      assert.equal(echo.headers.authorization, auth.authorization);
+    }
+    const posted = await echoOf(
+      await fetch(`${url}/api/v2/tweets?dry=1`, {
+        method: "POST",
+        headers: { ...auth, "content-type": "application/vnd.api.v2+json" },
+        body: JSON.stringify({ text: "hello" }),
+      }),
+    );
+    assert.equal(posted.method, "POST");
+    assert.equal(posted.path, "/api/v2/tweets?dry=1");
+    assert.equal(posted.headers["content-type"], "application/vnd.api.v2+json");
+    assert.equal(posted.body, JSON.stringify({ text: "hello" }));
+    for (const method of ["PUT", "DELETE", "PATCH"]) {
+      const echo = await echoOf(await fetch(`${url}/api/v1/tweets/7`, { method, headers: auth }));
+      assert.equal(echo.method, method);
+    }
+  });
+});
+
+Deno.test("gateway sets the forwarding headers and propagates the trace context upstream", async () => {
+  await using query = echoServer();
+  await withGateway({}, async ({ url, discovery, token }) => {
+    discovery.add("query", query);
+    const host = new URL(url).host;
+    const traceId = "0af7651916cd43dd8448eb211c80319c";
+    const echo = await echoOf(
+      await fetch(`${url}/api/v1/tweets`, {
+        headers: {
+          ...bearer(await token("app_user")),
+          "x-forwarded-for": "203.0.113.7",
+          "x-custom": "kept",
+          traceparent: `00-${traceId}-b7ad6b7169203331-01`,
+        },
+      }),
+    );
+    assert.equal(echo.headers.forwarded, `for=127.0.0.1;host="${host}";proto=http`);
+    assert.equal(echo.headers["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
+    assert.equal(echo.headers["x-forwarded-host"], host);
+    assert.equal(echo.headers["x-forwarded-proto"], "http");
+    assert.equal(echo.headers["x-forwarded-prefix"], undefined);
+    assert.equal(echo.headers["x-custom"], "kept");
+    assert.match(echo.headers.traceparent ?? "", new RegExp(`^00-${traceId}-[0-9a-f]{16}-01$`));
+  });
+});
+
+Deno.test("gateway answers 404 problem for paths no route matches", async () => {
+  await using query = echoServer();
+  await withGateway({}, async ({ url, discovery }) => {
+    discovery.add("query", query);
+    for (const path of ["/api/unknown", "/api/tweetsX", "/api/v3/tweets", "/"]) {
+      await assertProblem(await fetch(`${url}${path}`), 404, "not-found");
+    }
+    assert.equal(query.requests.length, 0);
+  });
+});
+
+Deno.test("gateway refuses missing and bad tokens with 401 and app_user on the stream with 403", async () => {
+  await using query = echoServer("query");
+  await using stream = echoServer("stream");
+  await withGateway({}, async ({ url, discovery, token }) => {
+    discovery.add("query", query);
+    discovery.add("stream", stream);
+    const missing = await fetch(`${url}/api/v1/tweets`);
+    await assertProblem(missing, 401, "unauthorized");
+    assert.match(missing.headers.get("www-authenticate") ?? "", /^Bearer realm="twitterapi"/);
+    const user = await token("app_user");
+    const tampered = user.slice(0, -4) + (user.endsWith("AAAA") ? "BBBB" : "AAAA");
+    for (const bad of ["not-a-jwt", tampered]) {
+      await assertProblem(
+        await fetch(`${url}/api/v1/tweets`, { headers: bearer(bad) }),
+        401,
+        "unauthorized",
+      );
+    }
+    await assertProblem(
+      await fetch(`${url}/api/v1/stream/rate`, { headers: bearer(user) }),
+      403,
+      "forbidden",
+    );
+    assert.equal(query.requests.length, 0);
+    assert.equal(stream.requests.length, 0);
+    const admin = await fetch(`${url}/api/v1/stream/rate`, {
+      method: "PUT",
+      headers: { ...bearer(await token("app_admin")), "content-type": "application/json" },
+      body: '{"rate":5}',
+    });
+    assert.equal(admin.headers.get("x-upstream"), "stream");
+    const echo = await echoOf(admin);
+    assert.equal(echo.path, "/api/v1/stream/rate");
+    assert.equal(echo.body, '{"rate":5}');
+  });
+});
+
+Deno.test("gateway rate-limits a route's policy with 429 and the rate-limit headers", async () => {
+  await using query = echoServer();
+  const routes = [
+    route({ prefix: "/api/v1/tweets", rateLimit: { policy: "tight", limit: 3, windowMs: 60_000 } }),
+  ];
+  await withGateway({ routes }, async ({ url, discovery }) => {
+    discovery.add("query", query);
+    for (let i = 0; i < 3; i++) {
+      const response = await fetch(`${url}/api/v1/tweets`);
+      assert.equal(response.status, 200);
+      assert.equal(response.headers.get("ratelimit-policy"), '"tight";q=3;w=60');
+      assert.match(response.headers.get("ratelimit") ?? "", new RegExp(`^"tight";r=${2 - i};t=`));
+      await response.body?.cancel();
+    }
+    const limited = await fetch(`${url}/api/v1/tweets`);
+    await assertProblem(limited, 429, "rate-limited");
+    assert.ok(Number(limited.headers.get("retry-after")) >= 1);
+    assert.match(limited.headers.get("ratelimit") ?? "", /^"tight";r=0;t=\d+$/);
+    assert.equal(query.requests.length, 3);
+  });
+});
+
+Deno.test("gateway breaker opens on failures, answers 503 without calling the upstream, then closes", async () => {
+  let healthy = false;
+  await using query = startTestServer(() =>
+    healthy ? Response.json({ ok: true }) : Response.json({ failed: true }, { status: 500 })
+  );
+  const breaker = { ...DEFAULT_BREAKER, volumeThreshold: 3, resetTimeoutMs: 300 };
+  const routes = [route({ prefix: "/api/v1/tweets", breaker, retries: 0 })];
+  await withGateway({ routes }, async ({ url, discovery, metrics }) => {
+    discovery.add("query", query);
+    const state = async () =>
+      /gateway_breaker_state\{service="query"\} (\d)/.exec(await metrics())?.[1];
+    assert.equal(await state(), "0");
+    // 5xx answers pass through (the upstream's own error) and count as failures.
+    for (let i = 0; i < 3; i++) {
+      const response = await fetch(`${url}/api/v1/tweets`);
+      assert.equal(response.status, 500);
+      await response.body?.cancel();
+    }
+    await waitFor("the breaker to open", async () => (await state()) === "2");
+    const calls = query.requests.length;
+    for (const method of ["GET", "POST", "DELETE"]) {
+      const response = await fetch(`${url}/api/v1/tweets/1`, {
+        method,
+        ...(method === "POST" ? { body: "{}" } : {}),
+      });
+      const body = await assertProblem(response, 503, "upstream-unavailable");
+      assert.match(body.detail, /query service is unavailable/);
+      assert.equal(response.headers.get("retry-after"), "10");
+    }
+    assert.equal(query.requests.length, calls, "an open breaker must not call the upstream");
+    healthy = true;
+    await waitFor("the breaker to half-open", async () => (await state()) === "1");
+    const probe = await fetch(`${url}/api/v1/tweets`);
+    assert.equal(probe.status, 200);
+    assert.deepEqual(await probe.json(), { ok: true });
+    assert.equal(await state(), "0");
+  });
+});
+
+Deno.test("gateway answers 503 problem when no instance of the service is known", async () => {
+  const routes = [route({ prefix: "/api/v1/tweets", breaker: DEFAULT_BREAKER })];
+  await withGateway({ routes }, async ({ url }) => {
+    const body = await assertProblem(
+      await fetch(`${url}/api/v1/tweets`, { method: "POST", body: "x" }),
+      503,
+      "upstream-unavailable",
+    );
+    assert.equal(body.detail, "The query service is unavailable: no instance is registered");
+  });
+});
+
+Deno.test("gateway fails over when one of two query instances shuts down mid-load", async () => {
+  const first = echoServer("first");
+  await using second = echoServer("second");
+  const routes = [route({ prefix: "/api/v1/tweets" })];
+  await withGateway({ routes }, async ({ url, discovery }) => {
+    discovery.add("query", first, "query-1");
+    discovery.add("query", second, "query-2");
+    const total = 200;
+    let next = 0;
+    let done = 0;
+    const statuses: number[] = [];
+    let stopped: Promise<void> | undefined;
+    async function worker() {
+      while (next < total) {
+        const i = next++;
+        const response = await fetch(`${url}/api/v1/tweets?i=${i}`);
+        statuses.push(response.status);
+        await response.body?.cancel();
+        if (++done === 50) stopped = first.shutdown();
+      }
+    }
+    await Promise.all(Array.from({ length: 10 }, worker));
+    await stopped;
+    assert.equal(statuses.length, total);
+    assert.deepEqual(statuses.filter((status) => status !== 200), []);
+    assert.ok(first.requests.length > 0 && second.requests.length > 0);
+  });
+  await first.shutdown();
+});
+
+Deno.test("gateway streams a large response body through", async () => {
+  const size = 8 * 1024 * 1024;
+  const chunk = new Uint8Array(64 * 1024).map((_, i) => i % 251);
+  await using query = startTestServer(() => {
+    let sent = 0;
+    const body = new ReadableStream<Uint8Array>({
+      pull(controller) {
+        if (sent >= size) return controller.close();
+        controller.enqueue(chunk.slice());
+        sent += chunk.length;
+      },
+    });
+    return new Response(body, { headers: { "content-type": "application/octet-stream" } });
+  });
+  await withGateway(
+    { routes: [route({ prefix: "/api/v1/tweets" })] },
+    async ({ url, discovery }) => {
+      discovery.add("query", query);
+      const response = await fetch(`${url}/api/v1/tweets/export`);
+      assert.equal(response.status, 200);
+      assert.equal(response.headers.get("content-type"), "application/octet-stream");
+      let received = 0;
+      let intact = true;
+      for await (const part of response.body!) {
+        for (let i = 0; i < part.length; i += 4099) {
+          if (part[i] !== ((received + i) % (64 * 1024)) % 251) intact = false;
+        }
+        received += part.length;
+      }
+      assert.equal(received, size);
+      assert.ok(intact, "the body arrived changed");
+    },
+  );
+});
+
+Deno.test("gateway reports breakers on /metrics and rate-limit stores on /ready", async () => {
+  await withGateway({}, async ({ url }) => {
+    const metrics = await (await fetch(`${url}/metrics`)).text();
+    assert.match(metrics, /gateway_breaker_state\{service="query"\} 0/);
+    assert.match(metrics, /gateway_breaker_state\{service="stream"\} 0/);
+    const ready = await fetch(`${url}/ready`);
+    assert.equal(ready.status, 200);
+    const body = await ready.json();
+    assert.equal(body.status, "ready");
+    assert.deepEqual(Object.keys(body.checks).sort(), ["rate-limit:stream", "rate-limit:tweets"]);
+  });
+});
+
+Deno.test("gateway uses the route file named by GATEWAY_ROUTES_FILE, rewrite included", async () => {
+  await using query = echoServer();
+  const file = new URL("./testdata/rewrite_routes.json", import.meta.url).pathname;
+  await withGateway({ env: { GATEWAY_ROUTES_FILE: file } }, async ({ url, discovery }) => {
+    discovery.add("query", query);
+    const echo = await echoOf(await fetch(`${url}/search/12?x=1`));
+    assert.equal(echo.path, "/api/v2/tweets/12?x=1");
+    assert.equal(echo.headers["x-forwarded-prefix"], "/search");
+    await assertProblem(await fetch(`${url}/api/v1/tweets`), 404, "not-found");
+  });
+});
+
+Deno.test("gateway default routes cover the versioned tweets paths and the stream", () => {
+  assert.deepEqual(
+    DEFAULT_ROUTES.map((r) => [r.prefix, r.service, r.auth]),
+    [
+      ["/api/tweets", "query", { mode: "authenticated", audience: "query" }],
+      ["/api/v1/tweets", "query", { mode: "authenticated", audience: "query" }],
+      ["/api/v2/tweets", "query", { mode: "authenticated", audience: "query" }],
+      [
+        "/api/v1/stream",
+        "stream",
+        { mode: "anyRole", roles: ["app_admin_role"], audience: "stream" },
+      ],
+    ],
+  );
+});

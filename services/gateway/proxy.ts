@@ -1,0 +1,189 @@
+/**
+ * The proxying step of a route: the request goes to an instance of the
+ * route's service through the balanced client and the service's circuit
+ * breaker, with its method, path, query, body and end-to-end headers
+ * unchanged, and the forwarding headers added. Bodies stream both ways.
+ * When the service cannot answer, the client gets a 503 problem, never
+ * invented data.
+ */
+import type { Context } from "hono";
+import { getConnInfo } from "hono/deno";
+import {
+  type BalancedClient,
+  NoInstanceError,
+  UpstreamError,
+} from "../../shared/http/balanced_client.ts";
+import { ProblemError, problemResponse } from "../../shared/http/problem.ts";
+import type { Logger } from "../../shared/log/log.ts";
+import { CircuitOpenError, type ServiceBreakers } from "./breaker.ts";
+import { type GatewayRoute, upstreamPath } from "./routes.ts";
+
+/** RFC 9110 section 7.6.1, plus the legacy `Proxy-Connection`. */
+const HOP_BY_HOP = [
+  "connection",
+  "keep-alive",
+  "proxy-authenticate",
+  "proxy-authorization",
+  "proxy-connection",
+  "te",
+  "trailer",
+  "transfer-encoding",
+  "upgrade",
+];
+
+/** Statuses whose response has no body. */
+const NULL_BODY_STATUSES: ReadonlySet<number> = new Set([101, 103, 204, 205, 304]);
+
+/** A copy of `headers` without hop-by-hop fields, those named by `Connection` included. */
+export function endToEndHeaders(headers: Headers): Headers {
+  const result = new Headers(headers);
+  const listed = (headers.get("connection") ?? "").split(",")
+    .map((name) => name.trim().toLowerCase())
+    .filter((name) => name !== "");
+  for (const name of [...HOP_BY_HOP, ...listed]) result.delete(name);
+  // The body is re-framed on each hop.
+  result.delete("content-length");
+  return result;
+}
+
+export interface ForwardedFrom {
+  /** The peer address of the client's connection. */
+  readonly clientAddress: string;
+  /** The `Host` the client asked for. */
+  readonly host: string;
+  /** `http` or `https`. */
+  readonly proto: string;
+  /** The path prefix the gateway removed or replaced, when it rewrote the path. */
+  readonly prefix?: string;
+}
+
+/** A `Forwarded` value (RFC 7239): a token, or a quoted string when it is not one. */
+function forwardedValue(value: string): string {
+  return /^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/.test(value)
+    ? value
+    : `"${value.replace(/["\\]/g, (char) => `\\${char}`)}"`;
+}
+
+/** The headers sent upstream: the client's end-to-end headers, and the forwarding fields. */
+export function upstreamHeaders(incoming: Headers, from: ForwardedFrom): Headers {
+  const headers = endToEndHeaders(incoming);
+  headers.delete("host");
+  const node = from.clientAddress.includes(":") ? `[${from.clientAddress}]` : from.clientAddress;
+  const element = `for=${forwardedValue(node)};host=${forwardedValue(from.host)};proto=${
+    forwardedValue(from.proto)
+  }`;
+  const forwarded = incoming.get("forwarded");
+  headers.set("forwarded", forwarded === null ? element : `${forwarded}, ${element}`);
+  const forwardedFor = incoming.get("x-forwarded-for");
+  headers.set(
+    "x-forwarded-for",
+    forwardedFor === null ? from.clientAddress : `${forwardedFor}, ${from.clientAddress}`,
+  );
+  headers.set("x-forwarded-host", from.host);
+  headers.set("x-forwarded-proto", from.proto);
+  if (from.prefix === undefined) {
+    headers.delete("x-forwarded-prefix");
+  } else {
+    headers.set("x-forwarded-prefix", from.prefix);
+  }
+  return headers;
+}
+
+export function clientAddress(c: Context): string {
+  try {
+    return getConnInfo(c).remote.address ?? "unknown";
+  } catch {
+    // Not served by Deno.serve (app.request in tests): no connection info.
+    return "unknown";
+  }
+}
+
+/** The fallback answer: the service cannot answer now. */
+export function upstreamUnavailable(
+  service: string,
+  reason: string,
+  retryAfterSec: number,
+): ProblemError {
+  return new ProblemError({
+    status: 503,
+    code: "upstream-unavailable",
+    title: "Upstream service unavailable",
+    detail: `The ${service} service is unavailable: ${reason}`,
+    extensions: { service },
+    headers: { "retry-after": String(retryAfterSec) },
+  });
+}
+
+function failureReason(error: unknown): string | undefined {
+  if (error instanceof CircuitOpenError) return "its circuit is open after repeated failures";
+  if (error instanceof NoInstanceError) return "no instance is registered";
+  if (error instanceof UpstreamError) {
+    const last = error.attempts.at(-1);
+    if (last?.failure === "timeout") return "it did not answer in time";
+    if (last?.failure === "status") return `it answered ${last.status}`;
+    return "it cannot be reached";
+  }
+  return undefined;
+}
+
+export interface ProxyOptions {
+  readonly route: GatewayRoute;
+  readonly client: BalancedClient;
+  readonly breakers: ServiceBreakers;
+  readonly logger: Logger;
+}
+
+/** The Hono handler that ends a route's chain: forwards the request and streams the answer. */
+export function proxy(options: ProxyOptions) {
+  const { route, client, breakers, logger } = options;
+  const { service } = route;
+
+  return async function proxyHandler(c: Context): Promise<Response> {
+    const request = c.req.raw;
+    const url = new URL(request.url);
+    const path = upstreamPath(route, url.pathname);
+    const headers = upstreamHeaders(request.headers, {
+      clientAddress: clientAddress(c),
+      host: request.headers.get("host") ?? url.host,
+      proto: url.protocol.replace(/:$/, ""),
+      ...(route.rewrite === undefined ? {} : { prefix: route.prefix }),
+    });
+    const method = request.method;
+    const hasBody = request.body !== null && method !== "GET" && method !== "HEAD";
+    let upstream: Response;
+    try {
+      upstream = await breakers.call(service, () =>
+        client.fetch(service, path + url.search, {
+          method,
+          headers,
+          // Not the request's signal: Deno aborts it once a response is sent, which would cut
+          // a streamed body short. A client that goes away cancels the response body instead.
+          redirect: "manual",
+          ...(hasBody ? { body: request.body } : {}),
+        }));
+    } catch (error) {
+      const reason = failureReason(error);
+      if (reason === undefined) throw error;
+      if (!(error instanceof CircuitOpenError)) {
+        logger.warn("Cannot proxy {method} {path} to {service}: {reason}", {
+          method,
+          path,
+          service,
+          reason,
+          error,
+        });
+      }
+      return problemResponse(
+        upstreamUnavailable(service, reason, route.fallback.retryAfterSec),
+        url.pathname,
+      );
+    }
+    const body = NULL_BODY_STATUSES.has(upstream.status) ? null : upstream.body;
+    if (body === null) await upstream.body?.cancel();
+    return new Response(body, {
+      status: upstream.status,
+      statusText: upstream.statusText,
+      headers: endToEndHeaders(upstream.headers),
+    });
+  };
+}
