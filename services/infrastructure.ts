@@ -73,11 +73,11 @@ export class Infrastructure {
       this.logger.info("Rate limits: Redis at {url} (RATE_LIMIT_STORE=redis)", {
         url: settings.redisUrl.replace(/\/\/[^@/]*@/, "//***@"),
       });
-      // Fail fast while Redis is down: the gateway then counts in process and
-      // its rate limiter logs the outage; ioredis's own error events would
-      // only repeat that on every reconnect.
+      // Connected at once, so the first request finds it ready. Commands fail
+      // fast while Redis is down (no offline queue): the gateway then counts
+      // in process and its rate limiter logs the outage; ioredis's own error
+      // events would only repeat that on every reconnect.
       const client = new Redis(settings.redisUrl, {
-        lazyConnect: true,
         enableOfflineQueue: false,
         maxRetriesPerRequest: 1,
       });
