@@ -14,7 +14,7 @@ import { startTestServer, type TestServer } from "../../shared/testing/http_serv
 import { testContext } from "../../shared/testing/test_context.ts";
 import { waitFor } from "../../shared/testing/wait.ts";
 import { loadConfig } from "../config.ts";
-import { CONSOLE, devPassword, form, testIdentity } from "../identity/_testing.ts";
+import { passwordGrantToken, testIdentity } from "../identity/_testing.ts";
 import { createGatewayService } from "./main.ts";
 import { DEFAULT_BREAKER, DEFAULT_ROUTES, type GatewayRoute } from "./routes.ts";
 
@@ -81,18 +81,7 @@ async function withGateway(
       url: server.url,
       discovery,
       async token(username) {
-        const response = await fetch(
-          `${issuer}/protocol/openid-connect/token`,
-          form({
-            grant_type: "password",
-            client_id: CONSOLE,
-            username,
-            password: devPassword(username),
-          }),
-        );
-        const body = await response.json();
-        assert.equal(response.status, 200, JSON.stringify(body));
-        return body.access_token;
+        return await passwordGrantToken(`${issuer}/protocol/openid-connect/token`, username);
       },
       metrics: () => context.metrics.render(),
     });

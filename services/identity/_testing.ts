@@ -109,3 +109,21 @@ export function realmRoles(claims: ReturnType<typeof decodeJwt>): string[] {
   const access = claims.realm_access as { roles?: string[] } | undefined;
   return [...access?.roles ?? []].sort();
 }
+
+/** An access token for a development user, by the password grant of the console client. */
+export async function passwordGrantToken(tokenEndpoint: string, username: string): Promise<string> {
+  const response = await fetch(
+    tokenEndpoint,
+    form({
+      grant_type: "password",
+      client_id: CONSOLE,
+      username,
+      password: devPassword(username),
+    }),
+  );
+  const body = await response.json();
+  if (response.status !== 200) {
+    throw new Error(`Cannot get a token for ${username}: ${JSON.stringify(body)}`);
+  }
+  return body.access_token;
+}

@@ -8,10 +8,8 @@ import { decodeJwt } from "jose";
 import { PROBLEM_CONTENT_TYPE, problemType } from "../http/problem.ts";
 import { serveApp } from "../http/serve.ts";
 import {
-  CONSOLE,
-  devPassword,
-  form,
   LIFESPAN_MS,
+  passwordGrantToken,
   type TestIdentity,
   testIdentity,
 } from "../../services/identity/_testing.ts";
@@ -50,18 +48,7 @@ async function withApp(test: (fixture: Fixture) => Promise<void>): Promise<void>
       ...identity,
       app: protectedApp(verifier),
       async token(username) {
-        const response = await fetch(
-          `${issuer}/protocol/openid-connect/token`,
-          form({
-            grant_type: "password",
-            client_id: CONSOLE,
-            username,
-            password: devPassword(username),
-          }),
-        );
-        const body = await response.json();
-        assert.equal(response.status, 200, JSON.stringify(body));
-        return body.access_token;
+        return await passwordGrantToken(`${issuer}/protocol/openid-connect/token`, username);
       },
     });
   } finally {

@@ -23,6 +23,7 @@ import {
   devPassword,
   form,
   LIFESPAN_MS,
+  passwordGrantToken,
   type TestIdentity,
   testIdentity,
 } from "../../services/identity/_testing.ts";
@@ -74,18 +75,7 @@ async function withIssuer(test: (issuer: Issuer) => Promise<void>): Promise<void
       verifier: (options = {}) =>
         createJwtVerifier({ issuer, audience: "query", fetch: countingFetch, ...options }),
       async userToken(username = "app_user") {
-        const response = await fetch(
-          discovery.token_endpoint,
-          form({
-            grant_type: "password",
-            client_id: CONSOLE,
-            username,
-            password: devPassword(username),
-          }),
-        );
-        const body = await response.json();
-        assert.equal(response.status, 200, JSON.stringify(body));
-        return body.access_token;
+        return await passwordGrantToken(discovery.token_endpoint, username);
       },
       claims(overrides = {}) {
         const now = Math.floor(identity.clock.now / 1000);
