@@ -10,7 +10,6 @@ import { MetricsRegistry } from "../metrics/metrics.ts";
 import { MemoryRateLimitStore } from "../rate_limit/memory_rate_limit_store.ts";
 import type { RateLimitDecision, RateLimitStore } from "../rate_limit/rate_limit_store.ts";
 import { RedisRateLimitStore } from "../rate_limit/redis_rate_limit_store.ts";
-import { redactedUrl } from "../testing/redact.ts";
 import { PROBLEM_CONTENT_TYPE, problemType } from "./problem.ts";
 import {
   rateLimit,
@@ -18,30 +17,7 @@ import {
   type RateLimitMiddleware,
   type RateLimitOptions,
 } from "./rate_limit.ts";
-
-const REDIS_URL = Deno.env.get("REDIS_URL") ?? "redis://127.0.0.1:6379";
-
-/** A connected client, or an error that says how to start Redis. */
-async function connectRedis(url = REDIS_URL): Promise<Redis> {
-  const client = new Redis(url, {
-    lazyConnect: true,
-    connectTimeout: 2000,
-    maxRetriesPerRequest: 1,
-    retryStrategy: () => null,
-  });
-  client.on("error", () => {});
-  try {
-    await client.connect();
-    await client.ping();
-    return client;
-  } catch (cause) {
-    client.disconnect();
-    throw new Error(
-      `Redis is not reachable at ${redactedUrl(url)}: start it with \`deno task engines up redis\``,
-      { cause },
-    );
-  }
-}
+import { connectRedis } from "../testing/redis.ts";
 
 /** A policy name no other test run uses, so runs on a shared Redis never meet. */
 function uniquePolicy(prefix: string): string {

@@ -13,7 +13,11 @@ import {
   type ElasticsearchSearchIndexOptions,
   SearchIndexWriteError,
 } from "./elasticsearch_search_index.ts";
-import { runSearchIndexContract } from "./search_index_contract.ts";
+import {
+  randomDigits,
+  runSearchIndexContract,
+  tweet as contractTweet,
+} from "./search_index_contract.ts";
 import type { TweetDocument } from "./search_index.ts";
 
 const ELASTICSEARCH_URL = Deno.env.get("ELASTICSEARCH_URL") ?? "http://127.0.0.1:9200";
@@ -414,18 +418,6 @@ async function forward(request: Request, body?: string): Promise<Response> {
   });
 }
 
-function randomDigits(count: number): string {
-  const bytes = crypto.getRandomValues(new Uint8Array(count));
-  return Array.from(bytes, (byte, i) => i === 0 ? 1 + (byte % 9) : byte % 10).join("");
-}
-
 function tweet(fields: Partial<TweetDocument> = {}): TweetDocument {
-  return {
-    id: randomDigits(18),
-    userId: randomDigits(12),
-    text: "adapter test",
-    createdAt: T0,
-    source: "test",
-    ...fields,
-  };
+  return contractTweet({ text: "adapter test", source: "test", ...fields });
 }

@@ -276,12 +276,13 @@ export function runSearchIndexContract(
 }
 
 /** Random decimal digits without a leading zero; 18 digits fit a signed 64-bit id. */
-function randomDigits(count: number): string {
+export function randomDigits(count: number): string {
   const bytes = crypto.getRandomValues(new Uint8Array(count));
   return Array.from(bytes, (byte, i) => i === 0 ? 1 + (byte % 9) : byte % 10).join("");
 }
 
-function tweet(fields: Partial<TweetDocument> = {}): TweetDocument {
+/** A document with random ids, for tests that share a real index. */
+export function tweet(fields: Partial<TweetDocument> = {}): TweetDocument {
   return {
     id: randomDigits(18),
     userId: randomDigits(12),
