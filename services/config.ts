@@ -114,6 +114,14 @@ export const settings = {
         "HTTP_HOST is 0.0.0.0",
     }),
   },
+  auth: {
+    oidcIssuer: text("OIDC_ISSUER", {
+      default: "http://127.0.0.1:8090/realms/twitterapi",
+      doc: "Issuer whose access tokens the gateway and every service accept",
+      pattern: /^https?:\/\/[^\s/]+(\/\S*[^/\s])?$/,
+      patternDescription: "an http(s) URL without a trailing '/'",
+    }),
+  },
   registry: {
     port: integer("REGISTRY_PORT", { default: 8761, ...PORT, doc: "registry: HTTP port" }),
     ttlMs: integer("REGISTRY_TTL_MS", {
@@ -163,12 +171,6 @@ export const settings = {
       default: "",
       doc: "gateway: JSON route table replacing the built-in routes (see " +
         "services/gateway/routes.ts); empty: the built-in routes",
-    }),
-    oidcIssuer: text("OIDC_ISSUER", {
-      default: "http://127.0.0.1:8090/realms/twitterapi",
-      doc: "gateway: issuer whose access tokens the gateway accepts",
-      pattern: /^https?:\/\/[^\s/]+(\/\S*[^/\s])?$/,
-      patternDescription: "an http(s) URL without a trailing '/'",
     }),
     trustForwardedFor: boolean("GATEWAY_TRUST_FORWARDED_FOR", {
       default: false,

@@ -20,6 +20,7 @@ import { MemoryRateLimitStore } from "../shared/rate_limit/memory_rate_limit_sto
 import type { RateLimitStore } from "../shared/rate_limit/rate_limit_store.ts";
 import { RedisRateLimitStore } from "../shared/rate_limit/redis_rate_limit_store.ts";
 import type { AppConfig } from "./config.ts";
+import { createJwtVerifier, type JwtVerifier } from "../shared/auth/jwt_verifier.ts";
 
 export class Infrastructure {
   #eventLog: EventLog | undefined;
@@ -53,6 +54,11 @@ export class Infrastructure {
       logger: this.logger,
     });
     return this.#registry;
+  }
+
+  /** Verifies the configured issuer's access tokens for one service's audience. */
+  tokenVerifier(audience: string): JwtVerifier {
+    return createJwtVerifier({ issuer: this.config.auth.oidcIssuer, audience });
   }
 
   rateLimitStore(): RateLimitStore {

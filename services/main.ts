@@ -65,6 +65,7 @@ const SERVICES: Readonly<Record<string, ServiceEntry>> = {
         context,
         eventLog: infrastructure.eventLog(),
         codec: await infrastructure.tweetCodec(),
+        verifier: infrastructure.tokenVerifier("stream"),
       }),
   },
   indexer: {
@@ -81,7 +82,12 @@ const SERVICES: Readonly<Record<string, ServiceEntry>> = {
   query: {
     port: (config) => config.query.port,
     create: (config, context, infrastructure) =>
-      Promise.resolve(createQueryService({ config, context, index: infrastructure.searchIndex() })),
+      Promise.resolve(createQueryService({
+        config,
+        context,
+        index: infrastructure.searchIndex(),
+        verifier: infrastructure.tokenVerifier("query"),
+      })),
   },
 };
 

@@ -4,6 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { waitFor } from "../shared/testing/wait.ts";
+import { passwordGrantToken } from "./identity/_testing.ts";
 import { selectServices } from "./main.ts";
 
 const MAIN = new URL("./main.ts", import.meta.url).pathname;
@@ -103,11 +104,17 @@ Deno.test("main runs all services, serves searchable tweets and shuts down on SI
       const ready = await fetch(`${url}/ready`);
       assert.equal(ready.status, 200, await ready.text());
     }
+    // Tokens from the identity service; the services verify them as the gateway does.
+    const tokenEndpoint = `${urls.identity}/realms/twitterapi/protocol/openid-connect/token`;
+    const user = { authorization: `Bearer ${await passwordGrantToken(tokenEndpoint, "app_user")}` };
+    const admin = {
+      authorization: `Bearer ${await passwordGrantToken(tokenEndpoint, "app_admin")}`,
+    };
     await waitFor("200 searchable tweets", async () => {
-      const response = await fetch(`${urls.query}/api/v2/tweets?size=1`);
+      const response = await fetch(`${urls.query}/api/v2/tweets?size=1`, { headers: user });
       return (await response.json()).page.total === 200;
     });
-    const kafka = await fetch(`${urls.query}/api/v1/tweets?text=kafka`);
+    const kafka = await fetch(`${urls.query}/api/v1/tweets?text=kafka`, { headers: user });
     assert.equal(kafka.status, 200);
     const tweets: { text: string }[] = await kafka.json();
     assert.ok(tweets.length > 0);
@@ -125,23 +132,9 @@ Deno.test("main runs all services, serves searchable tweets and shuts down on SI
         .json();
     assert.equal(registered.instances[0].baseUrl, urls.query);
 
-    // Through the gateway: a token from the identity service, the query
-    // service found through the registry.
-    const tokenResponse = await fetch(
-      `${urls.identity}/realms/twitterapi/protocol/openid-connect/token`,
-      {
-        method: "POST",
-        body: new URLSearchParams({
-          grant_type: "password",
-          client_id: "twitterapi-console",
-          username: "app_user",
-          password: "dev-only-app-user-password",
-        }),
-      },
-    );
-    const { access_token: token } = await tokenResponse.json();
+    // Through the gateway: the query service found through the registry.
     const viaGateway = await fetch(`${urls.gateway}/api/v2/tweets?text=kafka&size=3`, {
-      headers: { authorization: `Bearer ${token}` },
+      headers: user,
     });
     assert.equal(viaGateway.status, 200);
     assert.ok((await viaGateway.json()).page.total > 0);
@@ -149,7 +142,7 @@ Deno.test("main runs all services, serves searchable tweets and shuts down on SI
     assert.equal(anonymous.status, 401);
     await anonymous.body?.cancel();
 
-    const status = await (await fetch(`${urls.stream}/api/v1/stream`)).json();
+    const status = await (await fetch(`${urls.stream}/api/v1/stream`, { headers: admin })).json();
     assert.equal(status.state, "completed");
     assert.equal(status.produced, 200);
     const metrics = await (await fetch(`${urls.indexer}/metrics`)).text();
