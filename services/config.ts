@@ -191,6 +191,19 @@ export const settings = {
       doc: "Partitions of the tweet topic",
     }),
   },
+  wordCounts: {
+    topic: text("WORD_COUNT_TOPIC", {
+      default: "twitter-analytics-topic",
+      doc: "Topic of word-count updates (wordcount writes, analytics reads)",
+      ...TOPIC_NAME,
+    }),
+    partitions: integer("WORD_COUNT_TOPIC_PARTITIONS", {
+      default: 3,
+      min: 1,
+      max: 1000,
+      doc: "Partitions of the word-count topic",
+    }),
+  },
   stream: {
     port: integer("STREAM_PORT", { default: 8181, ...PORT, doc: "stream: HTTP port" }),
     ratePerSecond: integer("STREAM_RATE_PER_SECOND", {
