@@ -296,6 +296,37 @@ export const settings = {
       doc: "query: date announced in the v1 `Deprecation` header",
     }),
   },
+  analytics: {
+    port: integer("ANALYTICS_PORT", { default: 8188, ...PORT, doc: "analytics: HTTP port" }),
+    databaseUrl: text("ANALYTICS_DATABASE_URL", {
+      default: "",
+      doc: "analytics: PostgreSQL URL of its database (schema `analytics`); empty: an embedded " +
+        "PGlite in memory",
+      pattern: /^(postgres(ql)?:\/\/\S+)?$/,
+      patternDescription: "empty or a postgres:// URL",
+    }),
+    groupId: text("ANALYTICS_GROUP_ID", {
+      default: "analytics",
+      doc: "analytics: consumer group of the word-count topic",
+    }),
+    deadLetterTopic: text("ANALYTICS_DEAD_LETTER_TOPIC", {
+      default: "twitter-analytics-topic.dlq",
+      doc: "analytics: topic for undecodable or invalid word-count events",
+      ...TOPIC_NAME,
+    }),
+    historyPerWord: integer("ANALYTICS_HISTORY_PER_WORD", {
+      default: 100,
+      min: 1,
+      max: 100_000,
+      doc: "analytics: count updates kept per word (the newest)",
+    }),
+    maxBatchSize: integer("ANALYTICS_MAX_BATCH_SIZE", {
+      default: 500,
+      min: 1,
+      max: 100_000,
+      doc: "analytics: most events per database transaction",
+    }),
+  },
 };
 
 export type AppConfig = ConfigOf<typeof settings>;
