@@ -1,6 +1,6 @@
 /**
  * Per-document read permissions (seed: elastic-query-service's ACL tables,
- * SPEC §2.4, §8 items 5, 10-13). A grant gives one user (the token's `sub`)
+ * SPEC section 2.4, section 8 items 5, 10-13). A grant gives one user (the token's `sub`)
  * a level on one tweet, on every tweet of one author, or on everything.
  * Levels are ordered: ADMIN includes WRITE, which includes READ. Grants live
  * in the query service's own schema, the same on PGlite and PostgreSQL.

@@ -1,6 +1,6 @@
 /**
  * A service's own access token, by the OAuth 2 client-credentials grant
- * (RFC 6749 §4.4) at the issuer's token endpoint, which the issuer's
+ * (RFC 6749 section 4.4) at the issuer's token endpoint, which the issuer's
  * discovery document names. The token is cached until shortly before it
  * expires; callers waiting for a new one share one request.
  */
