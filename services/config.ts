@@ -305,11 +305,11 @@ export const settings = {
       doc: "query: grant the realm's demo users their development permissions at start-up",
     }),
     grantCacheTtlMs: integer("QUERY_GRANT_CACHE_TTL_MS", {
-      default: 5_000,
+      default: 60_000,
       min: 0,
       max: 3_600_000,
-      doc: "query: how long a user's grants are cached; a change made through another instance " +
-        "shows within it",
+      doc: "query: longest a user's grants stay cached (changes reach every instance at once by " +
+        "database notification; this bounds a lost one)",
     }),
     grantCacheMaxUsers: integer("QUERY_GRANT_CACHE_MAX_USERS", {
       default: 10_000,

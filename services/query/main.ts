@@ -66,6 +66,7 @@ export function createQueryService(deps: QueryDependencies): Service {
     ttlMs: settings.grantCacheTtlMs,
   });
   let migrated = false;
+  let stopWatching: (() => Promise<void>) | undefined;
 
   const tokens = deps.tokens ?? new ClientCredentialsTokenSource({
     issuer: config.auth.oidcIssuer,
@@ -144,6 +145,11 @@ export function createQueryService(deps: QueryDependencies): Service {
         }),
         retryUntilDone(async () => {
           await migrate(database, { schema, migrations: PERMISSION_MIGRATIONS });
+          // Other instances' changes; before seeding, so none is missed.
+          stopWatching ??= await store.watch(
+            (userId) => cache.invalidate(userId),
+            () => cache.clear(),
+          );
           if (settings.seedDevGrants) {
             for (const userId of await seedDevGrants(store)) cache.invalidate(userId);
           }
@@ -155,10 +161,10 @@ export function createQueryService(deps: QueryDependencies): Service {
         }),
       ]);
     },
-    stop() {
+    async stop() {
       stopping.abort();
       wordCounts.shutdown();
-      return Promise.resolve();
+      await stopWatching?.();
     },
   };
 }

@@ -50,9 +50,31 @@ export const PERMISSION_MIGRATIONS: readonly Migration[] = [{
   `,
 }];
 
-/** The grants table of one schema (`query` in production, a unique one in tests). */
+/**
+ * The grants table of one schema (`query` in production, a unique one in
+ * tests). Every change notifies the user id on `channel`, when it commits, so
+ * every instance drops that user's cached visibility.
+ */
 export class PermissionStore {
-  constructor(readonly db: SqlDatabase, readonly schema: string) {}
+  /** The notification channel of grant changes: `<schema>_grants`. */
+  readonly channel: string;
+
+  constructor(readonly db: SqlDatabase, readonly schema: string) {
+    this.channel = `${schema}_grants`;
+  }
+
+  /**
+   * Calls `changed` with the user id of every grant change, made by any
+   * instance; `resync` whenever changes may have been missed (after the
+   * listening connection was lost). Resolves to the function that stops.
+   */
+  watch(changed: (userId: string) => void, resync: () => void): Promise<() => Promise<void>> {
+    let established = false;
+    return this.db.listen(this.channel, changed, () => {
+      if (established) resync();
+      established = true;
+    });
+  }
 
   /**
    * Grants `level`, replacing the level of an existing grant with the same
@@ -60,12 +82,16 @@ export class PermissionStore {
    */
   async grant(grant: Grant): Promise<boolean> {
     const rows = await this.db.query<{ user_id: string }>(
-      `INSERT INTO ${this.schema}.grants (user_id, scope, target, level)
-       VALUES ($1, $2, $3, $4)
-       ON CONFLICT (user_id, scope, target) DO UPDATE SET level = excluded.level, granted_at = now()
-       WHERE grants.level <> excluded.level
-       RETURNING user_id`,
-      [grant.userId, grant.scope, grant.target, grant.level],
+      `WITH changed AS (
+         INSERT INTO ${this.schema}.grants (user_id, scope, target, level)
+         VALUES ($1, $2, $3, $4)
+         ON CONFLICT (user_id, scope, target) DO UPDATE
+         SET level = excluded.level, granted_at = now()
+         WHERE grants.level <> excluded.level
+         RETURNING user_id
+       )
+       SELECT user_id, pg_notify($5, user_id) FROM changed`,
+      [grant.userId, grant.scope, grant.target, grant.level, this.channel],
     );
     return rows.length > 0;
   }
@@ -73,9 +99,12 @@ export class PermissionStore {
   /** Removes the grant with this key; resolves to whether there was one. */
   async revoke(key: GrantKey): Promise<boolean> {
     const rows = await this.db.query<{ user_id: string }>(
-      `DELETE FROM ${this.schema}.grants WHERE user_id = $1 AND scope = $2 AND target = $3
-       RETURNING user_id`,
-      [key.userId, key.scope, key.target],
+      `WITH changed AS (
+         DELETE FROM ${this.schema}.grants WHERE user_id = $1 AND scope = $2 AND target = $3
+         RETURNING user_id
+       )
+       SELECT user_id, pg_notify($4, user_id) FROM changed`,
+      [key.userId, key.scope, key.target, this.channel],
     );
     return rows.length > 0;
   }
@@ -118,17 +147,18 @@ export interface VisibilityCacheOptions {
   readonly load: (userId: string) => Promise<Visibility>;
   /** Users kept at most; the least recently used is dropped beyond it. */
   readonly maxUsers: number;
-  /** How long a cached visibility is used; bounds how late another instance's change shows. */
+  /** How long a cached visibility is used at most. */
   readonly ttlMs: number;
   /** Milliseconds, monotonic. @default performance.now */
   readonly now?: () => number;
 }
 
 /**
- * Each user's visibility, cached so a search costs no database query. A
- * change made through this instance invalidates the user's entry at once;
- * one made through another instance shows within `ttlMs`. Concurrent misses
- * for one user share one load.
+ * Each user's visibility, cached so a search costs no database query. The
+ * owner invalidates a user's entry when their grants change (at once on the
+ * instance that changed them, on notification elsewhere); `ttlMs` bounds the
+ * age of an entry should a notification be lost. Concurrent misses for one
+ * user share one load.
  */
 export class VisibilityCache {
   readonly #options: VisibilityCacheOptions;
@@ -161,6 +191,13 @@ export class VisibilityCache {
       this.#loading.set(userId, loading);
     }
     return await loading;
+  }
+
+  /** Drops every user's entry. */
+  clear(): void {
+    for (const userId of [...this.#entries.keys(), ...this.#loading.keys()]) {
+      this.invalidate(userId);
+    }
   }
 
   invalidate(userId: string): void {

@@ -4,10 +4,13 @@
  * with totals and paging; the permission API; development grants.
  */
 import assert from "node:assert/strict";
+import { connectPostgres, uniqueSchema } from "../../shared/database/database_contract.ts";
+import { PostgresDatabase } from "../../shared/database/postgres_database.ts";
 import { mockUserId } from "../../shared/events/mock_users.ts";
 import { MemorySearchIndex } from "../../shared/search_index/memory_search_index.ts";
 import type { TweetDocument } from "../../shared/search_index/search_index.ts";
 import { createTestIssuer } from "../../shared/testing/test_issuer.ts";
+import { waitFor } from "../../shared/testing/wait.ts";
 import { startQueryService, superUser } from "./_testing.ts";
 import { DEV_READABLE_AUTHORS, realmUserId } from "./dev_grants.ts";
 
@@ -310,4 +313,45 @@ Deno.test("development grants: app_user reads the first mock authors, app_admin 
     { headers: admin },
   );
   assert.equal((await listed.json()).grants.length, DEV_READABLE_AUTHORS);
+});
+
+Deno.test("a change through one instance reaches another at once, by database notification (PostgreSQL)", async () => {
+  const schema = uniqueSchema("query_test");
+  const index = new MemorySearchIndex();
+  await index.upsert(documents);
+  // An hour-long cache: only the notification can make the second instance see the change.
+  const env = { QUERY_GRANT_CACHE_TTL_MS: "3600000" };
+  const [first, second] = [
+    new PostgresDatabase(await connectPostgres()),
+    new PostgresDatabase(await connectPostgres()),
+  ];
+  try {
+    await using one = await startQueryService({ issuer, index, env, database: first, schema });
+    await using two = await startQueryService({ issuer, index, env, database: second, schema });
+    const frank = await issuer.authorization({ audience: "query", subject: "frank" });
+    const total = async () => {
+      const response = await two.service.app.request("/api/v2/tweets", { headers: frank });
+      return (await response.json()).page.total;
+    };
+    assert.equal(await total(), 0);
+    const grant = await one.service.app.request("/api/v1/permissions", {
+      method: "POST",
+      headers: { ...admin, "content-type": "application/json" },
+      body: JSON.stringify({ userId: "frank", scope: "author", target: BOB_AUTHOR, level: "READ" }),
+    });
+    assert.equal(grant.status, 201);
+    await grant.body?.cancel();
+    await waitFor("the other instance to see the grant", async () => await total() === 15);
+    const revoke = await one.service.app.request("/api/v1/permissions", {
+      method: "DELETE",
+      headers: { ...admin, "content-type": "application/json" },
+      body: JSON.stringify({ userId: "frank", scope: "author", target: BOB_AUTHOR }),
+    });
+    assert.equal(revoke.status, 204);
+    await waitFor("the other instance to see the revoke", async () => await total() === 0);
+  } finally {
+    await first.execute(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+    await first.close();
+    await second.close();
+  }
 });

@@ -128,6 +128,10 @@ Deno.test("VisibilityCache loads once per user until invalidated or expired", as
   await cache.visibilityOf("a");
   await cache.visibilityOf("b");
   assert.deepEqual(loads.slice(3), ["b", "c", "b"]);
+  cache.clear();
+  assert.equal(cache.size, 0);
+  await cache.visibilityOf("a");
+  assert.deepEqual(loads.slice(6), ["a"]);
 });
 
 Deno.test("VisibilityCache does not keep a load that an invalidation overtook", async () => {
