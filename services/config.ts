@@ -295,6 +295,45 @@ export const settings = {
       default: Date.UTC(2026, 10, 24),
       doc: "query: date announced in the v1 `Deprecation` header",
     }),
+    databaseUrl: text("QUERY_DATABASE_URL", {
+      default: "",
+      doc: "query: PostgreSQL URL of the permission database (schema `query`); empty: embedded " +
+        "PGlite in memory",
+    }),
+    seedDevGrants: boolean("QUERY_SEED_DEV_GRANTS", {
+      default: true,
+      doc: "query: grant the realm's demo users their development permissions at start-up",
+    }),
+    grantCacheTtlMs: integer("QUERY_GRANT_CACHE_TTL_MS", {
+      default: 60_000,
+      min: 0,
+      max: 3_600_000,
+      doc: "query: longest a user's grants stay cached (changes reach every instance at once by " +
+        "database notification; this bounds a lost one)",
+    }),
+    grantCacheMaxUsers: integer("QUERY_GRANT_CACHE_MAX_USERS", {
+      default: 10_000,
+      min: 1,
+      doc: "query: users whose grants are cached at most",
+    }),
+    wordCountsFrom: oneOf("QUERY_WORD_COUNTS_FROM", ["analytics", "wordcount"], {
+      default: "analytics",
+      doc: "query: where search responses take word counts from",
+    }),
+    wordCountsTimeoutMs: integer("QUERY_WORD_COUNTS_TIMEOUT_MS", {
+      default: 1_000,
+      min: 1,
+      max: 60_000,
+      doc: "query: the word counts of one search are unavailable after this long",
+    }),
+    clientId: text("QUERY_CLIENT_ID", {
+      default: "query-service",
+      doc: "query: OAuth client of the service's own token (client credentials)",
+    }),
+    clientSecret: text("QUERY_CLIENT_SECRET", {
+      default: "dev-only-query-service-secret",
+      doc: "query: secret of QUERY_CLIENT_ID; the default is the realm file's development secret",
+    }),
   },
   analytics: {
     port: integer("ANALYTICS_PORT", { default: 8188, ...PORT, doc: "analytics: HTTP port" }),

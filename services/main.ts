@@ -101,6 +101,8 @@ const SERVICES: Readonly<Record<string, ServiceEntry>> = {
         context,
         index: infrastructure.searchIndex(),
         verifier: infrastructure.tokenVerifier("query"),
+        database: infrastructure.database("query", config.query.databaseUrl),
+        discovery: infrastructure.registry(),
       })),
   },
 };

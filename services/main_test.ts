@@ -3,6 +3,7 @@
  * talked to over HTTP on loopback and stopped with a signal.
  */
 import assert from "node:assert/strict";
+import { mockUserId } from "../shared/events/mock_users.ts";
 import { waitFor } from "../shared/testing/wait.ts";
 import { passwordGrantToken } from "./identity/_testing.ts";
 import { selectServices } from "./main.ts";
@@ -109,18 +110,31 @@ Deno.test("main runs all services, serves searchable tweets and shuts down on SI
     // Tokens from the identity service; the services verify them as the gateway does.
     const tokenEndpoint = `${urls.identity}/realms/twitterapi/protocol/openid-connect/token`;
     const user = { authorization: `Bearer ${await passwordGrantToken(tokenEndpoint, "app_user")}` };
+    // The super user sees every tweet; app_user only those its development grants allow.
+    const superUser = {
+      authorization: `Bearer ${await passwordGrantToken(tokenEndpoint, "app_super_user")}`,
+    };
     const admin = {
       authorization: `Bearer ${await passwordGrantToken(tokenEndpoint, "app_admin")}`,
     };
     await waitFor("200 searchable tweets", async () => {
-      const response = await fetch(`${urls.query}/api/v2/tweets?size=1`, { headers: user });
+      const response = await fetch(`${urls.query}/api/v2/tweets?size=1`, { headers: superUser });
       return (await response.json()).page.total === 200;
     });
-    const kafka = await fetch(`${urls.query}/api/v1/tweets?text=kafka`, { headers: user });
+    const kafka = await fetch(`${urls.query}/api/v1/tweets?text=kafka`, { headers: superUser });
     assert.equal(kafka.status, 200);
+    // Analytics answers, but nothing counts words yet.
+    assert.equal(kafka.headers.get("word-counts"), "kafka=none");
     const tweets: { text: string }[] = await kafka.json();
     assert.ok(tweets.length > 0);
     assert.ok(tweets.every((tweet) => /\bkafka\b/i.test(tweet.text)));
+    const granted = new Set(Array.from({ length: 5 }, (_, i) => mockUserId(i).toString()));
+    const visible = await (await fetch(`${urls.query}/api/v2/tweets?size=100`, { headers: user }))
+      .json();
+    assert.ok(visible.page.total < 200);
+    assert.ok(
+      visible.data.every((tweet: { author: { id: string } }) => granted.has(tweet.author.id)),
+    );
 
     await waitFor("every service registered", async () => {
       const response = await fetch(`${urls.registry}/api/v1/registry/services`);
@@ -136,7 +150,7 @@ Deno.test("main runs all services, serves searchable tweets and shuts down on SI
 
     // Through the gateway: the query service found through the registry.
     const viaGateway = await fetch(`${urls.gateway}/api/v2/tweets?text=kafka&size=3`, {
-      headers: user,
+      headers: superUser,
     });
     assert.equal(viaGateway.status, 200);
     assert.ok((await viaGateway.json()).page.total > 0);

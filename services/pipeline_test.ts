@@ -15,7 +15,7 @@ import { configureTracing } from "../shared/trace/tracing.ts";
 import { tokenize } from "../shared/text/tokenize.ts";
 import { loadConfig } from "./config.ts";
 import { createIndexerService } from "./indexer/main.ts";
-import { createQueryService } from "./query/main.ts";
+import { startQueryService, superUser } from "./query/_testing.ts";
 import { createTestIssuer } from "../shared/testing/test_issuer.ts";
 import { createStreamService } from "./stream/main.ts";
 
@@ -30,7 +30,8 @@ interface TweetV2 {
 }
 
 const issuer = await createTestIssuer();
-const readerHeaders = await issuer.authorization({ audience: "query" });
+// The pipeline is checked against every tweet: a super user sees them all.
+const readerHeaders = await superUser(issuer);
 
 async function getJson(app: Hono, path: string) {
   const response = await app.request(path, { headers: { accept: V2, ...readerHeaders } });
@@ -86,12 +87,8 @@ Deno.test("pipeline makes every produced tweet searchable by text, user and id, 
     index,
     codec,
   });
-  const query = createQueryService({
-    config,
-    context: testContext("query"),
-    index,
-    verifier: issuer.verifier("query"),
-  });
+  await using running = await startQueryService({ issuer, index });
+  const query = running.service;
   await indexer.start();
   await stream.start();
 
@@ -162,7 +159,6 @@ Deno.test("pipeline makes every produced tweet searchable by text, user and id, 
   await reader.stop();
   await stream.stop();
   await indexer.stop();
-  await query.stop();
   await eventLog.close();
   configureTracing();
 });

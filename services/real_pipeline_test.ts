@@ -15,6 +15,8 @@ import { loadConfig } from "./config.ts";
 import { createIndexerService } from "./indexer/main.ts";
 import { Infrastructure } from "./infrastructure.ts";
 import { createQueryService } from "./query/main.ts";
+import { fixedTokens, superUser } from "./query/_testing.ts";
+import { StaticDiscovery } from "../shared/discovery/service_discovery.ts";
 import { createTestIssuer } from "../shared/testing/test_issuer.ts";
 import { createStreamService } from "./stream/main.ts";
 
@@ -73,6 +75,9 @@ Deno.test({
       context: testContext("query"),
       index,
       verifier: issuer.verifier("query"),
+      database: infrastructure.database("query", ""),
+      discovery: new StaticDiscovery([]),
+      tokens: fixedTokens(),
     });
     const admin = await issuer.authorization({ audience: "stream", roles: ["app_admin_role"] });
 
@@ -136,7 +141,7 @@ Deno.test({
       assert.deepEqual(new Set(indexed), produced, "indexed == produced");
 
       const response = await query.app.request("/api/v2/tweets?text=kafka&size=5", {
-        headers: await issuer.authorization({ audience: "query" }),
+        headers: await superUser(issuer),
       });
       assert.equal(response.status, 200);
       const body = await response.json();

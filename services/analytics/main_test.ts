@@ -55,6 +55,14 @@ class SwitchableDatabase implements SqlDatabase {
     this.#check();
     return this.inner.transaction(fn);
   }
+  listen(
+    channel: string,
+    onNotification: (payload: string) => void,
+    onListening?: () => void,
+  ): Promise<() => Promise<void>> {
+    this.#check();
+    return this.inner.listen(channel, onNotification, onListening);
+  }
   ping(): Promise<void> {
     this.#check();
     return this.inner.ping();

@@ -6,13 +6,16 @@
  * never reach the upstream; after `resetTimeoutMs` one call goes through
  * (half-open) and its outcome closes or reopens the circuit.
  */
-// @ts-types="npm:@types/opossum@8.1.9"
-import CircuitBreaker from "opossum";
+import {
+  type BreakerOptions,
+  type BreakerState,
+  Circuit,
+  CircuitOpenError,
+} from "../../shared/http/circuit_breaker.ts";
 import type { Logger } from "../../shared/log/log.ts";
 import type { MetricsRegistry } from "../../shared/metrics/metrics.ts";
-import type { BreakerOptions } from "./routes.ts";
 
-export type BreakerState = "closed" | "half-open" | "open";
+export { type BreakerState, CircuitOpenError };
 
 /** The `gateway_breaker_state` value of each state. */
 export const BREAKER_STATE_VALUES: Readonly<Record<BreakerState, number>> = {
@@ -20,14 +23,6 @@ export const BREAKER_STATE_VALUES: Readonly<Record<BreakerState, number>> = {
   "half-open": 1,
   open: 2,
 };
-
-export class CircuitOpenError extends Error {
-  readonly code = "circuit-open";
-  constructor(readonly service: string) {
-    super(`Cannot call ${service}: its circuit is open`);
-    this.name = "CircuitOpenError";
-  }
-}
 
 /** Carries a 5xx response through the breaker, which counts it as a failure. */
 class ServerErrorResponse extends Error {
@@ -53,43 +48,21 @@ export interface ServiceBreakersOptions {
 }
 
 export class ServiceBreakers {
-  readonly #breakers = new Map<string, CircuitBreaker<[Call], Response>>();
+  readonly #breakers = new Map<string, Circuit<Response>>();
 
   constructor(options: ServiceBreakersOptions) {
     const { logger } = options;
     for (const [service, breakerOptions] of options.services) {
-      const breaker = new CircuitBreaker<[Call], Response>(
-        async (call: Call) => {
-          const response = await call();
-          if (response.status >= 500) throw new ServerErrorResponse(response);
-          return response;
-        },
-        {
+      this.#breakers.set(
+        service,
+        new Circuit<Response>({
+          ...breakerOptions,
           name: service,
+          logger,
           // The balanced client times out each attempt itself, and cancels it.
-          timeout: false,
-          errorThresholdPercentage: breakerOptions.errorThresholdPercentage,
-          volumeThreshold: breakerOptions.volumeThreshold,
-          resetTimeout: breakerOptions.resetTimeoutMs,
-          rollingCountTimeout: breakerOptions.rollingCountTimeoutMs,
-          errorFilter: isClientAbort,
-        },
+          isNotFailure: isClientAbort,
+        }),
       );
-      breaker.on("open", () => {
-        logger.warn("Circuit of {service} opened; calls fail fast for {resetTimeoutMs} ms", {
-          service,
-          resetTimeoutMs: breakerOptions.resetTimeoutMs,
-        });
-      });
-      breaker.on("halfOpen", () => {
-        logger.info("Circuit of {service} half-open: the next call tries the upstream", {
-          service,
-        });
-      });
-      breaker.on("close", () => {
-        logger.info("Circuit of {service} closed: the upstream answers again", { service });
-      });
-      this.#breakers.set(service, breaker);
     }
     options.metrics?.gauge(
       "gateway_breaker_state",
@@ -105,8 +78,7 @@ export class ServiceBreakers {
   state(service: string): BreakerState {
     const breaker = this.#breakers.get(service);
     if (breaker === undefined) throw new RangeError(`No circuit breaker for service '${service}'`);
-    if (breaker.opened) return "open";
-    return breaker.halfOpen ? "half-open" : "closed";
+    return breaker.state;
   }
 
   /**
@@ -120,12 +92,13 @@ export class ServiceBreakers {
     const breaker = this.#breakers.get(service);
     if (breaker === undefined) throw new RangeError(`No circuit breaker for service '${service}'`);
     try {
-      return await breaker.fire(call);
+      return await breaker.fire(async () => {
+        const response = await call();
+        if (response.status >= 500) throw new ServerErrorResponse(response);
+        return response;
+      });
     } catch (error) {
       if (error instanceof ServerErrorResponse) return error.response;
-      if ((error as { code?: unknown })?.code === "EOPENBREAKER") {
-        throw new CircuitOpenError(service);
-      }
       throw error;
     }
   }

@@ -414,7 +414,7 @@ Deno.test("gateway default routes cover every service's public paths", () => {
       [
         "/api/v1/permissions",
         "query",
-        { mode: "anyRole", roles: ["app_admin_role"], audience: "query" },
+        { mode: "anyRole", roles: ["app_admin_role", "app_super_user_role"], audience: "query" },
       ],
       [
         "/api/v1/stream",

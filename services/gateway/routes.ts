@@ -33,6 +33,7 @@
  * Routes sharing a rate-limit policy name share its counts and must agree on
  * its limit and window.
  */
+import type { BreakerOptions } from "../../shared/http/circuit_breaker.ts";
 
 export type RouteAuth =
   | { readonly mode: "none" }
@@ -46,16 +47,7 @@ export interface RouteRateLimit {
   readonly windowMs: number;
 }
 
-export interface BreakerOptions {
-  /** Failure percentage in the rolling window that opens the circuit. */
-  readonly errorThresholdPercentage: number;
-  /** Fewest calls in the rolling window before the circuit may open. */
-  readonly volumeThreshold: number;
-  /** How long the circuit stays open before it lets one call through (half-open). */
-  readonly resetTimeoutMs: number;
-  /** The rolling window of the failure statistics. */
-  readonly rollingCountTimeoutMs: number;
-}
+export type { BreakerOptions };
 
 export interface GatewayRoute {
   readonly prefix: string;
@@ -116,7 +108,7 @@ export const DEFAULT_ROUTES: readonly GatewayRoute[] = [
   route(
     "/api/v1/permissions",
     "query",
-    { mode: "anyRole", roles: ["app_admin_role"], audience: "query" },
+    { mode: "anyRole", roles: ["app_admin_role", "app_super_user_role"], audience: "query" },
     { policy: "permissions", limit: 60, windowMs: 60_000 },
   ),
   route(

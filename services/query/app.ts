@@ -3,8 +3,13 @@
  * (`/api/v1/...`, `/api/v2/...`) or, on `/api/tweets...`, by media type.
  */
 import type { Context, Hono } from "hono";
+import type { AccessToken } from "../../shared/auth/jwt_verifier.ts";
 import { invalidParameters, notAcceptable, notFound } from "../../shared/http/problem.ts";
-import type { SearchIndex } from "../../shared/search_index/search_index.ts";
+import {
+  isVisible,
+  type SearchIndex,
+  type Visibility,
+} from "../../shared/search_index/search_index.ts";
 import { negotiate } from "./negotiation.ts";
 import {
   type ApiVersion,
@@ -15,9 +20,17 @@ import {
   tweetV2,
 } from "./representation.ts";
 import { isEntityId, type PagingLimits, parseSearchParams } from "./search_params.ts";
+import { countedWords, type WordCountLookup, wordCountsHeader } from "./word_counts.ts";
 
 export interface QueryRoutesOptions extends PagingLimits {
   readonly index: SearchIndex;
+  /**
+   * What the token's holder may see; undefined for everything (super users).
+   * Applied inside every search and to every read by id.
+   */
+  readonly visibility: (token: AccessToken) => Promise<Visibility | undefined>;
+  /** Counts of the searched words. */
+  readonly wordCounts: WordCountLookup;
   /** Announced in the v1 `Deprecation` header (epoch milliseconds). */
   readonly v1DeprecatedAt: number;
 }
@@ -61,6 +74,13 @@ function negotiated(accept: string | undefined): VersionChoice {
   return { version: chosen === MEDIA_TYPES.v1 ? "v1" : "v2", negotiated: true };
 }
 
+/** The token `bearerAuth` verified; the routes are only mounted behind it. */
+function accessTokenOf(c: Context): AccessToken {
+  const token: AccessToken | undefined = c.get("accessToken");
+  if (token === undefined) throw new Error("The query routes need bearerAuth in front of them");
+  return token;
+}
+
 export function addQueryRoutes(app: Hono, options: QueryRoutesOptions): Hono {
   const { index } = options;
   const deprecation = `@${Math.floor(options.v1DeprecatedAt / 1000)}`;
@@ -83,11 +103,20 @@ export function addQueryRoutes(app: Hono, options: QueryRoutesOptions): Hono {
       const choice = select(c.req.header("accept"));
       const url = new URL(c.req.url);
       const query = parseSearchParams(url.searchParams, options);
-      const page = await index.search(query);
+      const visibleTo = await options.visibility(accessTokenOf(c));
+      const words = query.text === undefined ? [] : countedWords(query.text);
+      const [page, wordCounts] = await Promise.all([
+        index.search(visibleTo === undefined ? query : { ...query, visibleTo }),
+        words.length === 0 ? undefined : options.wordCounts.countsOf(words),
+      ]);
       const links = versionHeaders(c, choice, `${url.pathname}${url.search}`);
       if (choice.version === "v2") {
-        return c.body(JSON.stringify(searchResultV2(page, url, query.size)));
+        const result = searchResultV2(page, url, query.size);
+        return c.body(
+          JSON.stringify(wordCounts === undefined ? result : { ...result, wordCounts }),
+        );
       }
+      if (wordCounts !== undefined) c.header("word-counts", wordCountsHeader(wordCounts));
       const next = nextPageLink(url, page);
       if (next !== null) links.push(`<${next}>; rel="next"`);
       c.header("link", links.join(", "));
@@ -106,8 +135,14 @@ export function addQueryRoutes(app: Hono, options: QueryRoutesOptions): Hono {
           detail: "must be a tweet id: a decimal integer from 0 to 9223372036854775807",
         }]);
       }
-      const document = await index.get(id);
-      if (document === undefined) throw notFound(`No tweet has the id ${id}`);
+      const [document, visibility] = await Promise.all([
+        index.get(id),
+        options.visibility(accessTokenOf(c)),
+      ]);
+      // A hidden tweet is answered exactly like a missing one.
+      if (document === undefined || !isVisible(document, visibility)) {
+        throw notFound(`No tweet has the id ${id}`);
+      }
       const path = new URL(c.req.url).pathname;
       const links = versionHeaders(c, choice, path);
       if (choice.version === "v2") {

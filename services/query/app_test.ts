@@ -1,10 +1,8 @@
 import assert from "node:assert/strict";
 import { MemorySearchIndex } from "../../shared/search_index/memory_search_index.ts";
 import type { TweetDocument } from "../../shared/search_index/search_index.ts";
-import { testContext } from "../../shared/testing/test_context.ts";
-import { loadConfig } from "../config.ts";
-import { createQueryService } from "./main.ts";
 import { createTestIssuer } from "../../shared/testing/test_issuer.ts";
+import { startQueryService, superUser } from "./_testing.ts";
 
 const V1 = "application/vnd.twitterapi.v1+json";
 const V2 = "application/vnd.twitterapi.v2+json";
@@ -20,22 +18,15 @@ const documents: TweetDocument[] = Array.from({ length: 25 }, (_, i) => ({
 }));
 
 const issuer = await createTestIssuer();
-const reader = await issuer.authorization({ audience: "query" });
+// Representation tests: a super user sees every tweet (permissions_app_test.ts covers grants).
+const reader = await superUser(issuer);
 
-async function queryApp() {
-  const index = new MemorySearchIndex();
-  await index.upsert(documents);
-  const config = loadConfig({ QUERY_V1_DEPRECATED_AT: "2026-11-24T00:00:00Z" });
-  return createQueryService({
-    config,
-    context: testContext("query"),
-    index,
-    verifier: issuer.verifier("query"),
-  }).app;
-}
+const index = new MemorySearchIndex();
+await index.upsert(documents);
+const query = await startQueryService({ issuer, index });
+const app = query.service.app;
 
 async function get(path: string, accept?: string, headers: Record<string, string> = reader) {
-  const app = await queryApp();
   const response = await app.request(path, {
     headers: accept === undefined ? headers : { ...headers, accept },
   });
@@ -231,7 +222,15 @@ Deno.test("query answers only requests with a valid token for the query audience
 
   const expired = await issuer.authorization({ audience: "query", lifetimeSec: -120 });
   assert.equal((await get("/api/tweets", undefined, expired)).response.status, 401);
-  const health = await (await queryApp()).request("/health");
+  const health = await app.request("/health");
   assert.equal(health.status, 200);
   await health.body?.cancel();
+});
+
+Deno.test({
+  name: "query app_test releases its service",
+  sanitizeResources: false,
+  fn: async () => {
+    await query[Symbol.asyncDispose]();
+  },
 });

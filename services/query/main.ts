@@ -1,12 +1,30 @@
 /** The query service: the tweet read API over the search index (seed: elastic-query-service). */
 import { retryUntilDone } from "../../shared/async/retry.ts";
 import { bearerAuth } from "../../shared/auth/bearer_auth.ts";
-import type { JwtVerifier } from "../../shared/auth/jwt_verifier.ts";
+import {
+  ClientCredentialsTokenSource,
+  type TokenSource,
+} from "../../shared/auth/client_credentials.ts";
+import type { AccessToken, JwtVerifier } from "../../shared/auth/jwt_verifier.ts";
+import type { SqlDatabase } from "../../shared/database/database.ts";
+import { migrate } from "../../shared/database/migrations.ts";
+import type { ServiceDiscovery } from "../../shared/discovery/service_discovery.ts";
+import { BalancedClient } from "../../shared/http/balanced_client.ts";
+import { ProblemError } from "../../shared/http/problem.ts";
 import { createServiceApp } from "../../shared/http/service_app.ts";
-import type { SearchIndex } from "../../shared/search_index/search_index.ts";
+import type { SearchIndex, Visibility } from "../../shared/search_index/search_index.ts";
 import type { Service, ServiceContext } from "../../shared/service/service.ts";
 import type { AppConfig } from "../config.ts";
 import { addQueryRoutes } from "./app.ts";
+import { seedDevGrants } from "./dev_grants.ts";
+import { addPermissionRoutes } from "./permission_routes.ts";
+import { PERMISSION_MIGRATIONS, PermissionStore, VisibilityCache } from "./permissions.ts";
+import { RemoteWordCounts } from "./word_counts.ts";
+
+/** Holders of this realm role see every tweet, whatever their grants. */
+export const SUPER_USER_ROLE = "app_super_user_role";
+/** Holders of one of these realm roles grant and revoke permissions. */
+export const PERMISSION_ADMIN_ROLES = ["app_admin_role", "app_super_user_role"];
 
 export interface QueryDependencies {
   readonly config: AppConfig;
@@ -14,37 +32,139 @@ export interface QueryDependencies {
   readonly index: SearchIndex;
   /** Verifies access tokens for the audience `query`. */
   readonly verifier: JwtVerifier;
+  /** The service's own database, holding its permissions. */
+  readonly database: SqlDatabase;
+  /** Where the word-count source (analytics or wordcount) is found. */
+  readonly discovery: ServiceDiscovery;
+  /** The schema of the permissions. @default "query" */
+  readonly schema?: string;
+  /**
+   * The service's own token for the word-count source.
+   * @default client credentials of `config.query.clientId` at `config.auth.oidcIssuer`
+   */
+  readonly tokens?: TokenSource;
+}
+
+function starting(): ProblemError {
+  return new ProblemError({
+    status: 503,
+    code: "unavailable",
+    title: "Service starting",
+    detail: "The permission database is not ready yet; try again",
+    headers: { "retry-after": "1" },
+  });
 }
 
 export function createQueryService(deps: QueryDependencies): Service {
-  const { config, context, index, verifier } = deps;
+  const { config, context, index, verifier, database, discovery } = deps;
+  const settings = config.query;
+  const schema = deps.schema ?? "query";
+  const store = new PermissionStore(database, schema);
+  const cache = new VisibilityCache({
+    load: (userId) => store.visibilityOf(userId),
+    maxUsers: settings.grantCacheMaxUsers,
+    ttlMs: settings.grantCacheTtlMs,
+  });
+  let migrated = false;
+  let stopWatching: (() => Promise<void>) | undefined;
+
+  const tokens = deps.tokens ?? new ClientCredentialsTokenSource({
+    issuer: config.auth.oidcIssuer,
+    clientId: settings.clientId,
+    clientSecret: settings.clientSecret,
+    timeoutMs: settings.wordCountsTimeoutMs,
+  });
+  const wordCounts = new RemoteWordCounts({
+    source: settings.wordCountsFrom,
+    discovery,
+    client: new BalancedClient({
+      discovery,
+      timeoutMs: settings.wordCountsTimeoutMs,
+      retries: 1,
+      logger: context.logger,
+      metrics: context.metrics,
+    }),
+    tokens,
+    timeoutMs: settings.wordCountsTimeoutMs,
+    breaker: {
+      errorThresholdPercentage: 50,
+      volumeThreshold: 5,
+      resetTimeoutMs: 10_000,
+      rollingCountTimeoutMs: 10_000,
+    },
+    logger: context.logger,
+  });
+
   const app = createServiceApp({
     context,
     bodyLimitBytes: config.process.bodyLimitBytes,
-    readiness: [{ name: "search-index", check: () => index.ping() }],
+    readiness: [
+      { name: "search-index", check: () => index.ping() },
+      {
+        name: "permissions",
+        check: async () => {
+          if (!migrated) throw new Error("the permission schema is not migrated yet");
+          await database.ping();
+        },
+      },
+    ],
   });
   // Any valid token for this audience: calls that bypass the gateway gain nothing.
   app.use("/api/*", bearerAuth({ verifier }));
+  app.use("/api/v1/permissions", bearerAuth({ verifier, anyRole: PERMISSION_ADMIN_ROLES }));
+  app.use("/api/v1/permissions", async (_c, next) => {
+    if (!migrated) throw starting();
+    await next();
+  });
+  addPermissionRoutes(app, {
+    store,
+    changed: (userId) => cache.invalidate(userId),
+  });
   addQueryRoutes(app, {
     index,
-    defaultPageSize: config.query.defaultPageSize,
-    maxPageSize: config.query.maxPageSize,
-    v1DeprecatedAt: config.query.v1DeprecatedAt,
+    visibility: (token: AccessToken): Promise<Visibility | undefined> => {
+      if (token.roles.includes(SUPER_USER_ROLE)) return Promise.resolve(undefined);
+      if (!migrated) throw starting();
+      return cache.visibilityOf(token.subject);
+    },
+    wordCounts,
+    defaultPageSize: settings.defaultPageSize,
+    maxPageSize: settings.maxPageSize,
+    v1DeprecatedAt: settings.v1DeprecatedAt,
   });
   const stopping = new AbortController();
   return {
     name: context.name,
     app,
     async start() {
-      await retryUntilDone(() => index.open(), {
-        action: "open the search index",
-        logger: context.logger,
-        signal: stopping.signal,
-      });
+      await Promise.all([
+        retryUntilDone(() => index.open(), {
+          action: "open the search index",
+          logger: context.logger,
+          signal: stopping.signal,
+        }),
+        retryUntilDone(async () => {
+          await migrate(database, { schema, migrations: PERMISSION_MIGRATIONS });
+          // Other instances' changes; before seeding, so none is missed.
+          stopWatching ??= await store.watch(
+            (userId) => cache.invalidate(userId),
+            () => cache.clear(),
+          );
+          if (settings.seedDevGrants) {
+            for (const userId of await seedDevGrants(store)) cache.invalidate(userId);
+          }
+          migrated = true;
+        }, {
+          action: "migrate the permission database",
+          logger: context.logger,
+          signal: stopping.signal,
+        }),
+      ]);
     },
-    stop() {
+    async stop() {
       stopping.abort();
-      return Promise.resolve();
+      wordCounts.shutdown();
+      await stopWatching?.();
     },
   };
 }

@@ -2,6 +2,7 @@
  * Mock tweets like the original twitter-to-kafka-service: 5-15 words of its
  * 22-word lorem vocabulary with one keyword inserted in the middle.
  */
+import { mockUserId } from "../../shared/events/mock_users.ts";
 import type { TweetEvent } from "../../shared/events/tweet_event.ts";
 import type { SnowflakeIds } from "./tweet_ids.ts";
 
@@ -41,12 +42,7 @@ export interface MockTweetOptions {
   readonly random?: () => number;
 }
 
-/** Author ids spread over the positive 63-bit range, stable across restarts. */
-export function mockUserId(index: number): bigint {
-  // Multiplying by a large odd constant modulo 2^63 is a bijection, so
-  // distinct indexes give distinct, random-looking ids.
-  return (BigInt(index + 1) * 0x5851f42d4c957f2dn) & 0x7fffffffffffffffn;
-}
+export { mockUserId };
 
 export class MockTweets {
   readonly #random: () => number;

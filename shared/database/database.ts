@@ -77,6 +77,21 @@ export interface SqlDatabase extends SqlExecutor {
    * itself would wait for the transaction forever.
    */
   transaction<T>(fn: (tx: SqlTransaction) => Promise<T>): Promise<T>;
+  /**
+   * Calls `onNotification` with the payload of every notification on
+   * `channel`, sent by any session of the database with
+   * `SELECT pg_notify('<channel>', '<payload>')` (delivered when the sending
+   * transaction commits; never for one rolled back), until the returned
+   * function is called. `onListening` runs each time the listen is
+   * established: first, and again after a lost connection was restored, when
+   * notifications sent meanwhile may have been missed. `channel` must be a
+   * lower-case identifier; throws `RangeError` otherwise.
+   */
+  listen(
+    channel: string,
+    onNotification: (payload: string) => void,
+    onListening?: () => void,
+  ): Promise<() => Promise<void>>;
   /** Resolves when the database answers a query; rejects with the reason otherwise. */
   ping(): Promise<void>;
   /** Closes the client the adapter was given; later calls reject with `DatabaseClosedError`. */
@@ -156,6 +171,17 @@ export function toSqlError(error: unknown): unknown {
     column: text("column_name") ?? text("column"),
     constraint: text("constraint_name") ?? text("constraint"),
   }, { cause: error });
+}
+
+const CHANNEL = /^[a-z_][a-z0-9_]{0,62}$/;
+
+/** Throws `RangeError` unless `channel` can be listened to alike on every adapter. */
+export function checkChannel(channel: string): void {
+  if (!CHANNEL.test(channel)) {
+    throw new RangeError(
+      `Cannot listen on channel '${channel}': its name must be lower-case letters, digits and underscores`,
+    );
+  }
 }
 
 /** Whether a parameter is a JSON object or array (sent as `jsonb`). */

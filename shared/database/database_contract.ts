@@ -10,6 +10,7 @@ import postgres from "postgres";
 import { DatabaseClosedError, type SqlDatabase, SqlError } from "./database.ts";
 import { migrate, type Migration } from "./migrations.ts";
 import { redactedUrl } from "../testing/redact.ts";
+import { waitFor } from "../testing/wait.ts";
 
 /** A schema name no other test run uses. */
 export function uniqueSchema(prefix = "test"): string {
@@ -163,6 +164,42 @@ export function runDatabaseContract(
 
   contract("answers ping", async (db) => {
     await db.ping();
+  });
+
+  contract("delivers committed notifications to its listeners until they stop", async (db) => {
+    const channel = uniqueSchema("channel");
+    const first: string[] = [];
+    let listening = 0;
+    const stopFirst = await db.listen(channel, (payload) => first.push(payload), () => listening++);
+    assert.equal(listening, 1);
+    await assert.rejects(
+      db.transaction(async (tx) => {
+        await tx.query("SELECT pg_notify($1, $2)", [channel, "rolled back"]);
+        throw new Error("roll back");
+      }),
+      /roll back/,
+    );
+    await db.query("SELECT pg_notify($1, $2)", [channel, "one"]);
+    await db.transaction(async (tx) => {
+      await tx.query("SELECT pg_notify($1, $2)", [channel, "two"]);
+    });
+    await waitFor("two notifications", () => first.length >= 2);
+    assert.deepEqual(first, ["one", "two"]);
+
+    const second: string[] = [];
+    const stopSecond = await db.listen(channel, (payload) => second.push(payload));
+    await stopFirst();
+    await db.query("SELECT pg_notify($1, $2)", [channel, "three"]);
+    await waitFor("the second listener's notification", () => second.length >= 1);
+    assert.deepEqual(second, ["three"]);
+    assert.deepEqual(first, ["one", "two"]);
+    await stopSecond();
+  });
+
+  contract("refuses to listen on a channel that is not a lower-case identifier", async (db) => {
+    for (const channel of ["", "Upper", "semi;colon", "a".repeat(64)]) {
+      await assert.rejects(db.listen(channel, () => {}), RangeError);
+    }
   });
 
   contract("round-trips values of every pinned type", async (db, schema) => {

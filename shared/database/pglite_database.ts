@@ -7,6 +7,7 @@
 
 import { type PGliteInterface, types } from "@electric-sql/pglite";
 import {
+  checkChannel,
   clientValueOf,
   DatabaseClosedError,
   OID,
@@ -99,6 +100,21 @@ export class PgliteDatabase implements SqlDatabase {
       // BEGIN, COMMIT and ROLLBACK fail as PGlite errors; fn's own errors pass unchanged.
       throw toSqlError(error);
     }
+  }
+
+  /** One connection in this process, never lost: `onListening` runs once. */
+  async listen(
+    channel: string,
+    onNotification: (payload: string) => void,
+    onListening?: () => void,
+  ): Promise<() => Promise<void>> {
+    this.#checkOpen();
+    checkChannel(channel);
+    const unlisten = await this.#pg.listen(channel, onNotification);
+    onListening?.();
+    return async () => {
+      if (!this.#closed) await unlisten();
+    };
   }
 
   async ping(): Promise<void> {

@@ -5,6 +5,7 @@
 
 import type postgres from "postgres";
 import {
+  checkChannel,
   clientValueOf,
   DatabaseClosedError,
   paramTypeOf,
@@ -96,6 +97,23 @@ export class PostgresDatabase implements SqlDatabase {
     } catch (error) {
       throw toSqlError(error);
     }
+  }
+
+  /**
+   * On the client's one listening connection (opened on first use, ended
+   * with the client), which re-listens by itself after it was lost.
+   */
+  async listen(
+    channel: string,
+    onNotification: (payload: string) => void,
+    onListening?: () => void,
+  ): Promise<() => Promise<void>> {
+    this.#checkOpen();
+    checkChannel(channel);
+    const { unlisten } = await this.#sql.listen(channel, onNotification, onListening);
+    return async () => {
+      if (!this.#closed) await unlisten();
+    };
   }
 
   async ping(): Promise<void> {

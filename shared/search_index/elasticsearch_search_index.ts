@@ -27,12 +27,13 @@ import {
   InvalidQueryError,
   SearchIndexClosedError,
 } from "./documents.ts";
-import type {
-  SearchFilter,
-  SearchIndex,
-  SearchPage,
-  SearchQuery,
-  TweetDocument,
+import {
+  MAX_VISIBILITY_IDS,
+  type SearchFilter,
+  type SearchIndex,
+  type SearchPage,
+  type SearchQuery,
+  type TweetDocument,
 } from "./search_index.ts";
 
 export interface ElasticsearchSearchIndexOptions {
@@ -403,6 +404,24 @@ function toFilter(action: string, filter: SearchFilter): Clause[] | undefined {
     }
   }
   if (filter.userId !== undefined) clauses.push({ term: { userId: filter.userId } });
+  const visibility = filter.visibleTo;
+  if (visibility !== undefined && !visibility.all) {
+    const { tweetIds, authorIds } = visibility;
+    if (
+      !Array.isArray(tweetIds) || !Array.isArray(authorIds) ||
+      tweetIds.length > MAX_VISIBILITY_IDS || authorIds.length > MAX_VISIBILITY_IDS
+    ) {
+      throw new InvalidQueryError(
+        action,
+        `visibleTo must list at most ${MAX_VISIBILITY_IDS} tweet ids and author ids`,
+      );
+    }
+    if (tweetIds.length === 0 && authorIds.length === 0) return undefined;
+    const should: Clause[] = [];
+    if (tweetIds.length > 0) should.push({ terms: { id: tweetIds } });
+    if (authorIds.length > 0) should.push({ terms: { userId: authorIds } });
+    clauses.push({ bool: { should, minimum_should_match: 1 } });
+  }
   const from = bound(action, "from", filter.from);
   const to = bound(action, "to", filter.to);
   // Stored createdAt values are safe integers from 0 on.

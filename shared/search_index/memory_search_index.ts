@@ -16,13 +16,15 @@
  */
 
 import { tokenize } from "../text/tokenize.ts";
-import type {
-  SearchCursor,
-  SearchFilter,
-  SearchIndex,
-  SearchPage,
-  SearchQuery,
-  TweetDocument,
+import {
+  MAX_VISIBILITY_IDS,
+  type SearchCursor,
+  type SearchFilter,
+  type SearchIndex,
+  type SearchPage,
+  type SearchQuery,
+  type TweetDocument,
+  type Visibility,
 } from "./search_index.ts";
 import { checkDocument, InvalidQueryError, SearchIndexClosedError } from "./documents.ts";
 
@@ -188,10 +190,39 @@ export class MemorySearchIndex implements SearchIndex {
       if (documents === undefined) return undefined;
       sets.push(documents);
     }
+    const visibility = filter.visibleTo;
+    if (visibility !== undefined && !visibility.all) {
+      const visible = this.#visible(action, visibility);
+      if (visible.size === 0) return undefined;
+      sets.push(visible);
+    }
     if (from > to) return undefined;
     // Intersections start from the smallest set.
     sets.sort((a, b) => a.size - b.size);
     return { sets, from, to };
+  }
+
+  /** The stored documents a reader may see: one more posting set for the plan. */
+  #visible(action: string, visibility: Visibility): Set<TweetDocument> {
+    const { tweetIds, authorIds } = visibility;
+    if (
+      !Array.isArray(tweetIds) || !Array.isArray(authorIds) ||
+      tweetIds.length > MAX_VISIBILITY_IDS || authorIds.length > MAX_VISIBILITY_IDS
+    ) {
+      throw new InvalidQueryError(
+        action,
+        `visibleTo must list at most ${MAX_VISIBILITY_IDS} tweet ids and author ids`,
+      );
+    }
+    const visible = new Set<TweetDocument>();
+    for (const id of tweetIds) {
+      const document = this.#documents.get(id);
+      if (document !== undefined) visible.add(document);
+    }
+    for (const authorId of authorIds) {
+      for (const document of this.#byUser.get(authorId) ?? []) visible.add(document);
+    }
+    return visible;
   }
 
   #count(plan: Plan): number {

@@ -33,6 +33,29 @@ export interface SearchFilter {
   readonly from?: number;
   /** Inclusive upper bound on `createdAt`, epoch milliseconds. */
   readonly to?: number;
+  /**
+   * Only documents the reader may see: every document when absent or when
+   * `all` is true; otherwise those whose id is in `tweetIds` or whose
+   * `userId` is in `authorIds` (none when both are empty). Applied inside
+   * the search, so totals and cursors never count a hidden document.
+   */
+  readonly visibleTo?: Visibility;
+}
+
+/** What one reader may see; see `SearchFilter.visibleTo`. */
+export interface Visibility {
+  readonly all: boolean;
+  readonly tweetIds: readonly string[];
+  readonly authorIds: readonly string[];
+}
+
+/** Most ids of each kind a `Visibility` may list (Elasticsearch's `terms` limit). */
+export const MAX_VISIBILITY_IDS = 65_536;
+
+/** Whether `visibility` lets its reader see `document`. */
+export function isVisible(document: TweetDocument, visibility: Visibility | undefined): boolean {
+  return visibility === undefined || visibility.all ||
+    visibility.tweetIds.includes(document.id) || visibility.authorIds.includes(document.userId);
 }
 
 export interface SearchQuery extends SearchFilter {

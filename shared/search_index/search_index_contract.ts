@@ -6,7 +6,13 @@
  */
 
 import assert from "node:assert/strict";
-import type { SearchFilter, SearchIndex, SearchPage, TweetDocument } from "./search_index.ts";
+import type {
+  SearchFilter,
+  SearchIndex,
+  SearchPage,
+  TweetDocument,
+  Visibility,
+} from "./search_index.ts";
 
 const T0 = Date.UTC(2024, 0, 1);
 
@@ -251,6 +257,76 @@ export function runSearchIndexContract(
       assert.equal(page.next, undefined);
       const past = await index.search({ userId, size: 10, after: { createdAt: T0, id: "0" } });
       assert.deepEqual(past, { documents: [], total: 4 });
+    },
+  );
+
+  contract(
+    "restricts search, totals, paging and counts to the visible documents",
+    async (index) => {
+      const userId = randomDigits(12);
+      const author = randomDigits(12);
+      const prefix = randomDigits(15);
+      const mine = Array.from({ length: 9 }, (_, i) =>
+        tweet({
+          id: prefix + String(i),
+          userId,
+          text: i % 2 === 0 ? "even shared" : "odd shared",
+          createdAt: T0 + (i % 3) * 1_000,
+        }));
+      const byAuthor = Array.from(
+        { length: 4 },
+        (_, i) => tweet({ userId: author, text: "shared author", createdAt: T0 + i }),
+      );
+      await index.upsert([...mine, ...byAuthor]);
+      await index.refresh();
+      const single = mine[4]!;
+      const granted = [mine[1]!, mine[2]!, single];
+      const tweetIds = granted.map((document) => document.id);
+      const cases: { visibleTo: Visibility; filter: SearchFilter; expected: TweetDocument[] }[] = [
+        {
+          visibleTo: { all: false, tweetIds, authorIds: [] },
+          filter: { userId },
+          expected: granted,
+        },
+        {
+          visibleTo: { all: false, tweetIds, authorIds: [] },
+          filter: { userId, text: "even" },
+          expected: [mine[2]!, single],
+        },
+        {
+          visibleTo: { all: false, tweetIds: [], authorIds: [userId] },
+          filter: { userId },
+          expected: mine,
+        },
+        {
+          visibleTo: { all: false, tweetIds: [single.id], authorIds: [author] },
+          filter: { text: "shared", from: T0 },
+          expected: [single, ...byAuthor].filter((document) => document.createdAt >= T0),
+        },
+        {
+          visibleTo: { all: false, tweetIds: [randomDigits(18)], authorIds: [randomDigits(12)] },
+          filter: { userId },
+          expected: [],
+        },
+        { visibleTo: { all: false, tweetIds: [], authorIds: [] }, filter: {}, expected: [] },
+        {
+          visibleTo: { all: true, tweetIds: [], authorIds: [] },
+          filter: { userId },
+          expected: mine,
+        },
+      ];
+      for (const { visibleTo, filter, expected } of cases) {
+        const sorted = newestFirst(expected);
+        const restricted = { ...filter, visibleTo };
+        const label = JSON.stringify(restricted);
+        assert.equal(await index.count(restricted), sorted.length, label);
+        for (const size of [1, 2, 50]) {
+          const pages = await allPages(index, restricted, size);
+          assert.deepEqual(pages.flatMap(ids), ids({ documents: sorted }), label);
+          for (const page of pages) assert.equal(page.total, sorted.length, label);
+          assert.equal(pages.length, Math.max(1, Math.ceil(sorted.length / size)), label);
+        }
+      }
     },
   );
 
