@@ -640,3 +640,70 @@ Deno.test("gateway refuses bodies over HTTP_BODY_LIMIT_BYTES with 413, declared 
     await registry.stop();
   }
 });
+
+Deno.test("gateway breaker opens on a crashed service, reopens on a failed probe and closes on a good one", async () => {
+  const registry = await startTestRegistry({ ttlMs: 600_000 });
+  await using first = await startUpstream(registry, "things-1", { heartbeatMs: 1000 });
+  const breaker = { ...DEFAULT_BREAKER, volumeThreshold: 3, resetTimeoutMs: 500 };
+  const gateway = await startGateway({ registry, routes: [route({ breaker, retries: 1 })] });
+  const state = async () =>
+    /gateway_breaker_state\{service="things"\} (\d)/.exec(await gateway.context.metrics.render())
+      ?.[1];
+  const call = async (method = "GET") => {
+    const response = await fetch(`${gateway.url}${PREFIX}/1`, {
+      method,
+      ...(method === "POST" ? { body: "{}" } : {}),
+    });
+    return { response, body: await response.json() };
+  };
+  const assertUnavailable = (
+    { response, body }: { response: Response; body: Record<string, unknown> },
+    reason: string,
+  ) => {
+    assert.equal(response.status, 503, JSON.stringify(body));
+    assert.equal(response.headers.get("content-type"), PROBLEM_CONTENT_TYPE);
+    assert.equal(response.headers.get("retry-after"), "10");
+    assert.equal(body.type, problemType("upstream-unavailable"));
+    assert.equal(body.detail, `The things service is unavailable: ${reason}`);
+  };
+  try {
+    await waitFor(
+      "the gateway to discover the upstream",
+      async () => (await known(gateway)).length === 1,
+    );
+    assert.equal((await call()).response.status, 200);
+    assert.equal(await state(), "0");
+
+    first.kill();
+    // Every attempt fails to connect; the breaker opens once enough calls failed.
+    for (let calls = 0; (await state()) !== "2"; calls++) {
+      assert.ok(calls < 5, "the breaker did not open after 5 failed calls");
+      assertUnavailable(await call(), "it cannot be reached");
+    }
+    const attempts = first.relay.attemptsAfterKill;
+    for (const method of ["GET", "POST", "DELETE"]) {
+      assertUnavailable(await call(method), "its circuit is open after repeated failures");
+    }
+    assert.equal(first.relay.attemptsAfterKill, attempts, "an open breaker must not call");
+
+    await waitFor("the breaker to half-open", async () => (await state()) === "1");
+    assertUnavailable(await call(), "it cannot be reached");
+    assert.equal(await state(), "2", "a failed probe reopens the breaker");
+    assert.equal(first.relay.attemptsAfterKill, attempts + 2, "the probe and its one retry");
+
+    await using second = await startUpstream(registry, "things-2", { heartbeatMs: 1000 });
+    await waitFor(
+      "the gateway to discover the new instance",
+      async () => (await known(gateway)).includes("things-2"),
+    );
+    await waitFor("the breaker to half-open", async () => (await state()) === "1");
+    const probe = await call();
+    assert.equal(probe.response.status, 200);
+    assert.deepEqual(probe.body, { instance: "things-2" });
+    assert.equal(await state(), "0");
+    assert.equal(second.server.requests.length, 1);
+  } finally {
+    await gateway.stop();
+    await registry.stop();
+  }
+});
