@@ -114,6 +114,14 @@ export const settings = {
         "HTTP_HOST is 0.0.0.0",
     }),
   },
+  auth: {
+    oidcIssuer: text("OIDC_ISSUER", {
+      default: "http://127.0.0.1:8090/realms/twitterapi",
+      doc: "Issuer whose access tokens the gateway and every service accept",
+      pattern: /^https?:\/\/[^\s/]+(\/\S*[^/\s])?$/,
+      patternDescription: "an http(s) URL without a trailing '/'",
+    }),
+  },
   registry: {
     port: integer("REGISTRY_PORT", { default: 8761, ...PORT, doc: "registry: HTTP port" }),
     ttlMs: integer("REGISTRY_TTL_MS", {
@@ -164,12 +172,6 @@ export const settings = {
       doc: "gateway: JSON route table replacing the built-in routes (see " +
         "services/gateway/routes.ts); empty: the built-in routes",
     }),
-    oidcIssuer: text("OIDC_ISSUER", {
-      default: "http://127.0.0.1:8090/realms/twitterapi",
-      doc: "gateway: issuer whose access tokens the gateway accepts",
-      pattern: /^https?:\/\/[^\s/]+(\/\S*[^/\s])?$/,
-      patternDescription: "an http(s) URL without a trailing '/'",
-    }),
     trustForwardedFor: boolean("GATEWAY_TRUST_FORWARDED_FOR", {
       default: false,
       doc: "gateway: take the client address from the last X-Forwarded-For entry (only behind " +
@@ -187,6 +189,19 @@ export const settings = {
       min: 1,
       max: 1000,
       doc: "Partitions of the tweet topic",
+    }),
+  },
+  wordCounts: {
+    topic: text("WORD_COUNT_TOPIC", {
+      default: "twitter-analytics-topic",
+      doc: "Topic of word-count updates (wordcount writes, analytics reads)",
+      ...TOPIC_NAME,
+    }),
+    partitions: integer("WORD_COUNT_TOPIC_PARTITIONS", {
+      default: 3,
+      min: 1,
+      max: 1000,
+      doc: "Partitions of the word-count topic",
     }),
   },
   stream: {
@@ -279,6 +294,37 @@ export const settings = {
     v1DeprecatedAt: instant("QUERY_V1_DEPRECATED_AT", {
       default: Date.UTC(2026, 10, 24),
       doc: "query: date announced in the v1 `Deprecation` header",
+    }),
+  },
+  analytics: {
+    port: integer("ANALYTICS_PORT", { default: 8188, ...PORT, doc: "analytics: HTTP port" }),
+    databaseUrl: text("ANALYTICS_DATABASE_URL", {
+      default: "",
+      doc: "analytics: PostgreSQL URL of its database (schema `analytics`); empty: an embedded " +
+        "PGlite in memory",
+      pattern: /^(postgres(ql)?:\/\/\S+)?$/,
+      patternDescription: "empty or a postgres:// URL",
+    }),
+    groupId: text("ANALYTICS_GROUP_ID", {
+      default: "analytics",
+      doc: "analytics: consumer group of the word-count topic",
+    }),
+    deadLetterTopic: text("ANALYTICS_DEAD_LETTER_TOPIC", {
+      default: "twitter-analytics-topic.dlq",
+      doc: "analytics: topic for undecodable or invalid word-count events",
+      ...TOPIC_NAME,
+    }),
+    historyPerWord: integer("ANALYTICS_HISTORY_PER_WORD", {
+      default: 100,
+      min: 1,
+      max: 100_000,
+      doc: "analytics: count updates kept per word (the newest)",
+    }),
+    maxBatchSize: integer("ANALYTICS_MAX_BATCH_SIZE", {
+      default: 500,
+      min: 1,
+      max: 100_000,
+      doc: "analytics: most events per database transaction",
     }),
   },
 };

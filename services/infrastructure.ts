@@ -20,6 +20,17 @@ import { MemoryRateLimitStore } from "../shared/rate_limit/memory_rate_limit_sto
 import type { RateLimitStore } from "../shared/rate_limit/rate_limit_store.ts";
 import { RedisRateLimitStore } from "../shared/rate_limit/redis_rate_limit_store.ts";
 import type { AppConfig } from "./config.ts";
+import { PGlite } from "@electric-sql/pglite";
+import postgres from "postgres";
+import type { SqlDatabase } from "../shared/database/database.ts";
+import { PgliteDatabase } from "../shared/database/pglite_database.ts";
+import { PostgresDatabase } from "../shared/database/postgres_database.ts";
+import { createJwtVerifier, type JwtVerifier } from "../shared/auth/jwt_verifier.ts";
+
+/** A URL fit for logs: its user and password masked. */
+function withoutCredentials(url: string): string {
+  return url.replace(/\/\/[^@/]*@/, "//***@");
+}
 
 export class Infrastructure {
   #eventLog: EventLog | undefined;
@@ -27,6 +38,7 @@ export class Infrastructure {
   #tweetCodec: Promise<TweetCodec> | undefined;
   #registry: RegistryClient | undefined;
   #rateLimitStore: RateLimitStore | undefined;
+  readonly #databases = new Map<string, SqlDatabase>();
 
   constructor(readonly config: AppConfig, readonly logger: Logger) {}
 
@@ -55,9 +67,28 @@ export class Infrastructure {
     return this.#registry;
   }
 
+  /** Verifies the configured issuer's access tokens for one service's audience. */
+  tokenVerifier(audience: string): JwtVerifier {
+    return createJwtVerifier({ issuer: this.config.auth.oidcIssuer, audience });
+  }
+
   rateLimitStore(): RateLimitStore {
     this.#rateLimitStore ??= this.#createRateLimitStore();
     return this.#rateLimitStore;
+  }
+
+  /**
+   * A service's own database: PostgreSQL at `url`, or with `url` empty an
+   * embedded PGlite in memory (its data lives in this process only). One
+   * per service, even when two services name the same server.
+   */
+  database(service: string, url: string): SqlDatabase {
+    let database = this.#databases.get(service);
+    if (database === undefined) {
+      database = this.#createDatabase(service, url);
+      this.#databases.set(service, database);
+    }
+    return database;
   }
 
   async close(): Promise<void> {
@@ -65,13 +96,30 @@ export class Infrastructure {
     await this.#eventLog?.close();
     await this.#searchIndex?.close();
     await this.#rateLimitStore?.close();
+    await Promise.all([...this.#databases.values()].map((database) => database.close()));
+  }
+
+  #createDatabase(service: string, url: string): SqlDatabase {
+    if (url === "") {
+      this.logger.info(
+        "{service} database: embedded PGlite in memory; its data lives in this process only",
+        { service },
+      );
+      return new PgliteDatabase(new PGlite());
+    }
+    this.logger.info("{service} database: PostgreSQL at {url}", {
+      service,
+      url: withoutCredentials(url),
+    });
+    // Connects on first use; the service retries its migrations until the server answers.
+    return new PostgresDatabase(postgres(url, { max: 10, connect_timeout: 5, onnotice: () => {} }));
   }
 
   #createRateLimitStore(): RateLimitStore {
     const settings = this.config.rateLimit;
     if (settings.store === "redis") {
       this.logger.info("Rate limits: Redis at {url} (RATE_LIMIT_STORE=redis)", {
-        url: settings.redisUrl.replace(/\/\/[^@/]*@/, "//***@"),
+        url: withoutCredentials(settings.redisUrl),
       });
       // Connected at once, so the first request finds it ready. Commands fail
       // fast while Redis is down (no offline queue): the gateway then counts

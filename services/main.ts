@@ -3,11 +3,13 @@
  * one process. It is also what `deno compile` turns into the single binary.
  */
 import { ConfigError, listSettings } from "../shared/config/setting.ts";
+import { loadWordCountCodec } from "../shared/events/word_count_event.ts";
 import { serveApp } from "../shared/http/serve.ts";
 import { configureLogging, serviceLogger, shutdownLogging } from "../shared/log/log.ts";
 import { MetricsRegistry } from "../shared/metrics/metrics.ts";
 import type { Service, ServiceContext } from "../shared/service/service.ts";
 import { configureTracing, shutdownTracing } from "../shared/trace/tracing.ts";
+import { createAnalyticsService } from "./analytics/main.ts";
 import { type AppConfig, loadConfig, settings } from "./config.ts";
 import { createGatewayService } from "./gateway/main.ts";
 import { createIdentityService } from "./identity/main.ts";
@@ -65,6 +67,7 @@ const SERVICES: Readonly<Record<string, ServiceEntry>> = {
         context,
         eventLog: infrastructure.eventLog(),
         codec: await infrastructure.tweetCodec(),
+        verifier: infrastructure.tokenVerifier("stream"),
       }),
   },
   indexer: {
@@ -78,10 +81,27 @@ const SERVICES: Readonly<Record<string, ServiceEntry>> = {
         codec: await infrastructure.tweetCodec(),
       }),
   },
+  analytics: {
+    port: (config) => config.analytics.port,
+    create: async (config, context, infrastructure) =>
+      createAnalyticsService({
+        config,
+        context,
+        eventLog: infrastructure.eventLog(),
+        database: infrastructure.database("analytics", config.analytics.databaseUrl),
+        codec: await loadWordCountCodec(),
+        verifier: infrastructure.tokenVerifier("analytics"),
+      }),
+  },
   query: {
     port: (config) => config.query.port,
     create: (config, context, infrastructure) =>
-      Promise.resolve(createQueryService({ config, context, index: infrastructure.searchIndex() })),
+      Promise.resolve(createQueryService({
+        config,
+        context,
+        index: infrastructure.searchIndex(),
+        verifier: infrastructure.tokenVerifier("query"),
+      })),
   },
 };
 

@@ -4,6 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { waitFor } from "../shared/testing/wait.ts";
+import { passwordGrantToken } from "./identity/_testing.ts";
 import { selectServices } from "./main.ts";
 
 const MAIN = new URL("./main.ts", import.meta.url).pathname;
@@ -55,6 +56,7 @@ Deno.test("selectServices() accepts service names or all, in start order", () =>
     "gateway",
     "stream",
     "indexer",
+    "analytics",
     "query",
   ]);
   assert.deepEqual(selectServices(["query", "stream"]), ["stream", "query"]);
@@ -83,6 +85,7 @@ Deno.test("main runs all services, serves searchable tweets and shuts down on SI
     STREAM_PORT: "0",
     INDEXER_PORT: "0",
     QUERY_PORT: "0",
+    ANALYTICS_PORT: "0",
     STREAM_COUNT: "200",
     STREAM_RATE_PER_SECOND: "400",
   });
@@ -96,18 +99,24 @@ Deno.test("main runs all services, serves searchable tweets and shuts down on SI
     await log.until((line) => {
       const match = /^(\w+) listening on (http:\/\/\S+)$/.exec(String(line.message));
       if (match) urls[match[1]!] = match[2]!;
-      return Object.keys(urls).length === 6;
+      return Object.keys(urls).length === 7;
     });
 
+    // Ready once started: the analytics service first migrates its embedded database.
     for (const url of Object.values(urls)) {
-      const ready = await fetch(`${url}/ready`);
-      assert.equal(ready.status, 200, await ready.text());
+      await waitFor(`${url}/ready`, async () => (await fetch(`${url}/ready`)).status === 200);
     }
+    // Tokens from the identity service; the services verify them as the gateway does.
+    const tokenEndpoint = `${urls.identity}/realms/twitterapi/protocol/openid-connect/token`;
+    const user = { authorization: `Bearer ${await passwordGrantToken(tokenEndpoint, "app_user")}` };
+    const admin = {
+      authorization: `Bearer ${await passwordGrantToken(tokenEndpoint, "app_admin")}`,
+    };
     await waitFor("200 searchable tweets", async () => {
-      const response = await fetch(`${urls.query}/api/v2/tweets?size=1`);
+      const response = await fetch(`${urls.query}/api/v2/tweets?size=1`, { headers: user });
       return (await response.json()).page.total === 200;
     });
-    const kafka = await fetch(`${urls.query}/api/v1/tweets?text=kafka`);
+    const kafka = await fetch(`${urls.query}/api/v1/tweets?text=kafka`, { headers: user });
     assert.equal(kafka.status, 200);
     const tweets: { text: string }[] = await kafka.json();
     assert.ok(tweets.length > 0);
@@ -118,30 +127,16 @@ Deno.test("main runs all services, serves searchable tweets and shuts down on SI
       const { services } = await response.json();
       const names = services.map((entry: { service: string }) => entry.service).sort();
       return JSON.stringify(names) ===
-        JSON.stringify(["gateway", "identity", "indexer", "query", "stream"]);
+        JSON.stringify(["analytics", "gateway", "identity", "indexer", "query", "stream"]);
     });
     const registered =
       await (await fetch(`${urls.registry}/api/v1/registry/services/query/instances`))
         .json();
     assert.equal(registered.instances[0].baseUrl, urls.query);
 
-    // Through the gateway: a token from the identity service, the query
-    // service found through the registry.
-    const tokenResponse = await fetch(
-      `${urls.identity}/realms/twitterapi/protocol/openid-connect/token`,
-      {
-        method: "POST",
-        body: new URLSearchParams({
-          grant_type: "password",
-          client_id: "twitterapi-console",
-          username: "app_user",
-          password: "dev-only-app-user-password",
-        }),
-      },
-    );
-    const { access_token: token } = await tokenResponse.json();
+    // Through the gateway: the query service found through the registry.
     const viaGateway = await fetch(`${urls.gateway}/api/v2/tweets?text=kafka&size=3`, {
-      headers: { authorization: `Bearer ${token}` },
+      headers: user,
     });
     assert.equal(viaGateway.status, 200);
     assert.ok((await viaGateway.json()).page.total > 0);
@@ -149,7 +144,7 @@ Deno.test("main runs all services, serves searchable tweets and shuts down on SI
     assert.equal(anonymous.status, 401);
     await anonymous.body?.cancel();
 
-    const status = await (await fetch(`${urls.stream}/api/v1/stream`)).json();
+    const status = await (await fetch(`${urls.stream}/api/v1/stream`, { headers: admin })).json();
     assert.equal(status.state, "completed");
     assert.equal(status.produced, 200);
     const metrics = await (await fetch(`${urls.indexer}/metrics`)).text();

@@ -16,6 +16,7 @@ import { tokenize } from "../shared/text/tokenize.ts";
 import { loadConfig } from "./config.ts";
 import { createIndexerService } from "./indexer/main.ts";
 import { createQueryService } from "./query/main.ts";
+import { createTestIssuer } from "../shared/testing/test_issuer.ts";
 import { createStreamService } from "./stream/main.ts";
 
 const COUNT = 600;
@@ -28,8 +29,11 @@ interface TweetV2 {
   author: { id: string };
 }
 
+const issuer = await createTestIssuer();
+const readerHeaders = await issuer.authorization({ audience: "query" });
+
 async function getJson(app: Hono, path: string) {
-  const response = await app.request(path, { headers: { accept: V2 } });
+  const response = await app.request(path, { headers: { accept: V2, ...readerHeaders } });
   assert.equal(response.status, 200, path);
   return await response.json();
 }
@@ -68,7 +72,13 @@ Deno.test("pipeline makes every produced tweet searchable by text, user and id, 
   const eventLog = new MemoryEventLog();
   const index = new MemorySearchIndex();
   const codec = await loadTweetCodec();
-  const stream = createStreamService({ config, context: testContext("stream"), eventLog, codec });
+  const stream = createStreamService({
+    config,
+    context: testContext("stream"),
+    eventLog,
+    codec,
+    verifier: issuer.verifier("stream"),
+  });
   const indexer = createIndexerService({
     config,
     context: testContext("indexer"),
@@ -76,7 +86,12 @@ Deno.test("pipeline makes every produced tweet searchable by text, user and id, 
     index,
     codec,
   });
-  const query = createQueryService({ config, context: testContext("query"), index });
+  const query = createQueryService({
+    config,
+    context: testContext("query"),
+    index,
+    verifier: issuer.verifier("query"),
+  });
   await indexer.start();
   await stream.start();
 
@@ -124,7 +139,9 @@ Deno.test("pipeline makes every produced tweet searchable by text, user and id, 
     assert.equal(v2.text, tweet.text);
     assert.equal(v2.author.id, tweet.userId.toString());
     assert.equal(v2.createdAt, new Date(tweet.createdAt).toISOString());
-    const v1 = await (await query.app.request(`/api/v1/tweets/${tweet.id}`)).json();
+    const v1 =
+      await (await query.app.request(`/api/v1/tweets/${tweet.id}`, { headers: readerHeaders }))
+        .json();
     assert.deepEqual(v1, {
       id: tweet.id.toString(),
       userId: tweet.userId.toString(),

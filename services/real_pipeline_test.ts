@@ -15,6 +15,7 @@ import { loadConfig } from "./config.ts";
 import { createIndexerService } from "./indexer/main.ts";
 import { Infrastructure } from "./infrastructure.ts";
 import { createQueryService } from "./query/main.ts";
+import { createTestIssuer } from "../shared/testing/test_issuer.ts";
 import { createStreamService } from "./stream/main.ts";
 
 const COUNT = 10_000;
@@ -59,8 +60,21 @@ Deno.test({
     });
     const indexer = (name: string): Service =>
       createIndexerService({ config, context: testContext(name), eventLog, index, codec });
-    const stream = createStreamService({ config, context: testContext("stream"), eventLog, codec });
-    const query = createQueryService({ config, context: testContext("query"), index });
+    const issuer = await createTestIssuer();
+    const stream = createStreamService({
+      config,
+      context: testContext("stream"),
+      eventLog,
+      codec,
+      verifier: issuer.verifier("stream"),
+    });
+    const query = createQueryService({
+      config,
+      context: testContext("query"),
+      index,
+      verifier: issuer.verifier("query"),
+    });
+    const admin = await issuer.authorization({ audience: "stream", roles: ["app_admin_role"] });
 
     try {
       await query.start();
@@ -78,7 +92,8 @@ Deno.test({
       const second = indexer("indexer-2");
       await second.start();
       await waitFor(`${COUNT} produced tweets`, async () => {
-        const status = await (await stream.app.request("/api/v1/stream")).json();
+        const status = await (await stream.app.request("/api/v1/stream", { headers: admin }))
+          .json();
         return status.state === "completed";
       }, 120_000);
       await waitFor(`${COUNT} indexed tweets`, async () => {
@@ -120,7 +135,9 @@ Deno.test({
       assert.equal(new Set(indexed).size, COUNT, "no duplicates");
       assert.deepEqual(new Set(indexed), produced, "indexed == produced");
 
-      const response = await query.app.request("/api/v2/tweets?text=kafka&size=5");
+      const response = await query.app.request("/api/v2/tweets?text=kafka&size=5", {
+        headers: await issuer.authorization({ audience: "query" }),
+      });
       assert.equal(response.status, 200);
       const body = await response.json();
       assert.ok(body.page.total > 0);

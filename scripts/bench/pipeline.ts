@@ -193,7 +193,13 @@ async function freshness(run: string): Promise<number[]> {
     index,
     codec,
   });
-  const stream = createStreamService({ config, context: testContext("stream"), eventLog, codec });
+  const stream = createStreamService({
+    config,
+    context: testContext("stream"),
+    eventLog,
+    codec,
+    verifier: infrastructure.tokenVerifier("stream"),
+  });
   await indexer.start();
   const started = performance.now();
   await stream.start();

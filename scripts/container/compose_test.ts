@@ -31,6 +31,7 @@ const SERVICES = {
   stream: 8181,
   indexer: 8182,
   query: 8183,
+  analytics: 8188,
 } as const;
 
 const SETTINGS = {
@@ -284,6 +285,10 @@ Deno.test("the development secrets can be overridden from the environment", asyn
   assert.equal(service(config, "postgres").environment?.POSTGRES_PASSWORD, "from-env");
   assert.equal(
     service(config, "query").environment?.DATABASE_URL,
+    "postgres://postgres:from-env@postgres:5432/postgres",
+  );
+  assert.equal(
+    service(config, "analytics").environment?.ANALYTICS_DATABASE_URL,
     "postgres://postgres:from-env@postgres:5432/postgres",
   );
   const keycloak = service(config, "keycloak").environment;

@@ -382,7 +382,13 @@ Deno.test("gateway reports breakers on /metrics and rate-limit stores on /ready"
     assert.equal(ready.status, 200);
     const body = await ready.json();
     assert.equal(body.status, "ready");
-    assert.deepEqual(Object.keys(body.checks).sort(), ["rate-limit:stream", "rate-limit:tweets"]);
+    assert.deepEqual(Object.keys(body.checks).sort(), [
+      "rate-limit:analytics",
+      "rate-limit:permissions",
+      "rate-limit:stream",
+      "rate-limit:tweets",
+      "rate-limit:words",
+    ]);
   });
 });
 
@@ -398,7 +404,7 @@ Deno.test("gateway uses the route file named by GATEWAY_ROUTES_FILE, rewrite inc
   });
 });
 
-Deno.test("gateway default routes cover the versioned tweets paths and the stream", () => {
+Deno.test("gateway default routes cover every service's public paths", () => {
   assert.deepEqual(
     DEFAULT_ROUTES.map((r) => [r.prefix, r.service, r.auth]),
     [
@@ -406,10 +412,17 @@ Deno.test("gateway default routes cover the versioned tweets paths and the strea
       ["/api/v1/tweets", "query", { mode: "authenticated", audience: "query" }],
       ["/api/v2/tweets", "query", { mode: "authenticated", audience: "query" }],
       [
+        "/api/v1/permissions",
+        "query",
+        { mode: "anyRole", roles: ["app_admin_role"], audience: "query" },
+      ],
+      [
         "/api/v1/stream",
         "stream",
         { mode: "anyRole", roles: ["app_admin_role"], audience: "stream" },
       ],
+      ["/api/v1/words", "wordcount", { mode: "authenticated", audience: "wordcount" }],
+      ["/api/v1/analytics", "analytics", { mode: "authenticated", audience: "analytics" }],
     ],
   );
 });

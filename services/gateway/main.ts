@@ -72,7 +72,7 @@ export function createGatewayService(deps: GatewayDependencies): Service {
 
   const gateway = createGatewayRoutes({
     routes,
-    issuer: config.gateway.oidcIssuer,
+    issuer: config.auth.oidcIssuer,
     rateLimitStore: deps.rateLimitStore,
     trustForwardedFor: config.gateway.trustForwardedFor,
     clientFor,

@@ -82,12 +82,18 @@ export const DEFAULT_BREAKER: BreakerOptions = {
 const DEFAULT_TIMEOUT_MS = 5000;
 const DEFAULT_RETRIES = 2;
 
-function tweetsRoute(prefix: string): GatewayRoute {
+/** A route with the default breaker, timeout, retries and fallback. */
+function route(
+  prefix: string,
+  service: string,
+  auth: RouteAuth,
+  rateLimit: RouteRateLimit,
+): GatewayRoute {
   return {
     prefix,
-    service: "query",
-    auth: { mode: "authenticated", audience: "query" },
-    rateLimit: { policy: "tweets", limit: 600, windowMs: 60_000 },
+    service,
+    auth,
+    rateLimit,
     breaker: DEFAULT_BREAKER,
     timeoutMs: DEFAULT_TIMEOUT_MS,
     retries: DEFAULT_RETRIES,
@@ -95,20 +101,40 @@ function tweetsRoute(prefix: string): GatewayRoute {
   };
 }
 
+function tweetsRoute(prefix: string): GatewayRoute {
+  return route(prefix, "query", { mode: "authenticated", audience: "query" }, {
+    policy: "tweets",
+    limit: 600,
+    windowMs: 60_000,
+  });
+}
+
 export const DEFAULT_ROUTES: readonly GatewayRoute[] = [
   tweetsRoute("/api/tweets"),
   tweetsRoute("/api/v1/tweets"),
   tweetsRoute("/api/v2/tweets"),
-  {
-    prefix: "/api/v1/stream",
-    service: "stream",
-    auth: { mode: "anyRole", roles: ["app_admin_role"], audience: "stream" },
-    rateLimit: { policy: "stream", limit: 60, windowMs: 60_000 },
-    breaker: DEFAULT_BREAKER,
-    timeoutMs: DEFAULT_TIMEOUT_MS,
-    retries: DEFAULT_RETRIES,
-    fallback: { retryAfterSec: DEFAULT_BREAKER.resetTimeoutMs / 1000 },
-  },
+  route(
+    "/api/v1/permissions",
+    "query",
+    { mode: "anyRole", roles: ["app_admin_role"], audience: "query" },
+    { policy: "permissions", limit: 60, windowMs: 60_000 },
+  ),
+  route(
+    "/api/v1/stream",
+    "stream",
+    { mode: "anyRole", roles: ["app_admin_role"], audience: "stream" },
+    { policy: "stream", limit: 60, windowMs: 60_000 },
+  ),
+  route("/api/v1/words", "wordcount", { mode: "authenticated", audience: "wordcount" }, {
+    policy: "words",
+    limit: 600,
+    windowMs: 60_000,
+  }),
+  route("/api/v1/analytics", "analytics", { mode: "authenticated", audience: "analytics" }, {
+    policy: "analytics",
+    limit: 600,
+    windowMs: 60_000,
+  }),
 ];
 
 /** The route table is invalid; the message names the file and the field. */

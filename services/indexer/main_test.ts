@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { InMemorySpanExporter, SimpleSpanProcessor } from "@opentelemetry/sdk-trace";
+import { DEAD_LETTER_HEADERS } from "../../shared/event_log/dead_letter.ts";
 import type { ConsumedRecord } from "../../shared/event_log/event_log.ts";
 import { MemoryEventLog } from "../../shared/event_log/memory_event_log.ts";
 import { encodeLongKey } from "../../shared/event_log/murmur2.ts";
@@ -11,7 +12,6 @@ import { waitFor } from "../../shared/testing/wait.ts";
 import { configureTracing } from "../../shared/trace/tracing.ts";
 import { loadConfig } from "../config.ts";
 import { createIndexerService } from "./main.ts";
-import { DEAD_LETTER_HEADERS } from "./tweet_indexer.ts";
 
 const TOPIC = "twitter-topic";
 

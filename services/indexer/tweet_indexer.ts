@@ -6,9 +6,9 @@
  * acknowledged), so the event log commits the offsets only then.
  */
 import { type Span, SpanKind, SpanStatusCode } from "@opentelemetry/api";
+import { deadLetter } from "../../shared/event_log/dead_letter.ts";
 import type {
   BatchHandler,
-  ConsumedRecord,
   EventLog,
   ProducerRecord,
   RecordBatch,
@@ -16,16 +16,6 @@ import type {
 import type { TweetCodec, TweetEvent } from "../../shared/events/tweet_event.ts";
 import type { SearchIndex, TweetDocument } from "../../shared/search_index/search_index.ts";
 import { extractTraceContext, tracer } from "../../shared/trace/tracing.ts";
-
-/** Headers a dead letter carries besides the original ones. */
-export const DEAD_LETTER_HEADERS = {
-  errorCode: "dlq.error.code",
-  errorMessage: "dlq.error.message",
-  topic: "dlq.original.topic",
-  partition: "dlq.original.partition",
-  offset: "dlq.original.offset",
-  failedAt: "dlq.failed.at",
-} as const;
 
 export interface TweetIndexerOptions {
   readonly eventLog: EventLog;
@@ -43,25 +33,6 @@ export function toDocument(event: TweetEvent): TweetDocument {
     text: event.text ?? "",
     createdAt: event.createdAt,
     source: event.source,
-  };
-}
-
-function deadLetter(record: ConsumedRecord, error: unknown): ProducerRecord {
-  const reason = error instanceof Error ? error : new Error(String(error));
-  const code = "code" in reason && typeof reason.code === "string" ? reason.code : reason.name;
-  return {
-    key: record.key,
-    value: record.value,
-    timestamp: record.timestamp,
-    headers: {
-      ...record.headers,
-      [DEAD_LETTER_HEADERS.errorCode]: code,
-      [DEAD_LETTER_HEADERS.errorMessage]: reason.message,
-      [DEAD_LETTER_HEADERS.topic]: record.topic,
-      [DEAD_LETTER_HEADERS.partition]: String(record.partition),
-      [DEAD_LETTER_HEADERS.offset]: String(record.offset),
-      [DEAD_LETTER_HEADERS.failedAt]: new Date().toISOString(),
-    },
   };
 }
 

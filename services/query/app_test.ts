@@ -4,6 +4,7 @@ import type { TweetDocument } from "../../shared/search_index/search_index.ts";
 import { testContext } from "../../shared/testing/test_context.ts";
 import { loadConfig } from "../config.ts";
 import { createQueryService } from "./main.ts";
+import { createTestIssuer } from "../../shared/testing/test_issuer.ts";
 
 const V1 = "application/vnd.twitterapi.v1+json";
 const V2 = "application/vnd.twitterapi.v2+json";
@@ -18,16 +19,26 @@ const documents: TweetDocument[] = Array.from({ length: 25 }, (_, i) => ({
   source: "mock",
 }));
 
+const issuer = await createTestIssuer();
+const reader = await issuer.authorization({ audience: "query" });
+
 async function queryApp() {
   const index = new MemorySearchIndex();
   await index.upsert(documents);
   const config = loadConfig({ QUERY_V1_DEPRECATED_AT: "2026-11-24T00:00:00Z" });
-  return createQueryService({ config, context: testContext("query"), index }).app;
+  return createQueryService({
+    config,
+    context: testContext("query"),
+    index,
+    verifier: issuer.verifier("query"),
+  }).app;
 }
 
-async function get(path: string, accept?: string) {
+async function get(path: string, accept?: string, headers: Record<string, string> = reader) {
   const app = await queryApp();
-  const response = await app.request(path, accept === undefined ? {} : { headers: { accept } });
+  const response = await app.request(path, {
+    headers: accept === undefined ? headers : { ...headers, accept },
+  });
   return { response, body: await response.json() };
 }
 
@@ -202,4 +213,25 @@ Deno.test("query filters by time range, inclusive", async () => {
     "1000000000000000004",
     "1000000000000000003",
   ]);
+});
+
+Deno.test("query answers only requests with a valid token for the query audience", async () => {
+  const anonymous = await get("/api/v2/tweets?text=kafka", undefined, {});
+  assert.equal(anonymous.response.status, 401);
+  assert.equal(anonymous.response.headers.get("content-type"), PROBLEM);
+  assert.equal(anonymous.response.headers.get("www-authenticate"), 'Bearer realm="twitterapi"');
+
+  const streamToken = await issuer.authorization({ audience: "stream" });
+  const otherAudience = await get("/api/v1/tweets/1000000000000000000", undefined, streamToken);
+  assert.equal(otherAudience.response.status, 401);
+  assert.match(
+    otherAudience.response.headers.get("www-authenticate") ?? "",
+    /error="invalid_token".*does not include query/,
+  );
+
+  const expired = await issuer.authorization({ audience: "query", lifetimeSec: -120 });
+  assert.equal((await get("/api/tweets", undefined, expired)).response.status, 401);
+  const health = await (await queryApp()).request("/health");
+  assert.equal(health.status, 200);
+  await health.body?.cancel();
 });

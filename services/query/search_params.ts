@@ -3,6 +3,7 @@
  * reported at once, by name, as a 400 problem.
  */
 import { invalidParameters, type ParameterError } from "../../shared/http/problem.ts";
+import { parseTimeRange } from "../../shared/http/time_range.ts";
 import { decodeCursor } from "../../shared/search_index/cursor.ts";
 import type { SearchQuery } from "../../shared/search_index/search_index.ts";
 import { tokenize } from "../../shared/text/tokenize.ts";
@@ -18,27 +19,6 @@ const MAX_TEXT_LENGTH = 500;
 /** True for the decimal form of a non-negative 64-bit signed integer. */
 export function isEntityId(value: string): boolean {
   return /^\d{1,19}$/.test(value) && BigInt(value) <= MAX_ID;
-}
-
-const DATE_ONLY = /^\d{4}-\d{2}-\d{2}$/;
-const DATE_TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})$/i;
-const DAY_MS = 86_400_000;
-
-/**
- * An ISO-8601 date-time with offset, or a date meaning a UTC day: its first
- * millisecond for a lower bound, its last for an upper bound.
- */
-function parseInstant(value: string, bound: "from" | "to"): number | undefined {
-  if (DATE_ONLY.test(value)) {
-    const start = Date.parse(`${value}T00:00:00Z`);
-    if (Number.isNaN(start) || new Date(start).toISOString().slice(0, 10) !== value) {
-      return undefined;
-    }
-    return bound === "from" ? start : start + DAY_MS - 1;
-  }
-  if (!DATE_TIME.test(value)) return undefined;
-  const millis = Date.parse(value);
-  return Number.isNaN(millis) ? undefined : millis;
 }
 
 /** Parses `text`, `userId`, `from`, `to`, `size` and `cursor`. */
@@ -72,23 +52,9 @@ export function parseSearchParams(params: URLSearchParams, limits: PagingLimits)
     }
   }
 
-  for (const bound of ["from", "to"] as const) {
-    const value = params.get(bound);
-    if (value === null) continue;
-    const millis = parseInstant(value, bound);
-    if (millis === undefined) {
-      errors.push({
-        parameter: bound,
-        detail: "must be an ISO-8601 date (2026-11-24) or date-time with offset " +
-          "(2026-11-24T10:00:00Z)",
-      });
-    } else {
-      query[bound] = millis;
-    }
-  }
-  if (query.from !== undefined && query.to !== undefined && query.from > query.to) {
-    errors.push({ parameter: "to", detail: "must not be before from" });
-  }
+  const range = parseTimeRange(params, errors);
+  if (range.from !== undefined) query.from = range.from;
+  if (range.to !== undefined) query.to = range.to;
 
   const size = params.get("size");
   if (size !== null) {

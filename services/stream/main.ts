@@ -9,16 +9,20 @@ import { TweetEmitter } from "./emitter.ts";
 import { MockTweets } from "./mock_tweets.ts";
 import { SnowflakeIds } from "./tweet_ids.ts";
 import { retryUntilDone } from "../../shared/async/retry.ts";
+import { bearerAuth } from "../../shared/auth/bearer_auth.ts";
+import type { JwtVerifier } from "../../shared/auth/jwt_verifier.ts";
 
 export interface StreamDependencies {
   readonly config: AppConfig;
   readonly context: ServiceContext;
   readonly eventLog: EventLog;
   readonly codec: TweetCodec;
+  /** Verifies access tokens for the audience `stream`. */
+  readonly verifier: JwtVerifier;
 }
 
 export function createStreamService(deps: StreamDependencies): Service {
-  const { config, context, eventLog, codec } = deps;
+  const { config, context, eventLog, codec, verifier } = deps;
   const settings = config.stream;
   const workerId = settings.workerId >= 0 ? settings.workerId : Math.floor(Math.random() * 1024);
   const tweets = new MockTweets({
@@ -48,6 +52,8 @@ export function createStreamService(deps: StreamDependencies): Service {
     bodyLimitBytes: config.process.bodyLimitBytes,
     readiness: [{ name: "event-log", check: () => eventLog.ping() }],
   });
+  // The stream's controls are the administrators', here as at the gateway.
+  app.use("/api/*", bearerAuth({ verifier, anyRole: ["app_admin_role"] }));
   addStreamRoutes(app, { emitter, maxRatePerSecond: settings.maxRatePerSecond });
 
   return {

@@ -8,6 +8,10 @@ import { waitFor } from "../../shared/testing/wait.ts";
 import { configureTracing } from "../../shared/trace/tracing.ts";
 import { loadConfig } from "../config.ts";
 import { createStreamService } from "./main.ts";
+import { createTestIssuer } from "../../shared/testing/test_issuer.ts";
+
+const issuer = await createTestIssuer();
+const admin = await issuer.authorization({ audience: "stream", roles: ["app_admin_role"] });
 
 async function streamService(env: Record<string, string>) {
   configureTracing();
@@ -17,12 +21,13 @@ async function streamService(env: Record<string, string>) {
     context: testContext("stream"),
     eventLog,
     codec: await loadTweetCodec(),
+    verifier: issuer.verifier("stream"),
   });
-  return { service, eventLog };
-}
-
-async function status(service: { app: { request(path: string): Response | Promise<Response> } }) {
-  return await (await service.app.request("/api/v1/stream")).json();
+  /** A request as an administrator. */
+  const call = (path: string, init: RequestInit = {}) =>
+    service.app.request(path, { ...init, headers: { ...admin, ...init.headers } });
+  const status = async () => await (await call("/api/v1/stream")).json();
+  return { service, eventLog, call, status };
 }
 
 async function readAll(eventLog: MemoryEventLog, topic: string): Promise<ConsumedRecord[]> {
@@ -39,13 +44,13 @@ async function readAll(eventLog: MemoryEventLog, topic: string): Promise<Consume
 }
 
 Deno.test("stream produces exactly its count of decodable, keyed, traced tweets", async () => {
-  const { service, eventLog } = await streamService({
+  const { service, eventLog, status } = await streamService({
     STREAM_COUNT: "250",
     STREAM_RATE_PER_SECOND: "5000",
   });
   await service.start();
-  await waitFor("completion", async () => (await status(service)).state === "completed");
-  assert.deepEqual(await status(service), {
+  await waitFor("completion", async () => (await status()).state === "completed");
+  assert.deepEqual(await status(), {
     state: "completed",
     produced: 250,
     ratePerSecond: 5000,
@@ -73,24 +78,24 @@ Deno.test("stream produces exactly its count of decodable, keyed, traced tweets"
 });
 
 Deno.test("stream pauses, resumes and changes rate through its API", async () => {
-  const { service, eventLog } = await streamService({
+  const { service, eventLog, call, status } = await streamService({
     STREAM_RATE_PER_SECOND: "200",
     STREAM_AUTO_START: "false",
   });
   await service.start();
-  assert.equal((await status(service)).state, "paused");
-  const resumed = await service.app.request("/api/v1/stream/resume", { method: "POST" });
+  assert.equal((await status()).state, "paused");
+  const resumed = await call("/api/v1/stream/resume", { method: "POST" });
   assert.equal((await resumed.json()).state, "running");
-  await waitFor("20 tweets", async () => (await status(service)).produced >= 20);
-  const paused = await (await service.app.request("/api/v1/stream/pause", { method: "POST" }))
+  await waitFor("20 tweets", async () => (await status()).produced >= 20);
+  const paused = await (await call("/api/v1/stream/pause", { method: "POST" }))
     .json();
   assert.equal(paused.state, "paused");
   await new Promise((resolve) => setTimeout(resolve, 100));
-  const afterPause = (await status(service)).produced;
+  const afterPause = (await status()).produced;
   await new Promise((resolve) => setTimeout(resolve, 100));
-  assert.equal((await status(service)).produced, afterPause, "nothing is produced while paused");
+  assert.equal((await status()).produced, afterPause, "nothing is produced while paused");
 
-  const rate = await service.app.request("/api/v1/stream/rate", {
+  const rate = await call("/api/v1/stream/rate", {
     method: "PUT",
     headers: { "content-type": "application/json" },
     body: JSON.stringify({ perSecond: 50 }),
@@ -98,14 +103,14 @@ Deno.test("stream pauses, resumes and changes rate through its API", async () =>
   assert.equal(rate.status, 200);
   assert.equal((await rate.json()).ratePerSecond, 50);
   await service.stop();
-  assert.equal((await status(service)).state, "stopped");
+  assert.equal((await status()).state, "stopped");
   await eventLog.close();
 });
 
 Deno.test("stream rejects bad rate requests with 4xx problem+json", async () => {
-  const { service, eventLog } = await streamService({ STREAM_AUTO_START: "false" });
+  const { service, eventLog, call } = await streamService({ STREAM_AUTO_START: "false" });
   const put = (body: string, type = "application/json") =>
-    service.app.request("/api/v1/stream/rate", {
+    call("/api/v1/stream/rate", {
       method: "PUT",
       headers: { "content-type": type },
       body,
@@ -133,13 +138,13 @@ Deno.test("stream rejects bad rate requests with 4xx problem+json", async () => 
 });
 
 Deno.test("stream refuses to resume once its count is produced", async () => {
-  const { service, eventLog } = await streamService({
+  const { service, eventLog, call, status } = await streamService({
     STREAM_COUNT: "5",
     STREAM_RATE_PER_SECOND: "1000",
   });
   await service.start();
-  await waitFor("completion", async () => (await status(service)).state === "completed");
-  const response = await service.app.request("/api/v1/stream/resume", { method: "POST" });
+  await waitFor("completion", async () => (await status()).state === "completed");
+  const response = await call("/api/v1/stream/resume", { method: "POST" });
   assert.equal(response.status, 409);
   assert.equal((await response.json()).type, "urn:twitterapi:problem:stream-completed");
   await service.stop();
@@ -147,15 +152,45 @@ Deno.test("stream refuses to resume once its count is produced", async () => {
 });
 
 Deno.test("stream keeps its rate", async () => {
-  const { service, eventLog } = await streamService({ STREAM_RATE_PER_SECOND: "100" });
+  const { service, eventLog, status } = await streamService({
+    STREAM_RATE_PER_SECOND: "100",
+  });
   await service.start();
   const started = performance.now();
   await new Promise((resolve) => setTimeout(resolve, 500));
-  const produced = (await status(service)).produced;
+  const produced = (await status()).produced;
   const elapsed = (performance.now() - started) / 1000;
   await service.stop();
   // Counts, not timings: the emitter never runs ahead of its rate.
   assert.ok(produced <= Math.ceil(elapsed * 100) + 1, `${produced} in ${elapsed}s`);
   assert.ok(produced > 0);
+  await eventLog.close();
+});
+
+Deno.test("stream's API needs an administrator's token for the stream audience", async () => {
+  const { service, eventLog } = await streamService({ STREAM_AUTO_START: "false" });
+  const request = (headers: Record<string, string>) =>
+    service.app.request("/api/v1/stream/pause", { method: "POST", headers });
+
+  const anonymous = await request({});
+  assert.equal(anonymous.status, 401);
+  assert.equal(anonymous.headers.get("www-authenticate"), 'Bearer realm="twitterapi"');
+  assert.equal((await anonymous.json()).type, "urn:twitterapi:problem:unauthorized");
+
+  const user = await request(await issuer.authorization({ audience: "stream" }));
+  assert.equal(user.status, 403);
+  assert.equal((await user.json()).requiredRoles[0], "app_admin_role");
+
+  const otherAudience = await request(
+    await issuer.authorization({ audience: "query", roles: ["app_admin_role"] }),
+  );
+  assert.equal(otherAudience.status, 401);
+  assert.match(otherAudience.headers.get("www-authenticate") ?? "", /does not include stream/);
+  await otherAudience.body?.cancel();
+
+  const health = await service.app.request("/health");
+  assert.equal(health.status, 200);
+  await health.body?.cancel();
+  await service.stop();
   await eventLog.close();
 });

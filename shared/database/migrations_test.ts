@@ -4,6 +4,7 @@ import {
   ACCOUNT_MIGRATIONS,
   connectPostgres,
   describeColumns,
+  describeKeys,
   memoryPglite,
   uniqueSchema,
 } from "./database_contract.ts";
@@ -41,34 +42,6 @@ const TIMELINE_MIGRATIONS: readonly Migration[] = [
     `,
   },
 ];
-
-/** Constraints and indexes of a schema, comparable across servers. */
-async function describeKeys(db: SqlDatabase, schema: string): Promise<unknown[]> {
-  return [
-    ...await db.query(
-      `SELECT tc.table_name, tc.constraint_name, tc.constraint_type,
-              string_agg(kcu.column_name, ',' ORDER BY kcu.ordinal_position) AS columns
-         FROM information_schema.table_constraints tc
-         LEFT JOIN information_schema.key_column_usage kcu
-           ON kcu.constraint_schema = tc.constraint_schema
-          AND kcu.constraint_name = tc.constraint_name
-        WHERE tc.table_schema = $1 AND tc.constraint_type <> 'CHECK'
-        GROUP BY tc.table_name, tc.constraint_name, tc.constraint_type
-        ORDER BY tc.table_name, tc.constraint_name`,
-      [schema],
-    ),
-    ...await db.query(
-      `SELECT tablename, indexname, indexdef FROM pg_indexes
-        WHERE schemaname = $1 ORDER BY tablename, indexname`,
-      [schema],
-    ),
-    ...await db.query(
-      `SELECT table_name, table_type FROM information_schema.tables
-        WHERE table_schema = $1 ORDER BY table_name`,
-      [schema],
-    ),
-  ];
-}
 
 /** Runs `body` with a fresh in-memory PGlite database. */
 async function withPglite(body: (db: SqlDatabase) => Promise<void>): Promise<void> {
