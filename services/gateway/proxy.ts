@@ -126,6 +126,46 @@ function failureReason(error: unknown): string | undefined {
   return undefined;
 }
 
+/**
+ * The request body as forwarded: when reading it fails (over the body limit,
+ * or the client went away mid-upload), `failed` aborts the upstream call, so
+ * the failure is the client's and counts against neither the instance nor
+ * the breaker; the error itself goes to `onError`.
+ */
+function forwardedBody(
+  body: ReadableStream<Uint8Array>,
+  failed: AbortController,
+  onError: (error: unknown) => void,
+): ReadableStream<Uint8Array> {
+  const reader = body.getReader();
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      try {
+        const { done, value } = await reader.read();
+        if (done) return controller.close();
+        controller.enqueue(value);
+      } catch (error) {
+        onError(error);
+        failed.abort(new DOMException("The client's request body failed", "AbortError"));
+        controller.error(error);
+      }
+    },
+    cancel: (reason) => reader.cancel(reason),
+  });
+}
+
+/** The kernel's 413 for a body over the limit; a 400 for a body the client cut short. */
+function clientBodyProblem(error: unknown): ProblemError {
+  if (error instanceof ProblemError) return error;
+  return new ProblemError({
+    status: 400,
+    code: "incomplete-body",
+    title: "Incomplete request body",
+    detail: "The request body failed before it was forwarded: " +
+      (error instanceof Error ? error.message : String(error)),
+  });
+}
+
 export interface ProxyOptions {
   readonly route: GatewayRoute;
   readonly client: BalancedClient;
@@ -149,7 +189,11 @@ export function proxy(options: ProxyOptions) {
       ...(route.rewrite === undefined ? {} : { prefix: route.prefix }),
     });
     const method = request.method;
-    const hasBody = request.body !== null && method !== "GET" && method !== "HEAD";
+    const bodyFailed = new AbortController();
+    let bodyError: { readonly error: unknown } | undefined;
+    const requestBody = request.body === null || method === "GET" || method === "HEAD"
+      ? undefined
+      : forwardedBody(request.body, bodyFailed, (error) => bodyError = { error });
     let upstream: Response;
     try {
       upstream = await breakers.call(service, () =>
@@ -158,10 +202,12 @@ export function proxy(options: ProxyOptions) {
           headers,
           // Not the request's signal: Deno aborts it once a response is sent, which would cut
           // a streamed body short. A client that goes away cancels the response body instead.
+          signal: bodyFailed.signal,
           redirect: "manual",
-          ...(hasBody ? { body: request.body } : {}),
+          ...(requestBody === undefined ? {} : { body: requestBody }),
         }));
     } catch (error) {
+      if (bodyError !== undefined) throw clientBodyProblem(bodyError.error);
       const reason = failureReason(error);
       if (reason === undefined) throw error;
       if (!(error instanceof CircuitOpenError)) {

@@ -1,35 +1,11 @@
 import assert from "node:assert/strict";
 import { readServerSentEvents } from "../../shared/discovery/registry_client.ts";
-import { serveApp } from "../../shared/http/serve.ts";
-import { testContext } from "../../shared/testing/test_context.ts";
 import { waitFor } from "../../shared/testing/wait.ts";
-import { loadConfig } from "../config.ts";
-import { createRegistryService } from "./main.ts";
+import { startTestRegistry, type TestRegistry } from "./_testing.ts";
 
 const API = "/api/v1/registry/services";
 
-async function startRegistry(options: { ttlMs?: number; pingMs?: number } = {}) {
-  const service = createRegistryService({
-    config: loadConfig({ REGISTRY_TTL_MS: String(options.ttlMs ?? 3000) }),
-    context: testContext("registry"),
-    ...(options.pingMs === undefined ? {} : { pingMs: options.pingMs }),
-  });
-  await service.start();
-  const server = serveApp(service.app, { hostname: "127.0.0.1", port: 0 });
-  let stopped: Promise<void> | undefined;
-  return {
-    service,
-    server,
-    url: server.url,
-    stop: () =>
-      stopped ??= (async () => {
-        await service.stop();
-        await server.shutdown();
-      })(),
-  };
-}
-
-type Registry = Awaited<ReturnType<typeof startRegistry>>;
+type Registry = TestRegistry;
 
 function register(registry: Registry, service: string, id: string, body: unknown) {
   return fetch(`${registry.url}${API}/${service}/instances/${encodeURIComponent(id)}`, {
@@ -100,7 +76,7 @@ async function within<T>(ms: number, what: string, promise: Promise<T>): Promise
 const BODY = { baseUrl: "http://127.0.0.1:8183", version: "1.2.3", metadata: { zone: "a" } };
 
 Deno.test("registry API registers, lists, replaces and deregisters instances", async () => {
-  const registry = await startRegistry();
+  const registry = await startTestRegistry();
   try {
     const created = await register(registry, "query", "query-host:1", BODY);
     assert.equal(created.status, 201);
@@ -160,7 +136,7 @@ Deno.test("registry API registers, lists, replaces and deregisters instances", a
 });
 
 Deno.test("registry API refuses invalid names, ids and bodies with 400 problems", async () => {
-  const registry = await startRegistry();
+  const registry = await startTestRegistry();
   try {
     const cases: [string, string, unknown, string][] = [
       ["Query", "q1", BODY, "service"],
@@ -221,7 +197,7 @@ Deno.test("registry API refuses invalid names, ids and bodies with 400 problems"
 });
 
 Deno.test("registry heartbeat renews a known instance and answers 404 for an unknown one", async () => {
-  const registry = await startRegistry();
+  const registry = await startTestRegistry();
   try {
     const unknown = await heartbeat(registry, "query", "q1");
     assert.equal(unknown.status, 404);
@@ -242,7 +218,7 @@ Deno.test("registry heartbeat renews a known instance and answers 404 for an unk
 });
 
 Deno.test("registry watch delivers the full list at once and after every change", async () => {
-  const registry = await startRegistry();
+  const registry = await startTestRegistry();
   const watch = await openWatch(registry, "query");
   try {
     const initial = await watch.next();
@@ -266,7 +242,7 @@ Deno.test("registry watch delivers the full list at once and after every change"
 Deno.test("registry evicts an instance that stops heart-beating, from list and watch", async () => {
   // Twenty heartbeats per TTL, so a loaded machine cannot evict the live one.
   const ttlMs = 1000;
-  const registry = await startRegistry({ ttlMs });
+  const registry = await startTestRegistry({ ttlMs });
   const watch = await openWatch(registry, "query");
   let beating: ReturnType<typeof setInterval> | undefined;
   try {
@@ -305,7 +281,7 @@ Deno.test("registry evicts an instance that stops heart-beating, from list and w
 });
 
 Deno.test("registry watch pings, and ends when the client goes away", async () => {
-  const registry = await startRegistry({ pingMs: 20 });
+  const registry = await startTestRegistry({ pingMs: 20 });
   try {
     const response = await fetch(`${registry.url}${API}/query/watch`);
     const reader = response.body!.pipeThrough(new TextDecoderStream()).getReader();
@@ -325,7 +301,7 @@ Deno.test("registry watch pings, and ends when the client goes away", async () =
 });
 
 Deno.test("registry stop() ends open watch streams, so the server shuts down", async () => {
-  const registry = await startRegistry();
+  const registry = await startTestRegistry();
   const first = await openWatch(registry, "query");
   const second = await openWatch(registry, "indexer");
   assert.ok(await first.next());
@@ -340,7 +316,7 @@ Deno.test("registry stop() ends open watch streams, so the server shuts down", a
 });
 
 Deno.test("registry is ready as soon as it is up", async () => {
-  const registry = await startRegistry();
+  const registry = await startTestRegistry();
   try {
     const response = await fetch(`${registry.url}/ready`);
     assert.equal(response.status, 200);

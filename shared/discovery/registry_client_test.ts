@@ -1,7 +1,5 @@
 import assert from "node:assert/strict";
-import { loadConfig } from "../../services/config.ts";
-import { createRegistryService } from "../../services/registry/main.ts";
-import { serveApp } from "../http/serve.ts";
+import { startTestRegistry, type TestRegistry } from "../../services/registry/_testing.ts";
 import { testContext } from "../testing/test_context.ts";
 import { delay, waitFor } from "../testing/wait.ts";
 import {
@@ -15,27 +13,7 @@ import type { ServiceInstance } from "./service_discovery.ts";
 const API = "/api/v1/registry/services";
 const HEARTBEAT_MS = 100;
 
-/** A real registry service on loopback; `port` 0 picks a free one. */
-async function startRegistry(options: { port?: number; ttlMs?: number } = {}) {
-  const service = createRegistryService({
-    config: loadConfig({ REGISTRY_TTL_MS: String(options.ttlMs ?? 3000) }),
-    context: testContext("registry"),
-  });
-  await service.start();
-  const server = serveApp(service.app, { hostname: "127.0.0.1", port: options.port ?? 0 });
-  let stopped: Promise<void> | undefined;
-  return {
-    url: server.url,
-    port: server.port,
-    stop: () =>
-      stopped ??= (async () => {
-        await service.stop();
-        await server.shutdown();
-      })(),
-  };
-}
-
-type Registry = Awaited<ReturnType<typeof startRegistry>>;
+type Registry = TestRegistry;
 
 /** A loopback port nothing listens on (for a registry that is down). */
 function deadPort(): number {
@@ -77,7 +55,7 @@ Deno.test("client heartbeats keep an instance alive past several TTLs", async ()
   // Twenty heartbeats per TTL: only a stall of a whole second on a loaded
   // machine would evict, which is what this test must not measure.
   const ttlMs = 1000;
-  const registry = await startRegistry({ ttlMs });
+  const registry = await startTestRegistry({ ttlMs });
   const provider = client([registry.url]);
   try {
     await provider.register(instance("query", "query-1"));
@@ -97,7 +75,7 @@ Deno.test("client heartbeats keep an instance alive past several TTLs", async ()
 
 Deno.test("a killed instance leaves consumers' views within the TTL", async () => {
   const ttlMs = 300;
-  const registry = await startRegistry({ ttlMs });
+  const registry = await startTestRegistry({ ttlMs });
   let killed = false;
   const victim = client([registry.url], {
     fetch: (input, init) => killed ? Promise.reject(new TypeError("killed")) : fetch(input, init),
@@ -122,7 +100,7 @@ Deno.test("a killed instance leaves consumers' views within the TTL", async () =
 });
 
 Deno.test("client registers again at once when the registry forgot its instance", async () => {
-  const registry = await startRegistry();
+  const registry = await startTestRegistry();
   const provider = client([registry.url]);
   try {
     await provider.register(instance("query", "query-1"));
@@ -139,7 +117,7 @@ Deno.test("client registers again at once when the registry forgot its instance"
 });
 
 Deno.test("a restarted registry is refilled by re-registration; consumers keep their view", async () => {
-  let registry = await startRegistry();
+  let registry = await startTestRegistry();
   const provider = client([registry.url]);
   const consumer = client([registry.url]);
   try {
@@ -150,7 +128,7 @@ Deno.test("a restarted registry is refilled by re-registration; consumers keep t
     consumer.onChange("query", (view) => views.push(ids(view)));
 
     await registry.stop();
-    registry = await startRegistry({ port: registry.port });
+    registry = await startTestRegistry({ port: registry.port });
     await waitFor("both instances back in the new registry", async () => {
       return (await listed(registry, "query")).length === 1 &&
         (await listed(registry, "indexer")).length === 1;
@@ -167,7 +145,7 @@ Deno.test("a restarted registry is refilled by re-registration; consumers keep t
 
 Deno.test("client uses the second registry when the first is dead", async () => {
   const dead = `http://127.0.0.1:${deadPort()}`;
-  const registry = await startRegistry();
+  const registry = await startTestRegistry();
   const provider = client([dead, registry.url]);
   const consumer = client([dead, registry.url]);
   try {
@@ -188,8 +166,8 @@ Deno.test("client uses the second registry when the first is dead", async () => 
 });
 
 Deno.test("instances register with every registry, so consumers fail over with the whole view", async () => {
-  const first = await startRegistry();
-  const second = await startRegistry();
+  const first = await startTestRegistry();
+  const second = await startTestRegistry();
   const urls = [first.url, second.url];
   const provider = client(urls);
   const consumer = client(urls);
@@ -220,7 +198,7 @@ Deno.test("instances register with every registry, so consumers fail over with t
 
 Deno.test("client keeps its last view while every registry is down, and follows again", async () => {
   const ttlMs = 300;
-  let registry = await startRegistry({ ttlMs });
+  let registry = await startTestRegistry({ ttlMs });
   const consumer = client([registry.url]);
   const provider = client([registry.url]);
   try {
@@ -235,7 +213,7 @@ Deno.test("client keeps its last view while every registry is down, and follows 
     assert.deepEqual(ids(await consumer.instances("query")), ["query-1"]);
     assert.deepEqual(ids(await consumer.instances("query")), ["query-1"]);
 
-    registry = await startRegistry({ port: registry.port, ttlMs });
+    registry = await startTestRegistry({ port: registry.port, ttlMs });
     await provider.register(instance("query", "query-2", 8001));
     // query-1 never comes back: once the new registry has warmed up, the view is exact.
     await waitFor("the new registry's view", async () => {
@@ -255,7 +233,7 @@ Deno.test("client register() does not throw while registries are down, and retri
   try {
     await provider.register(instance("query", "query-1"));
     assert.deepEqual(ids(await provider.instances("query")), []);
-    registry = await startRegistry({ port });
+    registry = await startTestRegistry({ port });
     const up = registry;
     await waitFor("the background registration", async () => {
       return (await listed(up, "query")).length === 1;
@@ -270,7 +248,7 @@ Deno.test("client register() does not throw while registries are down, and retri
 });
 
 Deno.test("client deregister() and close() remove instances and leave nothing running", async () => {
-  const registry = await startRegistry();
+  const registry = await startTestRegistry();
   const provider = client([registry.url]);
   try {
     await provider.register(instance("query", "query-1"));

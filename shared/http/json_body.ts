@@ -1,4 +1,4 @@
-import { invalidBody, unsupportedMediaType } from "./problem.ts";
+import { invalidBody, ProblemError, unsupportedMediaType } from "./problem.ts";
 
 /** Reads a JSON object body, or fails with the 4xx problem that says why. */
 export async function readJsonObject(request: Request): Promise<Record<string, unknown>> {
@@ -9,7 +9,9 @@ export async function readJsonObject(request: Request): Promise<Record<string, u
   let body: unknown;
   try {
     body = await request.json();
-  } catch {
+  } catch (error) {
+    // A body over the size limit fails as the 413 problem itself.
+    if (error instanceof ProblemError) throw error;
     throw invalidBody("The body is not valid JSON");
   }
   if (typeof body !== "object" || body === null || Array.isArray(body)) {

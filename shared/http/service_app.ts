@@ -4,8 +4,7 @@
  * operational endpoints `/health`, `/ready` and `/metrics`.
  */
 import { SpanKind } from "@opentelemetry/api";
-import { Hono } from "hono";
-import { bodyLimit } from "hono/body-limit";
+import { Hono, type MiddlewareHandler } from "hono";
 import { HTTPException } from "hono/http-exception";
 import { PROMETHEUS_CONTENT_TYPE } from "../metrics/metrics.ts";
 import type { ServiceContext } from "../service/service.ts";
@@ -78,6 +77,43 @@ async function runReadinessCheck(check: ReadinessCheck, timeoutMs: number) {
   }
 }
 
+/**
+ * Refuses request bodies over `maxBytes` with 413 without buffering them
+ * (Hono's `bodyLimit` buffers a chunked body whole before the handler runs,
+ * which would keep the gateway from streaming uploads). A declared length
+ * over the limit is refused at once; a chunked body is counted as the
+ * handler reads it, and reading past the limit fails with the 413
+ * `ProblemError` (a proxy stops forwarding it). The rest of the client's
+ * body is then discarded, so the connection does not wait for it.
+ */
+function limitBody(maxBytes: number): MiddlewareHandler {
+  return async function bodyLimit(c, next) {
+    const body = c.req.raw.body;
+    if (body === null) return await next();
+    const declared = c.req.header("content-length");
+    if (declared !== undefined && c.req.header("transfer-encoding") === undefined) {
+      if (Number(declared) <= maxBytes) return await next();
+      await body.cancel();
+      return problemResponse(payloadTooLarge(maxBytes), c.req.path);
+    }
+    const reader = body.getReader();
+    let received = 0;
+    const limited = new ReadableStream<Uint8Array>({
+      async pull(controller) {
+        const { done, value } = await reader.read();
+        if (done) return controller.close();
+        received += value.byteLength;
+        if (received <= maxBytes) return controller.enqueue(value);
+        await reader.cancel();
+        controller.error(payloadTooLarge(maxBytes));
+      },
+      cancel: (reason) => reader.cancel(reason),
+    });
+    c.req.raw = new Request(c.req.raw, { body: limited, duplex: "half" } as RequestInit);
+    await next();
+  };
+}
+
 /** Creates the service's Hono app; the service adds its own routes to it. */
 export function createServiceApp(options: ServiceAppOptions): Hono {
   const { context, readiness = [], readinessTimeoutMs = 2000 } = options;
@@ -140,13 +176,7 @@ export function createServiceApp(options: ServiceAppOptions): Hono {
     }
   });
 
-  app.use(
-    "*",
-    bodyLimit({
-      maxSize: bodyLimitBytes,
-      onError: () => problemResponse(payloadTooLarge(bodyLimitBytes)),
-    }),
-  );
+  app.use("*", limitBody(bodyLimitBytes));
 
   app.get("/health", (c) => c.json({ status: "up", service: context.name }));
 

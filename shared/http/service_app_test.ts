@@ -114,6 +114,21 @@ Deno.test("service app refuses bodies over the limit with 413 problem+json", asy
   assert.equal((await large.json()).type, "urn:twitterapi:problem:payload-too-large");
 });
 
+Deno.test("service app counts chunked bodies as they are read and refuses them past the limit", async () => {
+  const hono = app({ bodyLimitBytes: 10 });
+  const chunked = (...parts: string[]) => ({
+    method: "POST",
+    body: ReadableStream.from(parts.map((part) => new TextEncoder().encode(part))),
+  });
+  const small = await hono.request("/echo", chunked("01234", "56789"));
+  assert.equal(small.status, 200);
+  assert.equal(await small.text(), "0123456789");
+  const large = await hono.request("/echo", chunked("01234", "56789", "A"));
+  assert.equal(large.status, 413);
+  assert.equal(large.headers.get("content-type"), "application/problem+json");
+  assert.equal((await large.json()).type, "urn:twitterapi:problem:payload-too-large");
+});
+
 Deno.test("service app continues the caller's trace and reports it back", async () => {
   const exporter = new InMemorySpanExporter();
   configureTracing({ spanProcessors: [new SimpleSpanProcessor({ exporter })] });

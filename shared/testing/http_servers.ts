@@ -47,3 +47,107 @@ export function startTestServer(
     [Symbol.asyncDispose]: shutdown,
   };
 }
+
+export interface KillableRelay extends AsyncDisposable {
+  /** Base URL of the relay, to register instead of the server's. */
+  readonly url: string;
+  /** Connections tried after `kill`: each is accepted and closed at once. */
+  readonly attemptsAfterKill: number;
+  /**
+   * Simulates a crash of the server behind: cuts every open connection
+   * mid-request, and from then on closes every new one unanswered. The
+   * server behind keeps running; only the relay's clients see the crash.
+   */
+  kill(): void;
+  /** Kills the relay and stops listening; safe to call twice. */
+  close(): Promise<void>;
+}
+
+function closeQuietly(conn: Deno.Conn): void {
+  try {
+    conn.close();
+  } catch {
+    // Closed already.
+  }
+}
+
+/**
+ * A TCP relay on 127.0.0.1 in front of `targetUrl`, which a test kills to
+ * make the server look crashed (Deno.serve itself can only shut down
+ * gracefully, answering the requests in progress).
+ */
+export function startKillableRelay(targetUrl: string): KillableRelay {
+  const target = new URL(targetUrl);
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const open = new Set<Deno.Conn>();
+  const relaying = new Set<Promise<void>>();
+  let killed = false;
+  let attemptsAfterKill = 0;
+
+  async function relay(client: Deno.Conn): Promise<void> {
+    let upstream: Deno.Conn;
+    try {
+      upstream = await Deno.connect({ hostname: target.hostname, port: Number(target.port) });
+    } catch {
+      return closeQuietly(client);
+    }
+    if (killed) {
+      closeQuietly(upstream);
+      return closeQuietly(client);
+    }
+    open.add(client).add(upstream);
+    await Promise.allSettled([
+      client.readable.pipeTo(upstream.writable),
+      upstream.readable.pipeTo(client.writable),
+    ]);
+    for (const conn of [client, upstream]) {
+      open.delete(conn);
+      closeQuietly(conn);
+    }
+  }
+
+  const accepting = (async () => {
+    try {
+      for await (const conn of listener) {
+        if (killed) {
+          attemptsAfterKill += 1;
+          closeQuietly(conn);
+        } else {
+          const relayed = relay(conn).finally(() => relaying.delete(relayed));
+          relaying.add(relayed);
+        }
+      }
+    } catch {
+      // The listener was closed.
+    }
+  })();
+
+  function kill(): void {
+    killed = true;
+    for (const conn of open) closeQuietly(conn);
+    open.clear();
+  }
+
+  let closed: Promise<void> | undefined;
+  const close = () =>
+    closed ??= (async () => {
+      kill();
+      try {
+        listener.close();
+      } catch {
+        // Closed already.
+      }
+      await accepting;
+      await Promise.all(relaying);
+    })();
+
+  return {
+    url: `http://127.0.0.1:${listener.addr.port}`,
+    get attemptsAfterKill() {
+      return attemptsAfterKill;
+    },
+    kill,
+    close,
+    [Symbol.asyncDispose]: close,
+  };
+}
