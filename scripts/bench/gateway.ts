@@ -15,7 +15,8 @@
  * and Ctrl-C.
  *
  * Options: --threads=2 --connections=32 (wrk), --duration=10 --warmup=3
- * (seconds per target), --tweets=2000 (in the index), --log-level=info (of the
+ * (seconds per target), --rounds=2 (turns of every target; the final line
+ * takes the medians), --tweets=2000 (in the index), --log-level=info (of the
  * services: info logs every request, as deployed), --gateway-cpu-prof=DIR (a
  * V8 CPU profile of the gateway process), --breakdown.
  */
@@ -34,7 +35,7 @@ const PAGE_SIZE = 20;
 const READY_TIMEOUT_MS = 60_000;
 
 const USAGE = `Usage: deno task bench:gateway [--threads=N] [--connections=N] [--duration=SECONDS]
-  [--warmup=SECONDS] [--tweets=N] [--log-level=LEVEL] [--gateway-cpu-prof=DIR]
+  [--warmup=SECONDS] [--rounds=N] [--tweets=N] [--log-level=LEVEL] [--gateway-cpu-prof=DIR]
   [--breakdown]
 `;
 
@@ -47,6 +48,12 @@ interface Options {
   readonly duration: number;
   /** Seconds of load per target before the measurement, not counted. */
   readonly warmup: number;
+  /**
+   * Measurements per target, taking turns (direct, nginx, gateway, direct, ...)
+   * so that load from outside the benchmark spreads over every target; the
+   * medians make the final line.
+   */
+  readonly rounds: number;
   /** Tweets in the query service's index. */
   readonly tweets: number;
   /** LOG_LEVEL of the services (info logs every request, as deployed). */
@@ -63,6 +70,7 @@ function parseOptions(args: readonly string[]): Options {
     connections: "32",
     duration: "10",
     warmup: "3",
+    rounds: "2",
     tweets: "2000",
     "log-level": "info",
     "gateway-cpu-prof": "",
@@ -89,6 +97,7 @@ function parseOptions(args: readonly string[]): Options {
     connections: positive("connections"),
     duration: positive("duration"),
     warmup: positive("warmup"),
+    rounds: positive("rounds"),
     tweets: positive("tweets"),
     logLevel: values["log-level"]!,
     gatewayCpuProf: values["gateway-cpu-prof"]!,
@@ -591,42 +600,81 @@ async function bench(options: Options, cleanup: Cleanup, dir: string): Promise<v
   );
   for (const variant of variants) write(`  ${variant.name}: ${variant.what}\n`);
   write(`${row(COLUMNS.map(([title]) => title))}\n`);
+  const measured = new Map<string, { result: WrkResult; cpu: CpuUse }[]>();
+  for (let round = 1; round <= options.rounds; round++) {
+    for (const { name, url, proxy, gatewayUrl } of targets) {
+      if (round === 1) {
+        await wrk(cleanup, dir, `wrk-${name}-warmup`, url, token, options, options.warmup);
+      }
+      const before = {
+        services: await cpuSeconds(backend.pid),
+        proxy: proxy === undefined ? 0 : await cpuSeconds(proxy.pid),
+        machine: await machineCpuSeconds(),
+      };
+      const started = performance.now();
+      const result = await wrk(
+        cleanup,
+        dir,
+        `wrk-${name}-${round}`,
+        url,
+        token,
+        options,
+        options.duration,
+      );
+      const seconds = (performance.now() - started) / 1000;
+      const machine = await machineCpuSeconds();
+      const cpu: CpuUse = {
+        services: (await cpuSeconds(backend.pid) - before.services) / seconds * 100,
+        proxy: proxy === undefined
+          ? 0
+          : (await cpuSeconds(proxy.pid) - before.proxy) / seconds * 100,
+        machine: (machine.busy - before.machine.busy) / seconds * 100,
+      };
+      measured.set(name, [...measured.get(name) ?? [], { result, cpu }]);
+      write(`${format(options.rounds === 1 ? name : `${name}#${round}`, result, cpu)}\n`);
+      const status = gatewayUrl === undefined ? "ready" : await readiness(gatewayUrl);
+      if (status !== "ready") {
+        write(
+          `!!! ${name}: /ready says ${status} after the run: the rate limit did not use its ` +
+            `store throughout, its numbers are INVALID !!!\n`,
+        );
+      }
+      if (result.non2xx > 0 || result.socketErrors > 0) {
+        write(
+          `!!! ${name}: ${result.non2xx} non-2xx responses and ${result.socketErrors} socket ` +
+            `errors: its numbers are INVALID !!!\n`,
+        );
+      }
+    }
+  }
   const results = new Map<string, WrkResult>();
-  for (const { name, url, proxy, gatewayUrl } of targets) {
-    await wrk(cleanup, dir, `wrk-${name}-warmup`, url, token, options, options.warmup);
-    const before = {
-      services: await cpuSeconds(backend.pid),
-      proxy: proxy === undefined ? 0 : await cpuSeconds(proxy.pid),
-      machine: await machineCpuSeconds(),
-    };
-    const started = performance.now();
-    const result = await wrk(cleanup, dir, `wrk-${name}`, url, token, options, options.duration);
-    const seconds = (performance.now() - started) / 1000;
-    const machine = await machineCpuSeconds();
-    const cpu: CpuUse = {
-      services: (await cpuSeconds(backend.pid) - before.services) / seconds * 100,
-      proxy: proxy === undefined ? 0 : (await cpuSeconds(proxy.pid) - before.proxy) / seconds * 100,
-      machine: (machine.busy - before.machine.busy) / seconds * 100,
+  if (options.rounds > 1) write(`median of ${options.rounds} rounds (counts summed):\n`);
+  for (const [name, runs] of measured) {
+    const result: WrkResult = {
+      requestsPerSecond: median(runs.map((run) => run.result.requestsPerSecond)),
+      p50Ms: median(runs.map((run) => run.result.p50Ms)),
+      p99Ms: median(runs.map((run) => run.result.p99Ms)),
+      requests: runs.reduce((sum, run) => sum + run.result.requests, 0),
+      non2xx: runs.reduce((sum, run) => sum + run.result.non2xx, 0),
+      socketErrors: runs.reduce((sum, run) => sum + run.result.socketErrors, 0),
     };
     results.set(name, result);
-    write(`${format(name, result, cpu)}\n`);
-    const status = gatewayUrl === undefined ? "ready" : await readiness(gatewayUrl);
-    if (status !== "ready") {
-      write(
-        `!!! ${name}: /ready says ${status} after the run: the rate limit did not use its ` +
-          `store throughout, its numbers are INVALID !!!\n`,
-      );
-    }
-    if (result.non2xx > 0 || result.socketErrors > 0) {
-      write(
-        `!!! ${name}: ${result.non2xx} non-2xx responses and ${result.socketErrors} socket ` +
-          `errors: its numbers are INVALID !!!\n`,
-      );
+    if (options.rounds > 1) {
+      write(`${
+        format(name, result, {
+          services: median(runs.map((run) => run.cpu.services)),
+          proxy: median(runs.map((run) => run.cpu.proxy)),
+          machine: median(runs.map((run) => run.cpu.machine)),
+        })
+      }\n`);
     }
   }
   const d = results.get("direct")!;
   const n = results.get("nginx")!;
   const g = results.get("gateway")!;
+  if (d.non2xx + n.non2xx + g.non2xx + d.socketErrors + n.socketErrors + g.socketErrors > 0) {
+    write("!!! non-2xx responses or socket errors above: the line below is INVALID !!!\n");
+  }
   write(
     `gateway/direct: ${(g.requestsPerSecond / d.requestsPerSecond).toFixed(2)}; gateway/nginx: ${
       (g.requestsPerSecond / n.requestsPerSecond).toFixed(2)
@@ -636,7 +684,17 @@ async function bench(options: Options, cleanup: Cleanup, dir: string): Promise<v
   );
 }
 
+function median(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
+}
+
 if (import.meta.main) {
+  if (Deno.args.includes("--help") || Deno.args.includes("-h")) {
+    write(USAGE);
+    Deno.exit(0);
+  }
   let options: Options;
   try {
     options = parseOptions(Deno.args);
