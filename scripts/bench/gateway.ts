@@ -147,24 +147,28 @@ export function parseWrk(output: string): WrkResult {
   };
 }
 
-/** Stops what the benchmark started, newest first; runs once. */
+/** Stops what the benchmark started, newest first; runs once, then the process exits. */
 class Cleanup {
   readonly #steps: { what: string; run: () => Promise<void> }[] = [];
   #done: Promise<void> | undefined;
 
   add(what: string, run: () => Promise<void>): void {
+    // A process started while stopping (after Ctrl-C the benchmark goes on until it exits) is
+    // stopped by the loop in `run`, which takes steps until none is left.
     this.#steps.push({ what, run });
+  }
+
+  async #stop(step: { what: string; run: () => Promise<void> }): Promise<void> {
+    try {
+      await step.run();
+    } catch (error) {
+      write(`Cannot stop ${step.what}: ${error instanceof Error ? error.message : error}\n`);
+    }
   }
 
   run(): Promise<void> {
     this.#done ??= (async () => {
-      for (const step of this.#steps.reverse()) {
-        try {
-          await step.run();
-        } catch (error) {
-          write(`Cannot stop ${step.what}: ${error instanceof Error ? error.message : error}\n`);
-        }
-      }
+      while (this.#steps.length > 0) await this.#stop(this.#steps.pop()!);
     })();
     return this.#done;
   }
@@ -705,8 +709,10 @@ if (import.meta.main) {
   const cleanup = new Cleanup();
   const dir = await Deno.makeTempDir({ prefix: "bench-gateway-" });
   cleanup.add("the temporary directory", () => Deno.remove(dir, { recursive: true }));
+  let interrupted = false;
   for (const signal of ["SIGINT", "SIGTERM"] as const) {
     Deno.addSignalListener(signal, () => {
+      interrupted = true;
       write(`\n${signal}: stopping what the benchmark started\n`);
       void cleanup.run().then(() => Deno.exit(130));
     });
@@ -716,7 +722,8 @@ if (import.meta.main) {
     await aptInstall("bench", ["nginx", "wrk"]);
     await bench(options, cleanup, dir);
   } catch (error) {
-    write(`${error instanceof Error ? error.message : String(error)}\n`);
+    // After a signal, the failures are those of the processes being stopped.
+    if (!interrupted) write(`${error instanceof Error ? error.message : String(error)}\n`);
     code = 1;
   } finally {
     await cleanup.run();
