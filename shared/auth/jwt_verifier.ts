@@ -275,6 +275,14 @@ function toAccessToken(payload: JWTPayload): AccessToken {
   };
 }
 
+function frozen(accessToken: AccessToken): AccessToken {
+  for (const part of [accessToken.roles, accessToken.scopes, accessToken.audience]) {
+    Object.freeze(part);
+  }
+  Object.freeze(accessToken.claims);
+  return Object.freeze(accessToken);
+}
+
 /** Creates a verifier of the issuer's access tokens for one audience (or several). */
 export function createJwtVerifier(options: JwtVerifierOptions): JwtVerifier {
   const {
@@ -390,7 +398,8 @@ export function createJwtVerifier(options: JwtVerifierOptions): JwtVerifier {
         if (typeof payload.iat === "number" && payload.iat > currentMs / 1000 + clockToleranceSec) {
           throw invalid(`The token was issued in the future, at ${isoSeconds(payload.iat)}`);
         }
-        const accessToken = toAccessToken(payload);
+        // Remembered, the same object goes to every request with this token: none may change it.
+        const accessToken = frozen(toAccessToken(payload));
         remember(token, accessToken, currentMs);
         return accessToken;
       } catch (error) {
