@@ -34,16 +34,20 @@ const HOP_BY_HOP = [
 /** Statuses whose response has no body. */
 const NULL_BODY_STATUSES: ReadonlySet<number> = new Set([101, 103, 204, 205, 304]);
 
-/** A copy of `headers` without hop-by-hop fields, those named by `Connection` included. */
-export function endToEndHeaders(headers: Headers): Headers {
-  const result = new Headers(headers);
+/** Removes the hop-by-hop fields from `headers`, those named by `Connection` included. */
+function dropHopByHop(headers: Headers): Headers {
   const listed = (headers.get("connection") ?? "").split(",")
     .map((name) => name.trim().toLowerCase())
     .filter((name) => name !== "");
-  for (const name of [...HOP_BY_HOP, ...listed]) result.delete(name);
+  for (const name of [...HOP_BY_HOP, ...listed]) headers.delete(name);
   // The body is re-framed on each hop.
-  result.delete("content-length");
-  return result;
+  headers.delete("content-length");
+  return headers;
+}
+
+/** A copy of `headers` without hop-by-hop fields, those named by `Connection` included. */
+export function endToEndHeaders(headers: Headers): Headers {
+  return dropHopByHop(new Headers(headers));
 }
 
 export interface ForwardedFrom {
@@ -226,10 +230,13 @@ export function proxy(options: ProxyOptions) {
     }
     const body = NULL_BODY_STATUSES.has(upstream.status) ? null : upstream.body;
     if (body === null) await upstream.body?.cancel();
-    return new Response(body, {
+    // The response copies the upstream's headers once; the hop-by-hop ones go from that copy.
+    const response = new Response(body, {
       status: upstream.status,
       statusText: upstream.statusText,
-      headers: endToEndHeaders(upstream.headers),
+      headers: upstream.headers,
     });
+    dropHopByHop(response.headers);
+    return response;
   };
 }

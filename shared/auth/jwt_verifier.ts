@@ -54,6 +54,22 @@ export interface JwtVerifierOptions {
    */
   readonly now?: () => number;
   /**
+   * How long a verified token is remembered, so that a client's next requests
+   * skip the signature check (most of a request's cost at the gateway). Its
+   * time claims still decide on every use: a remembered token is used only
+   * while `exp`, `nbf` and `iat` would accept it, else verified again. A key
+   * the issuer withdraws was already accepted until the key set is next read
+   * (jose re-reads it after 10 minutes); remembering adds at most this long.
+   * Failed verifications are never remembered. 0 remembers nothing.
+   * @default 60_000
+   */
+  readonly verifiedCacheMs?: number;
+  /**
+   * Most tokens remembered at once; the oldest is forgotten first.
+   * @default 10_000
+   */
+  readonly verifiedCacheSize?: number;
+  /**
    * The fetch used for the discovery document and the key set; tests count requests with it.
    * @default globalThis.fetch
    */
@@ -259,6 +275,14 @@ function toAccessToken(payload: JWTPayload): AccessToken {
   };
 }
 
+function frozen(accessToken: AccessToken): AccessToken {
+  for (const part of [accessToken.roles, accessToken.scopes, accessToken.audience]) {
+    Object.freeze(part);
+  }
+  Object.freeze(accessToken.claims);
+  return Object.freeze(accessToken);
+}
+
 /** Creates a verifier of the issuer's access tokens for one audience (or several). */
 export function createJwtVerifier(options: JwtVerifierOptions): JwtVerifier {
   const {
@@ -269,6 +293,8 @@ export function createJwtVerifier(options: JwtVerifierOptions): JwtVerifier {
     fetchTimeoutMs = 5000,
     fetch: fetchImpl = globalThis.fetch,
     now = Date.now,
+    verifiedCacheMs = 60_000,
+    verifiedCacheSize = 10_000,
   } = options;
   checkAlgorithms(algorithms);
   const expected: Expected = {
@@ -323,10 +349,44 @@ export function createJwtVerifier(options: JwtVerifierOptions): JwtVerifier {
     return keySet;
   }
 
+  /**
+   * Verified tokens, oldest first, with the clock readings (epoch ms) at
+   * which a verification would accept them: from `nbf` and `iat` (minus the
+   * tolerance) until `exp` (plus the tolerance) or the end of the cache time.
+   */
+  const verified = new Map<string, { accessToken: AccessToken; fromMs: number; untilMs: number }>();
+
+  function remember(token: string, accessToken: AccessToken, currentMs: number): void {
+    if (verifiedCacheMs <= 0 || verifiedCacheSize <= 0) return;
+    const { exp, nbf, iat } = accessToken.claims;
+    const toleranceMs = clockToleranceSec * 1000;
+    verified.delete(token);
+    if (verified.size >= verifiedCacheSize) verified.delete(verified.keys().next().value!);
+    verified.set(token, {
+      accessToken,
+      fromMs: Math.max(
+        typeof nbf === "number" ? nbf * 1000 - toleranceMs : -Infinity,
+        typeof iat === "number" ? iat * 1000 - toleranceMs : -Infinity,
+      ),
+      // jose accepts while floor(now in seconds) < exp + tolerance.
+      untilMs: Math.min(currentMs + verifiedCacheMs, ((exp ?? 0) + clockToleranceSec) * 1000),
+    });
+  }
+
+  function remembered(token: string, currentMs: number): AccessToken | undefined {
+    const entry = verified.get(token);
+    if (entry === undefined) return undefined;
+    if (currentMs >= entry.fromMs && currentMs < entry.untilMs) return entry.accessToken;
+    verified.delete(token);
+    return undefined;
+  }
+
   return {
     async verify(token: string): Promise<AccessToken> {
+      const currentMs = now();
+      const known = remembered(token, currentMs);
+      if (known !== undefined) return known;
       try {
-        const currentMs = now();
         const { payload } = await jwtVerify(token, await jwks(), {
           currentDate: new Date(currentMs),
           issuer,
@@ -338,7 +398,10 @@ export function createJwtVerifier(options: JwtVerifierOptions): JwtVerifier {
         if (typeof payload.iat === "number" && payload.iat > currentMs / 1000 + clockToleranceSec) {
           throw invalid(`The token was issued in the future, at ${isoSeconds(payload.iat)}`);
         }
-        return toAccessToken(payload);
+        // Remembered, the same object goes to every request with this token: none may change it.
+        const accessToken = frozen(toAccessToken(payload));
+        remember(token, accessToken, currentMs);
+        return accessToken;
       } catch (error) {
         throw describe(error, token, expected);
       }

@@ -288,6 +288,49 @@ Deno.test("verify() allows the clock tolerance on exp, nbf and iat", async () =>
   });
 });
 
+Deno.test("verify() remembers a verified token while its time claims accept it", async () => {
+  await withIssuer(async (issuer) => {
+    const raw = await issuer.userToken();
+    const { exp = 0, iat = 0 } = decodeJwt(raw);
+    let clock = exp * 1000 - 20_000;
+    const verifier = issuer.verifier({ now: () => clock });
+    const first = await verifier.verify(raw);
+    assert.equal(await verifier.verify(raw), first, "the remembered token, not a new check");
+    clock = exp * 1000 + 29_000;
+    assert.equal(await verifier.verify(raw), first);
+    // Past exp and the tolerance, remembered or not.
+    clock = exp * 1000 + 31_000;
+    assert.match(await rejection(verifier.verify(raw)), /^The token expired at /);
+
+    // A clock set back before iat (minus the tolerance) verifies again, and refuses.
+    clock = iat * 1000;
+    const again = await verifier.verify(raw);
+    assert.notEqual(again, first);
+    assert.deepEqual(again, first);
+    clock = iat * 1000 - 31_000;
+    assert.match(await rejection(verifier.verify(raw)), /^The token was issued in the future/);
+
+    // Remembered for verifiedCacheMs at most; 0 remembers nothing.
+    clock = iat * 1000;
+    const short = issuer.verifier({ now: () => clock, verifiedCacheMs: 1000 });
+    const checked = await short.verify(raw);
+    clock += 999;
+    assert.equal(await short.verify(raw), checked);
+    clock += 1;
+    assert.notEqual(await short.verify(raw), checked);
+    const never = issuer.verifier({ now: () => clock, verifiedCacheMs: 0 });
+    assert.notEqual(await never.verify(raw), await never.verify(raw));
+
+    // The oldest token is forgotten first.
+    const other = await issuer.userToken("app_admin");
+    const one = issuer.verifier({ now: () => clock, verifiedCacheSize: 1 });
+    const userToken = await one.verify(raw);
+    const adminToken = await one.verify(other);
+    assert.equal(await one.verify(other), adminToken);
+    assert.notEqual(await one.verify(raw), userToken);
+  });
+});
+
 Deno.test("verify() refetches the key set once for an unknown kid, then not within the cooldown", async () => {
   await withIssuer(async (issuer) => {
     const own = await generateKeyPair("ES256");

@@ -328,10 +328,6 @@ export class BalancedClient {
       ...(attempt > 0 ? { "http.request.resend_count": attempt } : {}),
     };
     return inSpan(`${method} ${service}`, { kind: SpanKind.CLIENT, attributes }, async (span) => {
-      const headers = new Headers(init.headers);
-      for (const [name, value] of Object.entries(injectTraceContext({}))) {
-        headers.set(name, value);
-      }
       const timeout = new AbortController();
       const callerSignal = init.signal ?? undefined;
       const signal = callerSignal === undefined
@@ -339,7 +335,11 @@ export class BalancedClient {
         : AbortSignal.any([callerSignal, timeout.signal]);
       // Built before sending, so that an invalid request throws as itself
       // rather than passing for a network failure of the instance.
-      const outgoing = new Request(url, { ...init, method, headers, signal });
+      const outgoing = new Request(url, { ...init, method, signal });
+      // The request's own copy of the caller's headers takes the trace context.
+      for (const [name, value] of Object.entries(injectTraceContext({}))) {
+        outgoing.headers.set(name, value);
+      }
       const timer = setTimeout(() => {
         timeout.abort(
           new DOMException(`No response within ${this.#options.timeoutMs} ms`, "TimeoutError"),
