@@ -102,6 +102,18 @@ class CleanLog implements EventLog {
     return this.#log.consume(...args);
   }
 
+  consumeTransactional(
+    ...args: Parameters<EventLog["consumeTransactional"]>
+  ): ReturnType<EventLog["consumeTransactional"]> {
+    return this.#log.consumeTransactional(...args);
+  }
+
+  readPartition(
+    ...args: Parameters<EventLog["readPartition"]>
+  ): ReturnType<EventLog["readPartition"]> {
+    return this.#log.readPartition(...args);
+  }
+
   lag(groupId: string, topic: string): Promise<PartitionLag[]> {
     return this.#log.lag(groupId, topic);
   }
