@@ -16,7 +16,9 @@ import { Infrastructure } from "./infrastructure.ts";
 import { createQueryService } from "./query/main.ts";
 import { createRegistryService } from "./registry/main.ts";
 import { createStreamService } from "./stream/main.ts";
+import { createWordCountService } from "./wordcount/main.ts";
 import { VERSION } from "./version.ts";
+import { loadWordCountCodec } from "../shared/events/word_count_event.ts";
 
 type ServiceFactory = (
   config: AppConfig,
@@ -77,6 +79,19 @@ const SERVICES: Readonly<Record<string, ServiceEntry>> = {
         eventLog: infrastructure.eventLog(),
         index: infrastructure.searchIndex(),
         codec: await infrastructure.tweetCodec(),
+      }),
+  },
+  wordcount: {
+    port: (config) => config.wordcount.port,
+    create: async (config, context, infrastructure) =>
+      createWordCountService({
+        config,
+        context,
+        eventLog: infrastructure.eventLog(),
+        tweetCodec: await infrastructure.tweetCodec(),
+        wordCountCodec: await loadWordCountCodec(),
+        discovery: infrastructure.registry(),
+        verifier: infrastructure.tokenVerifier("wordcount"),
       }),
   },
   query: {
@@ -161,13 +176,22 @@ async function run(names: readonly string[], config: AppConfig): Promise<void> {
     });
     if (name !== "registry") {
       const baseUrl = `http://${advertisedHost(config)}:${server.port}`;
-      registry.register({ service: name, instanceId, baseUrl, version: VERSION, metadata: {} })
-        .catch((error) =>
-          context.logger.error("Cannot register {service} with the registry", {
-            service: name,
-            error,
-          })
-        );
+      // Registrations of one service run one after another, the latest metadata last.
+      let registered = Promise.resolve();
+      const register = (metadata: Readonly<Record<string, string>>) => {
+        registered = registered
+          .then(() =>
+            registry.register({ service: name, instanceId, baseUrl, version: VERSION, metadata })
+          )
+          .catch((error) =>
+            context.logger.error("Cannot register {service} with the registry", {
+              service: name,
+              error,
+            })
+          );
+      };
+      if (service.publishMetadata === undefined) register({});
+      else service.publishMetadata(register);
     }
   }
   writeError(

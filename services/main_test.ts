@@ -56,6 +56,7 @@ Deno.test("selectServices() accepts service names or all, in start order", () =>
     "gateway",
     "stream",
     "indexer",
+    "wordcount",
     "query",
   ]);
   assert.deepEqual(selectServices(["query", "stream"]), ["stream", "query"]);
