@@ -84,6 +84,7 @@ Deno.test("main runs all services, serves searchable tweets and shuts down on SI
     GATEWAY_PORT: "0",
     STREAM_PORT: "0",
     INDEXER_PORT: "0",
+    WORDCOUNT_PORT: "0",
     QUERY_PORT: "0",
     STREAM_COUNT: "200",
     STREAM_RATE_PER_SECOND: "400",
@@ -98,12 +99,16 @@ Deno.test("main runs all services, serves searchable tweets and shuts down on SI
     await log.until((line) => {
       const match = /^(\w+) listening on (http:\/\/\S+)$/.exec(String(line.message));
       if (match) urls[match[1]!] = match[2]!;
-      return Object.keys(urls).length === 6;
+      return Object.keys(urls).length === 7;
     });
 
+    // wordcount is ready once it has joined its group and restored its partitions.
     for (const url of Object.values(urls)) {
-      const ready = await fetch(`${url}/ready`);
-      assert.equal(ready.status, 200, await ready.text());
+      await waitFor(`${url}/ready`, async () => {
+        const ready = await fetch(`${url}/ready`);
+        await ready.body?.cancel();
+        return ready.status === 200;
+      });
     }
     // Tokens from the identity service; the services verify them as the gateway does.
     const tokenEndpoint = `${urls.identity}/realms/twitterapi/protocol/openid-connect/token`;
@@ -126,7 +131,7 @@ Deno.test("main runs all services, serves searchable tweets and shuts down on SI
       const { services } = await response.json();
       const names = services.map((entry: { service: string }) => entry.service).sort();
       return JSON.stringify(names) ===
-        JSON.stringify(["gateway", "identity", "indexer", "query", "stream"]);
+        JSON.stringify(["gateway", "identity", "indexer", "query", "stream", "wordcount"]);
     });
     const registered =
       await (await fetch(`${urls.registry}/api/v1/registry/services/query/instances`))
