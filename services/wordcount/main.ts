@@ -39,7 +39,7 @@ export function createWordCountService(deps: WordCountDependencies): Service {
   };
   const records = metrics.counter(
     "wordcount_records_total",
-    "Records committed by the word-count processor, by input topic stage.",
+    "Records consumed and committed by the word-count processor (tweets and repartition records).",
   );
   const commits = metrics.counter("wordcount_commits_total", "Transactions committed.");
   const failures = metrics.counter(

@@ -1325,9 +1325,16 @@ class KafkaTransactionalMember implements ConsumerGroupMember {
       if (position === undefined || this.#rebalancing || this.#stopping) return;
       if (!payload.isRunning() || payload.isStale()) return;
       const highWatermark = Number(batch.highWatermark);
+      // Records before the position were processed already (a refetch after a seek).
       const messages = batch.messages.filter((message) => Number(message.offset) >= position);
-      const pending = this.#pending ??= new PendingWork(Date.now());
-      for (let start = 0; start < messages.length; start += this.#maxBatchSize) {
+      const pending = messages.length === 0
+        ? this.#pending
+        : this.#pending ??= new PendingWork(Date.now());
+      for (
+        let start = 0;
+        pending !== undefined && start < messages.length;
+        start += this.#maxBatchSize
+      ) {
         const records = messages
           .slice(start, start + this.#maxBatchSize)
           .map((message) => toRecord(topic, partition, message));
@@ -1360,6 +1367,10 @@ class KafkaTransactionalMember implements ConsumerGroupMember {
     const pending = this.#pending;
     if (pending === undefined) return;
     this.#options.beforeCommit?.(pending);
+    if (pending.consumed.size === 0) {
+      this.#pending = undefined;
+      return;
+    }
     const transaction = await this.#producer.transaction();
     try {
       for (const { topic, records } of pending.sends) {
@@ -1372,6 +1383,7 @@ class KafkaTransactionalMember implements ConsumerGroupMember {
           messages: records.map((record): Message => ({
             key: record.key === null ? null : toBuffer(record.key),
             value: toBuffer(record.value),
+            // Transactional output is keyed; an unkeyed record goes to partition 0.
             partition: record.key === null ? 0 : partitionForKey(record.key, count),
             ...(record.headers === undefined ? {} : { headers: { ...record.headers } }),
             ...(record.timestamp === undefined ? {} : { timestamp: String(record.timestamp) }),

@@ -556,6 +556,8 @@ class TransactionalMember implements GroupMember {
         `handler failed on ${partition.topic}/${partition.partition}; transaction aborted`,
       );
       this.#abort(partition);
+      // A failing record is not retried in a tight loop.
+      await new Promise((resolve) => setTimeout(resolve, this.#retryBackoffMs));
     }
   }
 
