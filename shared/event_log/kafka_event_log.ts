@@ -405,6 +405,9 @@ export class KafkaEventLog implements EventLog {
           topic: spec.name,
           numPartitions: spec.partitions,
           replicationFactor: this.#settings.replicationFactor,
+          ...(spec.compacted
+            ? { configEntries: [{ name: "cleanup.policy", value: "compact" }] }
+            : {}),
         }],
         waitForLeaders: true,
       });
