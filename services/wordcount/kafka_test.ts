@@ -146,6 +146,17 @@ Deno.test({
         await delay(500);
         return false;
       }, 60_000);
+
+      // The second leaves: the first restores its partitions from the changelog.
+      await instances.pop()!.stop();
+      await waitFor("the remaining instance to own every partition", async () => {
+        const [only] = await discovery.instances("wordcount");
+        return only?.metadata["wordcount-partitions"] === "0,1,2";
+      }, 60_000);
+      assert.deepEqual(
+        sorted(await apiCounts(instances[0]!.url, reader, expected.keys())),
+        sorted(expected),
+      );
     } finally {
       for (const instance of instances.reverse()) await instance.stop();
       await infrastructure.close();

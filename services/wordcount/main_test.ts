@@ -178,6 +178,18 @@ Deno.test("two wordcount instances share the partitions and answer for every wor
       const latest = await latestCounts(eventLog, wordCountCodec, config);
       return sorted(latest).join() === sorted(expected).join();
     });
+
+    // When one leaves, the other restores its partitions from the changelog and answers alone.
+    await b.service.stop();
+    await b.server.shutdown();
+    await waitFor("the remaining instance to own every partition", async () => {
+      const [only] = await discovery.instances("wordcount");
+      return only?.metadata["wordcount-partitions"] === "0,1,2,3";
+    });
+    assert.deepEqual(
+      sorted(await apiCounts(a.server.url, reader, expected.keys())),
+      sorted(expected),
+    );
   } finally {
     await b.service.stop();
     await a.service.stop();
