@@ -1152,7 +1152,7 @@ class KafkaTransactionalMember implements ConsumerGroupMember {
       consumer.on(GROUP_JOIN, (event: ConsumerGroupJoinEvent) => this.#joined(event)),
       consumer.on(REBALANCING, () => {
         this.#rebalancing = true;
-        this.#enqueue(() => this.#drop([], "a rebalance"));
+        this.#enqueue(() => Promise.resolve(this.#drop([], "a rebalance", false)));
       }),
       consumer.on(CRASH, (event: ConsumerCrashEvent) => {
         crash = event.payload;
@@ -1215,11 +1215,12 @@ class KafkaTransactionalMember implements ConsumerGroupMember {
     // kafkajs would start from offsets it cached before the last transactions;
     // everything waits until its start is sought below.
     this.#toggle("pause", assigned);
-    this.#enqueue(async () => {
+    this.#enqueue(() => {
       this.#rebalancing = false;
       const owned = new Set(assigned.map(({ topic, partition }) => partitionKey(topic, partition)));
       const lost = [...this.#ready.keys()].filter((key) => !owned.has(key));
-      await this.#drop(lost, "a rebalance");
+      // The dropped partitions still owned are among `gained` below: taken over once.
+      this.#drop(lost, "a rebalance", false);
       const kept = assigned.filter(({ topic, partition }) =>
         this.#ready.has(partitionKey(topic, partition))
       );
@@ -1232,14 +1233,16 @@ class KafkaTransactionalMember implements ConsumerGroupMember {
         !this.#ready.has(partitionKey(topic, partition))
       );
       if (gained.length > 0) void this.#takeOver(gained, generation);
+      return Promise.resolve();
     });
   }
 
   /**
    * Drops the buffered work: its partitions and `lost` are revoked (their
-   * state is stale); the ones still owned are taken over again.
+   * state is stale); with `retake`, the ones still owned are taken over again
+   * (a rebalance takes over its assignment itself).
    */
-  async #drop(lost: readonly string[], reason: string): Promise<void> {
+  #drop(lost: readonly string[], reason: string, retake = true): void {
     const pending = this.#pending;
     this.#pending = undefined;
     const affected = new Set(lost);
@@ -1257,14 +1260,13 @@ class KafkaTransactionalMember implements ConsumerGroupMember {
     const owned = new Set(
       this.#assignment.map(({ topic, partition }) => partitionKey(topic, partition)),
     );
-    const retake = partitions.filter(({ topic, partition }) =>
+    const owners = partitions.filter(({ topic, partition }) =>
       owned.has(partitionKey(topic, partition))
     );
-    if (retake.length > 0 && !this.#rebalancing) {
-      this.#toggle("pause", retake);
-      void this.#takeOver(retake, this.#generation);
+    if (retake && owners.length > 0 && !this.#rebalancing) {
+      this.#toggle("pause", owners);
+      void this.#takeOver(owners, this.#generation);
     }
-    await Promise.resolve();
   }
 
   #partitionsOf(keys: Iterable<string>): TopicPartition[] {
@@ -1345,7 +1347,7 @@ class KafkaTransactionalMember implements ConsumerGroupMember {
           await this.#handler({ topic, partition, records, highWatermark }, pending);
         } catch (error) {
           this.#options.onError?.(error, `handler failed on ${topic}/${partition}`);
-          await this.#drop([key], "a failed handler");
+          this.#drop([key], "a failed handler");
           return;
         }
         const next = records.at(-1)!.offset + 1;
@@ -1407,7 +1409,7 @@ class KafkaTransactionalMember implements ConsumerGroupMember {
     } catch (error) {
       await transaction.abort().catch(() => {});
       this.#options.onError?.(error, `cannot commit a transaction of group '${this.groupId}'`);
-      await this.#drop([], "an aborted commit");
+      this.#drop([], "an aborted commit");
     }
   }
 
