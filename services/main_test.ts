@@ -137,6 +137,18 @@ Deno.test("main runs all services, serves searchable tweets and shuts down on SI
       await (await fetch(`${urls.registry}/api/v1/registry/services/query/instances`))
         .json();
     assert.equal(registered.instances[0].baseUrl, urls.query);
+    // wordcount publishes the partitions it answers for, and answers counts of the 200 tweets.
+    await waitFor("wordcount's partitions in the registry", async () => {
+      const response = await fetch(
+        `${urls.registry}/api/v1/registry/services/wordcount/instances`,
+      );
+      const { instances } = await response.json();
+      return instances[0]?.metadata["wordcount-partitions"] === "0,1,2";
+    });
+    await waitFor("kafka counted", async () => {
+      const response = await fetch(`${urls.wordcount}/api/v1/words/kafka`, { headers: user });
+      return response.status === 200 && (await response.json()).count > 0;
+    });
 
     // Through the gateway: the query service found through the registry.
     const viaGateway = await fetch(`${urls.gateway}/api/v2/tweets?text=kafka&size=3`, {
