@@ -15,6 +15,7 @@ import {
   type RecordBatch,
   TopicMismatchError,
   type TopicPartition,
+  type Transaction,
 } from "./event_log.ts";
 import { encodeLongKey, partitionForKey } from "./murmur2.ts";
 import { delay, waitFor } from "../testing/wait.ts";
@@ -555,4 +556,45 @@ export function runEventLogContract(name: string, createLog: () => Promise<Event
       assert.equal(next, expected.at(-1)! + 1);
       assert.equal(await log.readPartition(topic, 1, next, () => assert.fail("no records")), next);
     }));
+
+  Deno.test(
+    `${name} hands partitions between transactional members without losing or repeating output`,
+    () =>
+      withLog(async (log) => {
+        const input = await createTopic(log, "contract-txh-in", 4);
+        const output = await createTopic(log, "contract-txh-out", 1);
+        const groupId = uniqueName("contract-txh-group");
+        const copy = (batch: RecordBatch, transaction: Transaction) => {
+          transaction.send(
+            output,
+            batch.records.map((record) => ({
+              key: text("copies"),
+              value: record.value,
+            })),
+          );
+          return Promise.resolve();
+        };
+        const join = () =>
+          log.consumeTransactional({
+            groupId,
+            topics: [input],
+            transactionalId: uniqueName("contract-txh"),
+            commitIntervalMs: 50,
+            maxBatchSize: 10,
+          }, copy);
+        const first = await join();
+        await log.send(input, keyedRecords(100, 13));
+        const second = await join();
+        await waitForAssignment([first, second], 4);
+        await log.send(input, keyedRecords(100, 13, 100));
+        await waitForNoLag(log, groupId, input);
+        await second.stop();
+        await log.send(input, keyedRecords(50, 13, 200));
+        await waitForNoLag(log, groupId, input);
+        await first.stop();
+        const copies: string[] = [];
+        await log.readPartition(output, 0, 0, (records) => copies.push(...records.map(textOf)));
+        assert.deepEqual(copies.sort(), range(0, 250).map((i) => `v${i}`).sort());
+      }),
+  );
 }
