@@ -277,6 +277,47 @@ export const settings = {
       doc: "indexer: most events per bulk write",
     }),
   },
+  wordcount: {
+    port: integer("WORDCOUNT_PORT", { default: 8187, ...PORT, doc: "wordcount: HTTP port" }),
+    groupId: text("WORDCOUNT_GROUP_ID", {
+      default: "wordcount",
+      doc: "wordcount: consumer group; with the instance id, also the transactional id",
+    }),
+    repartitionTopic: text("WORDCOUNT_REPARTITION_TOPIC", {
+      default: "wordcount-repartition",
+      doc: "wordcount: internal topic of word occurrences keyed by word",
+      ...TOPIC_NAME,
+    }),
+    changelogTopic: text("WORDCOUNT_CHANGELOG_TOPIC", {
+      default: "wordcount-changelog",
+      doc: "wordcount: compacted topic the state stores are restored from",
+      ...TOPIC_NAME,
+    }),
+    partitions: integer("WORDCOUNT_PARTITIONS", {
+      default: 3,
+      min: 1,
+      max: 1000,
+      doc: "wordcount: partitions of the repartition and changelog topics (the unit of " +
+        "ownership and scaling); fixed once the topics exist",
+    }),
+    commitIntervalMs: integer("WORDCOUNT_COMMIT_INTERVAL_MS", {
+      default: 1000,
+      min: 10,
+      max: 60_000,
+      doc: "wordcount: how often counts, changelog and offsets commit together (and updates " +
+        "are emitted, coalesced)",
+    }),
+    windows: list("WORDCOUNT_WINDOWS", {
+      default: ["1m", "1h"],
+      doc: "wordcount: tumbling window sizes counted besides all-time (<n>s, <n>m, <n>h, <n>d)",
+    }),
+    maxBatchSize: integer("WORDCOUNT_MAX_BATCH_SIZE", {
+      default: 1000,
+      min: 1,
+      max: 100_000,
+      doc: "wordcount: most events per handler call",
+    }),
+  },
   query: {
     port: integer("QUERY_PORT", { default: 8183, ...PORT, doc: "query: HTTP port" }),
     defaultPageSize: integer("QUERY_DEFAULT_PAGE_SIZE", {
@@ -378,6 +419,17 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): A
       env: "STREAM_MIN_WORDS",
       message:
         `must not exceed STREAM_MAX_WORDS (${config.stream.maxWords}), got ${config.stream.minWords}`,
+    }]);
+  }
+  const badWindows = config.wordcount.windows.filter((window) =>
+    !/^[1-9][0-9]{0,5}[smhd]$/.test(window)
+  );
+  if (badWindows.length > 0 || config.wordcount.windows.length === 0) {
+    throw new ConfigError([{
+      env: "WORDCOUNT_WINDOWS",
+      message: `must be one or more sizes like 30s, 1m, 1h, 1d, got '${
+        config.wordcount.windows.join(",")
+      }'`,
     }]);
   }
   return config;

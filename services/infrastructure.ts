@@ -20,6 +20,7 @@ import { MemoryRateLimitStore } from "../shared/rate_limit/memory_rate_limit_sto
 import type { RateLimitStore } from "../shared/rate_limit/rate_limit_store.ts";
 import { RedisRateLimitStore } from "../shared/rate_limit/redis_rate_limit_store.ts";
 import type { AppConfig } from "./config.ts";
+import { loadWordCountCodec, type WordCountCodec } from "../shared/events/word_count_event.ts";
 import { PGlite } from "@electric-sql/pglite";
 import postgres from "postgres";
 import type { SqlDatabase } from "../shared/database/database.ts";
@@ -36,6 +37,7 @@ export class Infrastructure {
   #eventLog: EventLog | undefined;
   #searchIndex: SearchIndex | undefined;
   #tweetCodec: Promise<TweetCodec> | undefined;
+  #wordCountCodec: Promise<WordCountCodec> | undefined;
   #registry: RegistryClient | undefined;
   #rateLimitStore: RateLimitStore | undefined;
   readonly #databases = new Map<string, SqlDatabase>();
@@ -55,6 +57,11 @@ export class Infrastructure {
   tweetCodec(): Promise<TweetCodec> {
     this.#tweetCodec ??= loadTweetCodec();
     return this.#tweetCodec;
+  }
+
+  wordCountCodec(): Promise<WordCountCodec> {
+    this.#wordCountCodec ??= loadWordCountCodec();
+    return this.#wordCountCodec;
   }
 
   /** The process's registry client: registers its services and discovers others. */

@@ -3,7 +3,6 @@
  * one process. It is also what `deno compile` turns into the single binary.
  */
 import { ConfigError, listSettings } from "../shared/config/setting.ts";
-import { loadWordCountCodec } from "../shared/events/word_count_event.ts";
 import { serveApp } from "../shared/http/serve.ts";
 import { configureLogging, serviceLogger, shutdownLogging } from "../shared/log/log.ts";
 import { MetricsRegistry } from "../shared/metrics/metrics.ts";
@@ -18,6 +17,7 @@ import { Infrastructure } from "./infrastructure.ts";
 import { createQueryService } from "./query/main.ts";
 import { createRegistryService } from "./registry/main.ts";
 import { createStreamService } from "./stream/main.ts";
+import { createWordCountService } from "./wordcount/main.ts";
 import { VERSION } from "./version.ts";
 
 type ServiceFactory = (
@@ -81,6 +81,19 @@ const SERVICES: Readonly<Record<string, ServiceEntry>> = {
         codec: await infrastructure.tweetCodec(),
       }),
   },
+  wordcount: {
+    port: (config) => config.wordcount.port,
+    create: async (config, context, infrastructure) =>
+      createWordCountService({
+        config,
+        context,
+        eventLog: infrastructure.eventLog(),
+        tweetCodec: await infrastructure.tweetCodec(),
+        wordCountCodec: await infrastructure.wordCountCodec(),
+        discovery: infrastructure.registry(),
+        verifier: infrastructure.tokenVerifier("wordcount"),
+      }),
+  },
   analytics: {
     port: (config) => config.analytics.port,
     create: async (config, context, infrastructure) =>
@@ -89,7 +102,7 @@ const SERVICES: Readonly<Record<string, ServiceEntry>> = {
         context,
         eventLog: infrastructure.eventLog(),
         database: infrastructure.database("analytics", config.analytics.databaseUrl),
-        codec: await loadWordCountCodec(),
+        codec: await infrastructure.wordCountCodec(),
         verifier: infrastructure.tokenVerifier("analytics"),
       }),
   },
@@ -177,13 +190,22 @@ async function run(names: readonly string[], config: AppConfig): Promise<void> {
     });
     if (name !== "registry") {
       const baseUrl = `http://${advertisedHost(config)}:${server.port}`;
-      registry.register({ service: name, instanceId, baseUrl, version: VERSION, metadata: {} })
-        .catch((error) =>
-          context.logger.error("Cannot register {service} with the registry", {
-            service: name,
-            error,
-          })
-        );
+      // Registrations of one service run one after another, the latest metadata last.
+      let registered = Promise.resolve();
+      const register = (metadata: Readonly<Record<string, string>>) => {
+        registered = registered
+          .then(() =>
+            registry.register({ service: name, instanceId, baseUrl, version: VERSION, metadata })
+          )
+          .catch((error) =>
+            context.logger.error("Cannot register {service} with the registry", {
+              service: name,
+              error,
+            })
+          );
+      };
+      if (service.publishMetadata === undefined) register({});
+      else service.publishMetadata(register);
     }
   }
   writeError(

@@ -57,6 +57,7 @@ Deno.test("selectServices() accepts service names or all, in start order", () =>
     "gateway",
     "stream",
     "indexer",
+    "wordcount",
     "analytics",
     "query",
   ]);
@@ -85,6 +86,7 @@ Deno.test("main runs all services, serves searchable tweets and shuts down on SI
     GATEWAY_PORT: "0",
     STREAM_PORT: "0",
     INDEXER_PORT: "0",
+    WORDCOUNT_PORT: "0",
     QUERY_PORT: "0",
     ANALYTICS_PORT: "0",
     STREAM_COUNT: "200",
@@ -103,9 +105,14 @@ Deno.test("main runs all services, serves searchable tweets and shuts down on SI
       return Object.keys(urls).length === 7;
     });
 
-    // Ready once started: the analytics service first migrates its embedded database.
+    // Ready once started: wordcount joins its group and restores its partitions,
+    // analytics migrates its embedded database.
     for (const url of Object.values(urls)) {
-      await waitFor(`${url}/ready`, async () => (await fetch(`${url}/ready`)).status === 200);
+      await waitFor(`${url}/ready`, async () => {
+        const ready = await fetch(`${url}/ready`);
+        await ready.body?.cancel();
+        return ready.status === 200;
+      });
     }
     // Tokens from the identity service; the services verify them as the gateway does.
     const tokenEndpoint = `${urls.identity}/realms/twitterapi/protocol/openid-connect/token`;
@@ -141,12 +148,32 @@ Deno.test("main runs all services, serves searchable tweets and shuts down on SI
       const { services } = await response.json();
       const names = services.map((entry: { service: string }) => entry.service).sort();
       return JSON.stringify(names) ===
-        JSON.stringify(["analytics", "gateway", "identity", "indexer", "query", "stream"]);
+        JSON.stringify([
+          "analytics",
+          "gateway",
+          "identity",
+          "indexer",
+          "query",
+          "stream",
+          "wordcount",
+        ]);
     });
     const registered =
       await (await fetch(`${urls.registry}/api/v1/registry/services/query/instances`))
         .json();
     assert.equal(registered.instances[0].baseUrl, urls.query);
+    // wordcount publishes the partitions it answers for, and answers counts of the 200 tweets.
+    await waitFor("wordcount's partitions in the registry", async () => {
+      const response = await fetch(
+        `${urls.registry}/api/v1/registry/services/wordcount/instances`,
+      );
+      const { instances } = await response.json();
+      return instances[0]?.metadata["wordcount-partitions"] === "0,1,2";
+    });
+    await waitFor("kafka counted", async () => {
+      const response = await fetch(`${urls.wordcount}/api/v1/words/kafka`, { headers: user });
+      return response.status === 200 && (await response.json()).count > 0;
+    });
 
     // Through the gateway: the query service found through the registry.
     const viaGateway = await fetch(`${urls.gateway}/api/v2/tweets?text=kafka&size=3`, {

@@ -13,6 +13,13 @@ export type RecordHeaders = Record<string, string>;
 export interface TopicSpec {
   readonly name: string;
   readonly partitions: number;
+  /**
+   * Keep only the newest record of each key (Kafka's `cleanup.policy=compact`),
+   * for changelogs that hold state rather than history. Applies when the topic
+   * is created; an adapter without retention limits may keep every record.
+   * @default false
+   */
+  readonly compacted?: boolean;
 }
 
 export interface ProducerRecord {
@@ -108,6 +115,57 @@ export interface ConsumerGroupMember {
   stop(): Promise<void>;
 }
 
+/** Where the records a transactional handler produces go; they are written at commit. */
+export interface Transaction {
+  send(topic: string, records: readonly ProducerRecord[]): void;
+}
+
+/**
+ * Processes one batch inside the member's open transaction: records given to
+ * `transaction.send` become visible to readers together with the batch's
+ * consumed offsets, or neither does.
+ */
+export type TransactionalHandler = (batch: RecordBatch, transaction: Transaction) => Promise<void>;
+
+export interface TransactionalConsumerOptions {
+  readonly groupId: string;
+  readonly topics: readonly string[];
+  /**
+   * Identifies the member's transactions across restarts: a member started
+   * with the id of a killed one fences it and aborts its open transaction at
+   * once (otherwise the transaction times out). Unique per live member.
+   */
+  readonly transactionalId: string;
+  /** Least time between commits; consumed offsets and produced records commit together. */
+  readonly commitIntervalMs: number;
+  /**
+   * Most records given to one handler call.
+   * @default 500
+   */
+  readonly maxBatchSize?: number;
+  /**
+   * Awaited before the first batch of newly owned partitions is delivered
+   * (restore their state here); a rejection is reported to `onError` and the
+   * call is retried. Partitions always start at the group's committed offset.
+   */
+  readonly onAssigned?: (partitions: readonly TopicPartition[]) => Promise<void>;
+  /**
+   * The member lost these partitions, or the uncommitted work on them was
+   * aborted: drop their state. They are handed to `onAssigned` again if the
+   * member still owns them, and consumption rewinds to the committed offsets.
+   */
+  readonly onRevoked?: (partitions: readonly TopicPartition[]) => void;
+  /**
+   * Called right before each commit, to add records that summarise the
+   * interval (flushed state, coalesced updates) to the transaction.
+   */
+  readonly beforeCommit?: (transaction: Transaction) => void;
+  /** Called after each commit with the number of records consumed in it. */
+  readonly onCommitted?: (consumed: number) => void;
+  /** Failures the member recovers from by itself: an aborted commit, a failed handler. */
+  readonly onError?: (error: unknown, context: string) => void;
+}
+
 export interface EventLog {
   /**
    * Creates the topic if it does not exist and verifies its partition count;
@@ -122,6 +180,27 @@ export interface EventLog {
   send(topic: string, records: readonly ProducerRecord[]): Promise<RecordMetadata[]>;
   /** Joins a consumer group and starts delivering batches to `handler`. */
   consume(options: ConsumerOptions, handler: BatchHandler): Promise<ConsumerGroupMember>;
+  /**
+   * Joins a consumer group whose handler produces records transactionally
+   * (consume-process-produce, exactly once): see `TransactionalConsumerOptions`.
+   * Readers of the produced topics see only committed records.
+   */
+  consumeTransactional(
+    options: TransactionalConsumerOptions,
+    handler: TransactionalHandler,
+  ): Promise<ConsumerGroupMember>;
+  /**
+   * Reads one partition's committed records from `fromOffset` (or the log
+   * start, if later) to its current end, handing them to `onRecords` in
+   * order; resolves with the offset after the last record read. For
+   * restoring state from a changelog.
+   */
+  readPartition(
+    topic: string,
+    partition: number,
+    fromOffset: number,
+    onRecords: (records: readonly ConsumedRecord[]) => void,
+  ): Promise<number>;
   /** Committed offsets and lag of a group, per partition of `topic`. */
   lag(groupId: string, topic: string): Promise<PartitionLag[]>;
   /** Resolves when the log is reachable; rejects with the reason otherwise. */

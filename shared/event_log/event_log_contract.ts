@@ -15,6 +15,7 @@ import {
   type RecordBatch,
   TopicMismatchError,
   type TopicPartition,
+  type Transaction,
 } from "./event_log.ts";
 import { encodeLongKey, partitionForKey } from "./murmur2.ts";
 import { delay, waitFor } from "../testing/wait.ts";
@@ -467,4 +468,133 @@ export function runEventLogContract(name: string, createLog: () => Promise<Event
         })),
       );
     }));
+
+  Deno.test(
+    `${name} commits transactional output with the consumed offsets, exactly once across an abort`,
+    () =>
+      withLog(async (log) => {
+        const input = await createTopic(log, "contract-tx-in", 2);
+        const output = await createTopic(log, "contract-tx-out", 2);
+        const groupId = uniqueName("contract-tx-group");
+        await log.send(input, keyedRecords(40, 5));
+        const assigned: string[] = [];
+        const revoked: string[] = [];
+        let failOnce = true;
+        let pendingCount = 0;
+        const member = await log.consumeTransactional({
+          groupId,
+          topics: [input],
+          transactionalId: uniqueName("contract-tx"),
+          commitIntervalMs: 100,
+          maxBatchSize: 7,
+          onAssigned: (partitions) => {
+            assigned.push(...partitions.map(partitionId));
+            return Promise.resolve();
+          },
+          onRevoked: (partitions) => {
+            // Uncommitted work is dropped with its transaction.
+            revoked.push(...partitions.map(partitionId));
+            pendingCount = 0;
+          },
+          beforeCommit: (transaction) => {
+            // A summary per commit: how many records this transaction copied.
+            transaction.send(output, [{ key: text("summary"), value: text(`n${pendingCount}`) }]);
+            pendingCount = 0;
+          },
+        }, (batch, transaction) => {
+          if (failOnce && batch.records.some((record) => textOf(record) === "v13")) {
+            failOnce = false;
+            // Records of this transaction so far are dropped with it.
+            transaction.send(
+              output,
+              batch.records.map((record) => ({
+                key: record.key,
+                value: text(`copy-${textOf(record)}`),
+              })),
+            );
+            return Promise.reject(new Error("handler failure the test asked for"));
+          }
+          transaction.send(
+            output,
+            batch.records.map((record) => ({
+              key: record.key,
+              value: text(`copy-${textOf(record)}`),
+            })),
+          );
+          pendingCount += batch.records.length;
+          return Promise.resolve();
+        });
+        await waitForNoLag(log, groupId, input);
+        await member.stop();
+
+        const read: ConsumedRecord[] = [];
+        for (const partition of [0, 1]) {
+          await log.readPartition(output, partition, 0, (records) => read.push(...records));
+        }
+        const copies = read.map(textOf).filter((value) => value.startsWith("copy-"));
+        assert.deepEqual(copies.sort(), range(0, 40).map((i) => `copy-v${i}`).sort());
+        const summed = read.map(textOf).filter((value) => value.startsWith("n"))
+          .reduce((sum, value) => sum + Number(value.slice(1)), 0);
+        assert.equal(summed, 40);
+        assert.equal(failOnce, false);
+        assert.ok(revoked.length >= 1, "the aborted partition is revoked");
+        assert.ok(
+          revoked.every((partition) => assigned.filter((entry) => entry === partition).length >= 2),
+          "a revoked partition is restored again",
+        );
+      }),
+  );
+
+  Deno.test(`${name} reads a partition from an offset to its end`, () =>
+    withLog(async (log) => {
+      const topic = await createTopic(log, "contract-read", 2);
+      const sent = await log.send(topic, keyedRecords(30, 6));
+      const expected = sent.filter((meta) => meta.partition === 1).map((meta) => meta.offset);
+      const read: ConsumedRecord[] = [];
+      const next = await log.readPartition(topic, 1, 2, (records) => read.push(...records));
+      assert.deepEqual(read.map((record) => record.offset), expected.slice(2));
+      assert.equal(next, expected.at(-1)! + 1);
+      assert.equal(await log.readPartition(topic, 1, next, () => assert.fail("no records")), next);
+    }));
+
+  Deno.test(
+    `${name} hands partitions between transactional members without losing or repeating output`,
+    () =>
+      withLog(async (log) => {
+        const input = await createTopic(log, "contract-txh-in", 4);
+        const output = await createTopic(log, "contract-txh-out", 1);
+        const groupId = uniqueName("contract-txh-group");
+        const copy = (batch: RecordBatch, transaction: Transaction) => {
+          transaction.send(
+            output,
+            batch.records.map((record) => ({
+              key: text("copies"),
+              value: record.value,
+            })),
+          );
+          return Promise.resolve();
+        };
+        const join = () =>
+          log.consumeTransactional({
+            groupId,
+            topics: [input],
+            transactionalId: uniqueName("contract-txh"),
+            commitIntervalMs: 50,
+            maxBatchSize: 10,
+          }, copy);
+        const first = await join();
+        await log.send(input, keyedRecords(100, 13));
+        const second = await join();
+        await waitForAssignment([first, second], 4);
+        await log.send(input, keyedRecords(100, 13, 100));
+        await waitForNoLag(log, groupId, input);
+        await second.stop();
+        await log.send(input, keyedRecords(50, 13, 200));
+        await waitForNoLag(log, groupId, input);
+        await first.stop();
+        const copies: string[] = [];
+        await log.readPartition(output, 0, 0, (records) => copies.push(...records.map(textOf)));
+        assert.deepEqual(copies.sort(), range(0, 250).map((i) => `v${i}`).sort());
+      }),
+  );
 }

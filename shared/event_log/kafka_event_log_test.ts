@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
-import { Kafka, logLevel, Partitioners } from "kafkajs";
+import { ConfigResourceTypes, Kafka, logLevel, Partitioners } from "kafkajs";
 import type {
   BatchHandler,
   EventLog,
@@ -100,6 +100,18 @@ class CleanLog implements EventLog {
 
   consume(...args: Parameters<EventLog["consume"]>): ReturnType<EventLog["consume"]> {
     return this.#log.consume(...args);
+  }
+
+  consumeTransactional(
+    ...args: Parameters<EventLog["consumeTransactional"]>
+  ): ReturnType<EventLog["consumeTransactional"]> {
+    return this.#log.consumeTransactional(...args);
+  }
+
+  readPartition(
+    ...args: Parameters<EventLog["readPartition"]>
+  ): ReturnType<EventLog["readPartition"]> {
+    return this.#log.readPartition(...args);
   }
 
   lag(groupId: string, topic: string): Promise<PartitionLag[]> {
@@ -480,3 +492,30 @@ Deno.test("createKafkaClient routes kafkajs logs to onLog only, at its level", (
     },
   ]);
 });
+
+Deno.test("KafkaEventLog creates a compacted topic with cleanup.policy=compact", () =>
+  withLog(async (log) => {
+    const topic = uniqueName("kafka-compacted");
+    const plain = uniqueName("kafka-plain");
+    await log.ensureTopic({ name: topic, partitions: 2, compacted: true });
+    await log.ensureTopic({ name: plain, partitions: 1 });
+    const admin = quickClient().admin();
+    await admin.connect();
+    try {
+      const { resources } = await admin.describeConfigs({
+        includeSynonyms: false,
+        resources: [topic, plain].map((name) => ({
+          type: ConfigResourceTypes.TOPIC,
+          name,
+          configNames: ["cleanup.policy"],
+        })),
+      });
+      const policy = (name: string) =>
+        resources.find((resource) => resource.resourceName === name)?.configEntries
+          .find((entry) => entry.configName === "cleanup.policy")?.configValue;
+      assert.equal(policy(topic), "compact");
+      assert.equal(policy(plain), "delete");
+    } finally {
+      await admin.disconnect();
+    }
+  }));

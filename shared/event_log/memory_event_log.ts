@@ -18,6 +18,9 @@ import {
   TopicMismatchError,
   type TopicPartition,
   type TopicSpec,
+  type Transaction,
+  type TransactionalConsumerOptions,
+  type TransactionalHandler,
   UnknownTopicError,
 } from "./event_log.ts";
 import { partitionForKey } from "./murmur2.ts";
@@ -165,8 +168,17 @@ class Topic {
   }
 }
 
+/** What a group needs of its members, plain or transactional. */
+interface GroupMember {
+  readonly memberId: string;
+  readonly topics: readonly string[];
+  readonly fromBeginning: boolean;
+  assign(partitions: Partition[]): void;
+  stop(): Promise<void>;
+}
+
 class Group {
-  readonly members = new Map<string, Member>();
+  readonly members = new Map<string, GroupMember>();
   readonly committed = new Map<Partition, number>();
   /** Partitions with a batch in progress; a new owner waits until the old one releases them. */
   readonly busy = new Set<Partition>();
@@ -178,12 +190,12 @@ class Group {
     return Math.max(this.committed.get(partition) ?? 0, partition.logStart);
   }
 
-  join(member: Member): void {
+  join(member: GroupMember): void {
     this.members.set(member.memberId, member);
     this.#rebalance();
   }
 
-  leave(member: Member): void {
+  leave(member: GroupMember): void {
     this.members.delete(member.memberId);
     member.assign([]);
     this.#rebalance();
@@ -194,7 +206,7 @@ class Group {
     const members = [...this.members.values()].sort((a, b) =>
       a.memberId < b.memberId ? -1 : a.memberId > b.memberId ? 1 : 0
     );
-    const assignments = new Map<Member, Partition[]>(members.map((member) => [member, []]));
+    const assignments = new Map<GroupMember, Partition[]>(members.map((member) => [member, []]));
     const topics = [...new Set(members.flatMap((member) => member.topics))].sort();
     let next = 0;
     for (const name of topics) {
@@ -354,6 +366,228 @@ class Member implements ConsumerGroupMember {
   }
 }
 
+/** Records produced in the open transaction, and the offsets it consumed. */
+class PendingTransaction implements Transaction {
+  readonly sends: { topic: string; records: readonly ProducerRecord[] }[] = [];
+  /** Next offset per partition consumed in this transaction. */
+  readonly consumed = new Map<Partition, number>();
+  records = 0;
+
+  constructor(readonly openedAt: number) {}
+
+  send(topic: string, records: readonly ProducerRecord[]): void {
+    this.sends.push({ topic, records });
+  }
+}
+
+/**
+ * A transactional group member. In process a commit is one synchronous step
+ * (append the produced records, advance the group's offsets), so readers never
+ * see a partial transaction. Partitions with uncommitted work stay busy, so a
+ * new owner restores their state only after the old owner committed.
+ */
+class TransactionalMember implements GroupMember {
+  readonly memberId = `member-${crypto.randomUUID()}`;
+  readonly groupId: string;
+  readonly topics: readonly string[];
+  readonly fromBeginning = true;
+  readonly #group: Group;
+  readonly #options: TransactionalConsumerOptions;
+  readonly #handler: TransactionalHandler;
+  readonly #write: (topic: string, records: readonly ProducerRecord[]) => void;
+  readonly #maxBatchSize: number;
+  readonly #retryBackoffMs: number;
+  #assigned: Partition[] = [];
+  /** Owned partitions whose state is restored, with the next offset to deliver. */
+  readonly #ready = new Map<Partition, number>();
+  #pending: PendingTransaction | undefined;
+  #cursor = 0;
+  #stopping = false;
+  #loop: Promise<void> = Promise.resolve();
+  #stopped: Promise<void> | undefined;
+
+  constructor(
+    group: Group,
+    options: TransactionalConsumerOptions,
+    handler: TransactionalHandler,
+    write: (topic: string, records: readonly ProducerRecord[]) => void,
+    retryBackoffMs: number,
+  ) {
+    this.groupId = options.groupId;
+    this.topics = [...options.topics];
+    this.#group = group;
+    this.#options = options;
+    this.#handler = handler;
+    this.#write = write;
+    this.#maxBatchSize = options.maxBatchSize ?? DEFAULT_MAX_BATCH_SIZE;
+    this.#retryBackoffMs = retryBackoffMs;
+  }
+
+  start(): void {
+    this.#loop = Promise.resolve().then(() => this.#run());
+  }
+
+  assignment(): TopicPartition[] {
+    return this.#assigned.map(({ topic, partition }) => ({ topic, partition }));
+  }
+
+  assign(partitions: Partition[]): void {
+    this.#assigned = partitions;
+    this.#cursor = 0;
+  }
+
+  stop(): Promise<void> {
+    this.#stopped ??= this.#stop();
+    return this.#stopped;
+  }
+
+  async #stop(): Promise<void> {
+    this.#stopping = true;
+    this.#group.signal.notify();
+    await this.#loop;
+    this.#commit();
+    this.#group.leave(this);
+  }
+
+  async #run(): Promise<void> {
+    while (!this.#stopping) {
+      if (!(await this.#follow())) continue;
+      const partition = this.#nextPartition();
+      if (partition !== undefined) {
+        await this.#deliver(partition);
+        if (this.#due()) this.#commit();
+        continue;
+      }
+      if (this.#due()) {
+        this.#commit();
+        continue;
+      }
+      await this.#idle();
+    }
+  }
+
+  /** Waits for records, a rebalance or the next commit, whichever comes first. */
+  async #idle(): Promise<void> {
+    const pending = this.#pending;
+    if (pending === undefined) return await this.#group.signal.wait();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const remaining = pending.openedAt + this.#options.commitIntervalMs - Date.now();
+    await Promise.race([
+      this.#group.signal.wait(),
+      new Promise<void>((resolve) => timer = setTimeout(resolve, Math.max(remaining, 0))),
+    ]);
+    clearTimeout(timer);
+  }
+
+  #due(): boolean {
+    const pending = this.#pending;
+    return pending !== undefined &&
+      Date.now() - pending.openedAt >= this.#options.commitIntervalMs;
+  }
+
+  /**
+   * Applies the current assignment: commits before giving partitions up,
+   * restores newly owned ones. False when it had to wait (loop again).
+   */
+  async #follow(): Promise<boolean> {
+    const assigned = new Set(this.#assigned);
+    const lost = [...this.#ready.keys()].filter((partition) => !assigned.has(partition));
+    if (lost.length > 0) {
+      this.#commit();
+      for (const partition of lost) this.#ready.delete(partition);
+      this.#options.onRevoked?.(lost.map(({ topic, partition }) => ({ topic, partition })));
+    }
+    const gained = this.#assigned.filter((partition) => !this.#ready.has(partition));
+    if (gained.length === 0) return true;
+    // The previous owner commits before it releases a partition.
+    if (gained.some((partition) => this.#group.busy.has(partition))) {
+      await this.#group.signal.wait();
+      return false;
+    }
+    try {
+      await this.#options.onAssigned?.(
+        gained.map(({ topic, partition }) => ({ topic, partition })),
+      );
+    } catch (error) {
+      this.#options.onError?.(error, `cannot take over partitions of group '${this.groupId}'`);
+      await new Promise((resolve) => setTimeout(resolve, this.#retryBackoffMs));
+      return false;
+    }
+    // The assignment may have changed while restoring; the next call sorts it out.
+    for (const partition of gained) this.#ready.set(partition, this.#group.position(partition));
+    return false;
+  }
+
+  #nextPartition(): Partition | undefined {
+    const count = this.#assigned.length;
+    for (let i = 0; i < count; i++) {
+      const index = (this.#cursor + i) % count;
+      const partition = this.#assigned[index]!;
+      const position = this.#ready.get(partition);
+      if (position !== undefined && position < partition.highWatermark) {
+        this.#cursor = index + 1;
+        return partition;
+      }
+    }
+    return undefined;
+  }
+
+  async #deliver(partition: Partition): Promise<void> {
+    const position = this.#ready.get(partition)!;
+    const records = partition.read(position, this.#maxBatchSize);
+    const last = records.at(-1);
+    if (last === undefined) return;
+    const pending = this.#pending ??= new PendingTransaction(Date.now());
+    this.#group.busy.add(partition);
+    const batch: RecordBatch = {
+      topic: partition.topic,
+      partition: partition.partition,
+      records,
+      highWatermark: partition.highWatermark,
+    };
+    try {
+      await this.#handler(batch, pending);
+      pending.consumed.set(partition, last.offset + 1);
+      pending.records += records.length;
+      this.#ready.set(partition, last.offset + 1);
+    } catch (error) {
+      this.#options.onError?.(
+        error,
+        `handler failed on ${partition.topic}/${partition.partition}; transaction aborted`,
+      );
+      this.#abort(partition);
+      // A failing record is not retried in a tight loop.
+      await new Promise((resolve) => setTimeout(resolve, this.#retryBackoffMs));
+    }
+  }
+
+  /** Drops the open transaction; its partitions restart from their committed state. */
+  #abort(failed: Partition): void {
+    const affected = new Set([failed, ...(this.#pending?.consumed.keys() ?? [])]);
+    this.#pending = undefined;
+    for (const partition of affected) {
+      this.#group.busy.delete(partition);
+      this.#ready.delete(partition);
+    }
+    this.#options.onRevoked?.([...affected].map(({ topic, partition }) => ({ topic, partition })));
+    this.#group.signal.notify();
+  }
+
+  #commit(): void {
+    const pending = this.#pending;
+    if (pending === undefined) return;
+    this.#options.beforeCommit?.(pending);
+    for (const { topic, records } of pending.sends) this.#write(topic, records);
+    for (const [partition, offset] of pending.consumed) {
+      this.#group.committed.set(partition, offset);
+      this.#group.busy.delete(partition);
+    }
+    this.#pending = undefined;
+    this.#options.onCommitted?.(pending.records);
+    this.#group.signal.notify();
+  }
+}
+
 export class MemoryEventLog implements EventLog {
   readonly #topics = new Map<string, Topic>();
   readonly #groups = new Map<string, Group>();
@@ -392,18 +626,22 @@ export class MemoryEventLog implements EventLog {
   send(topic: string, records: readonly ProducerRecord[]): Promise<RecordMetadata[]> {
     return Promise.try(() => {
       this.#assertOpen(`send to topic '${topic}'`);
-      const target = this.#topic(topic);
-      const now = this.#retention.now();
-      const touched = new Set<Partition>();
-      const metadata = records.map((record): RecordMetadata => {
-        const partition = target.partitionFor(record.key);
-        touched.add(partition);
-        return { topic, partition: partition.partition, offset: partition.append(record, now) };
-      });
-      for (const partition of touched) partition.trim(now);
-      this.#signal.notify();
-      return metadata;
+      return this.#append(topic, records);
     });
+  }
+
+  #append(topic: string, records: readonly ProducerRecord[]): RecordMetadata[] {
+    const target = this.#topic(topic);
+    const now = this.#retention.now();
+    const touched = new Set<Partition>();
+    const metadata = records.map((record): RecordMetadata => {
+      const partition = target.partitionFor(record.key);
+      touched.add(partition);
+      return { topic, partition: partition.partition, offset: partition.append(record, now) };
+    });
+    for (const partition of touched) partition.trim(now);
+    this.#signal.notify();
+    return metadata;
   }
 
   consume(options: ConsumerOptions, handler: BatchHandler): Promise<ConsumerGroupMember> {
@@ -425,6 +663,56 @@ export class MemoryEventLog implements EventLog {
       group.join(member);
       member.start();
       return member;
+    });
+  }
+
+  consumeTransactional(
+    options: TransactionalConsumerOptions,
+    handler: TransactionalHandler,
+  ): Promise<ConsumerGroupMember> {
+    return Promise.try(() => {
+      this.#assertOpen(`join group '${options.groupId}'`);
+      for (const topic of options.topics) this.#topic(topic);
+      let group = this.#groups.get(options.groupId);
+      if (group === undefined) {
+        group = new Group(this.#topics, this.#signal);
+        this.#groups.set(options.groupId, group);
+      }
+      const member = new TransactionalMember(
+        group,
+        options,
+        handler,
+        (topic, records) => this.#append(topic, records),
+        this.#retryBackoffMs,
+      );
+      group.join(member);
+      member.start();
+      return member;
+    });
+  }
+
+  readPartition(
+    topic: string,
+    partition: number,
+    fromOffset: number,
+    onRecords: (records: readonly ConsumedRecord[]) => void,
+  ): Promise<number> {
+    return Promise.try(() => {
+      this.#assertOpen(`read topic '${topic}'`);
+      const target = this.#topic(topic).partitions[partition];
+      if (target === undefined) {
+        throw new RangeError(`Topic '${topic}' has no partition ${partition}`);
+      }
+      const end = target.highWatermark;
+      let offset = Math.max(fromOffset, target.logStart);
+      while (offset < end) {
+        const records = target.read(offset, DEFAULT_MAX_BATCH_SIZE * 20);
+        const last = records.at(-1);
+        if (last === undefined) break;
+        onRecords(records);
+        offset = last.offset + 1;
+      }
+      return Math.max(offset, end);
     });
   }
 

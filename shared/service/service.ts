@@ -14,6 +14,13 @@ export interface Service {
    * is retried (and reported by `/ready`) rather than failing the start.
    */
   start(): Promise<void>;
+  /**
+   * For a service whose registry metadata changes while it runs (the
+   * partitions it answers for): calls `publish` with its current metadata at
+   * once and at every change, and the process registers it again with them.
+   * Without it the service registers with no metadata.
+   */
+  publishMetadata?(publish: (metadata: Readonly<Record<string, string>>) => void): void;
   /** Stops background work: stop taking new work, finish, flush, commit. */
   stop(): Promise<void>;
 }

@@ -1,0 +1,181 @@
+/** The wordcount service: exactly-once word counts with interactive queries (seed: kafka-streams-service). */
+import { retryUntilDone } from "../../shared/async/retry.ts";
+import { bearerAuth } from "../../shared/auth/bearer_auth.ts";
+import type { JwtVerifier } from "../../shared/auth/jwt_verifier.ts";
+import type { ServiceDiscovery } from "../../shared/discovery/service_discovery.ts";
+import type { ConsumerGroupMember, EventLog, TopicSpec } from "../../shared/event_log/event_log.ts";
+import type { TweetCodec } from "../../shared/events/tweet_event.ts";
+import type { WordCountCodec } from "../../shared/events/word_count_event.ts";
+import { createServiceApp } from "../../shared/http/service_app.ts";
+import type { Service, ServiceContext } from "../../shared/service/service.ts";
+import type { AppConfig } from "../config.ts";
+import { addWordCountRoutes, PARTITIONS_METADATA } from "./app.ts";
+import { parseWindowSize, type WindowSize, WordCountProcessor } from "./word_counts.ts";
+
+export interface WordCountDependencies {
+  readonly config: AppConfig;
+  readonly context: ServiceContext;
+  readonly eventLog: EventLog;
+  readonly tweetCodec: TweetCodec;
+  readonly wordCountCodec: WordCountCodec;
+  /** Finds the other instances and the partitions they answer for. */
+  readonly discovery: ServiceDiscovery;
+  /** Verifies access tokens for the audience `wordcount`. */
+  readonly verifier: JwtVerifier;
+}
+
+export function createWordCountService(deps: WordCountDependencies): Service {
+  const { config, context, eventLog } = deps;
+  const { logger, metrics } = context;
+  const settings = config.wordcount;
+  // loadConfig has validated every size.
+  const windows: WindowSize[] = settings.windows.map((name) => parseWindowSize(name)!);
+  const topics = {
+    tweets: config.tweets.topic,
+    repartition: settings.repartitionTopic,
+    changelog: settings.changelogTopic,
+    wordCounts: config.wordCounts.topic,
+    partitions: settings.partitions,
+  };
+  const records = metrics.counter(
+    "wordcount_records_total",
+    "Records consumed and committed by the word-count processor (tweets and repartition records).",
+  );
+  const commits = metrics.counter("wordcount_commits_total", "Transactions committed.");
+  const failures = metrics.counter(
+    "wordcount_failures_total",
+    "Aborted transactions, failed restores and undecodable tweets, by kind.",
+  );
+  const restoreSeconds = metrics.histogram(
+    "wordcount_restore_seconds",
+    "Time to restore one partition's state store from the changelog.",
+  );
+  metrics.gauge(
+    "wordcount_owned_partitions",
+    "Repartition partitions whose state this instance has restored and answers for.",
+    () => [{ labels: {}, value: processor.ownedPartitions().length }],
+  );
+  const publishers: ((metadata: Readonly<Record<string, string>>) => void)[] = [];
+  const metadata = () => ({ [PARTITIONS_METADATA]: processor.ownedPartitions().join(",") });
+
+  const processor: WordCountProcessor = new WordCountProcessor({
+    eventLog,
+    topics,
+    windows,
+    tweetCodec: deps.tweetCodec,
+    wordCountCodec: deps.wordCountCodec,
+    onUndecodable(record, error) {
+      failures.inc({ kind: "undecodable-tweet" });
+      logger.warn("Cannot decode tweet {topic}/{partition}@{offset}; it counts no words", {
+        topic: record.topic,
+        partition: record.partition,
+        offset: record.offset,
+        error,
+      });
+    },
+    onRestored(partition, entries, ms) {
+      restoreSeconds.observe({}, ms / 1000);
+      logger.info("Restored partition {partition}: {entries} words in {ms} ms", {
+        partition,
+        entries,
+        ms: Math.round(ms),
+      });
+    },
+    onOwnershipChange(partitions) {
+      logger.info("Answering for partitions {partitions}", { partitions: partitions.join(",") });
+      for (const publish of publishers) publish(metadata());
+    },
+  });
+
+  const stopping = new AbortController();
+  let member: ConsumerGroupMember | undefined;
+  const app = createServiceApp({
+    context,
+    bodyLimitBytes: config.process.bodyLimitBytes,
+    readiness: [
+      { name: "event-log", check: () => eventLog.ping() },
+      {
+        name: "state",
+        check() {
+          if (member === undefined) {
+            return Promise.reject(new Error("not a member of the consumer group yet"));
+          }
+          const owned = new Set(processor.ownedPartitions());
+          const restoring = member.assignment()
+            .filter(({ topic, partition }) => topic === topics.repartition && !owned.has(partition))
+            .map(({ partition }) => partition);
+          return restoring.length === 0
+            ? Promise.resolve()
+            : Promise.reject(new Error(`restoring partitions ${restoring.join(",")}`));
+        },
+      },
+    ],
+  });
+  app.use("/api/*", bearerAuth({ verifier: deps.verifier }));
+  addWordCountRoutes(app, {
+    processor,
+    windows,
+    partitions: settings.partitions,
+    discovery: deps.discovery,
+    service: context.name,
+    instanceId: context.instanceId,
+  });
+
+  return {
+    name: context.name,
+    app,
+    publishMetadata(publish) {
+      publishers.push(publish);
+      publish(metadata());
+    },
+    async start() {
+      const retry = { logger, signal: stopping.signal };
+      const specs: TopicSpec[] = [
+        { name: topics.tweets, partitions: config.tweets.partitions },
+        { name: topics.repartition, partitions: settings.partitions },
+        { name: topics.changelog, partitions: settings.partitions, compacted: true },
+        { name: topics.wordCounts, partitions: config.wordCounts.partitions },
+      ];
+      for (const spec of specs) {
+        await retryUntilDone(() => eventLog.ensureTopic(spec), {
+          ...retry,
+          action: `create topic ${spec.name}`,
+        });
+      }
+      member = await retryUntilDone(() =>
+        eventLog.consumeTransactional({
+          groupId: settings.groupId,
+          topics: [topics.tweets, topics.repartition],
+          transactionalId: `${settings.groupId}-${context.instanceId}`,
+          commitIntervalMs: settings.commitIntervalMs,
+          maxBatchSize: settings.maxBatchSize,
+          onAssigned: (partitions) => processor.restore(partitions),
+          onRevoked: (partitions) => processor.revoke(partitions),
+          beforeCommit: (transaction) => processor.flush(transaction),
+          onCommitted(consumed) {
+            commits.inc();
+            records.inc({}, consumed);
+          },
+          onError(error, action) {
+            failures.inc({ kind: "transaction" });
+            logger.warn("Word counts: {action}; recovering from the committed state", {
+              action,
+              error,
+            });
+          },
+        }, (batch, transaction) => processor.handle(batch, transaction)), {
+        ...retry,
+        action: `join consumer group ${settings.groupId}`,
+      });
+      logger.info("Counting words of {topic} as group {group}", {
+        topic: topics.tweets,
+        group: settings.groupId,
+      });
+    },
+    async stop() {
+      stopping.abort();
+      await member?.stop();
+      logger.info("Stopped counting words; the last transaction is committed");
+    },
+  };
+}
