@@ -5,6 +5,7 @@
 import assert from "node:assert/strict";
 import { mockUserId } from "../shared/events/mock_users.ts";
 import { waitFor } from "../shared/testing/wait.ts";
+import { tokenize } from "../shared/text/tokenize.ts";
 import { passwordGrantToken } from "./identity/_testing.ts";
 import { selectServices } from "./main.ts";
 
@@ -102,7 +103,7 @@ Deno.test("main runs all services, serves searchable tweets and shuts down on SI
     await log.until((line) => {
       const match = /^(\w+) listening on (http:\/\/\S+)$/.exec(String(line.message));
       if (match) urls[match[1]!] = match[2]!;
-      return Object.keys(urls).length === 7;
+      return Object.keys(urls).length === 8;
     });
 
     // Ready once started: wordcount joins its group and restores its partitions,
@@ -128,13 +129,15 @@ Deno.test("main runs all services, serves searchable tweets and shuts down on SI
       const response = await fetch(`${urls.query}/api/v2/tweets?size=1`, { headers: superUser });
       return (await response.json()).page.total === 200;
     });
-    const kafka = await fetch(`${urls.query}/api/v1/tweets?text=kafka`, { headers: superUser });
+    const kafka = await fetch(`${urls.query}/api/v1/tweets?text=kafka&size=100`, {
+      headers: superUser,
+    });
     assert.equal(kafka.status, 200);
-    // Analytics answers, but nothing counts words yet.
-    assert.equal(kafka.headers.get("word-counts"), "kafka=none");
     const tweets: { text: string }[] = await kafka.json();
-    assert.ok(tweets.length > 0);
+    assert.ok(tweets.length > 0 && tweets.length < 100);
     assert.ok(tweets.every((tweet) => /\bkafka\b/i.test(tweet.text)));
+    const kafkaCount = tweets.flatMap((tweet) => tokenize(tweet.text))
+      .filter((word) => word === "kafka").length;
     const granted = new Set(Array.from({ length: 5 }, (_, i) => mockUserId(i).toString()));
     const visible = await (await fetch(`${urls.query}/api/v2/tweets?size=100`, { headers: user }))
       .json();
@@ -172,8 +175,21 @@ Deno.test("main runs all services, serves searchable tweets and shuts down on SI
     });
     await waitFor("kafka counted", async () => {
       const response = await fetch(`${urls.wordcount}/api/v1/words/kafka`, { headers: user });
-      return response.status === 200 && (await response.json()).count > 0;
+      return response.status === 200 && (await response.json()).count === kafkaCount;
     });
+    // The count flows on to analytics, and from there into the search's word counts.
+    await waitFor("kafka's count in search responses", async () => {
+      const response = await fetch(`${urls.query}/api/v1/tweets?text=kafka&size=1`, {
+        headers: superUser,
+      });
+      await response.body?.cancel();
+      return response.headers.get("word-counts") === `kafka=${kafkaCount}`;
+    });
+    for (const path of ["/api/v1/words/kafka", "/api/v1/analytics/words/kafka"]) {
+      const response = await fetch(`${urls.gateway}${path}`, { headers: user });
+      assert.equal(response.status, 200, path);
+      assert.equal((await response.json()).count, kafkaCount, path);
+    }
 
     // Through the gateway: the query service found through the registry.
     const viaGateway = await fetch(`${urls.gateway}/api/v2/tweets?text=kafka&size=3`, {

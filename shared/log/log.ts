@@ -72,6 +72,16 @@ export function correlatingSink(sink: Sink & AsyncDisposable): Sink & AsyncDispo
 export async function configureLogging(options: LoggingOptions = {}): Promise<void> {
   const sink = getStreamSink(options.stream ?? Deno.stdout.writable, {
     formatter: getJsonLinesFormatter({ properties: "flatten", categorySeparator: "." }),
+    // Lines are written in the background, so a request never waits for
+    // stdout; a burst beyond twice the buffer before a flush drops lines,
+    // and says so on stderr.
+    nonBlocking: {
+      bufferSize: 1000,
+      flushInterval: 50,
+      onDrop: ({ count }) => {
+        Deno.stderr.writeSync(new TextEncoder().encode(`log: dropped ${count} lines\n`));
+      },
+    },
   });
   await configure({
     reset: true,
