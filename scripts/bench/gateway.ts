@@ -29,7 +29,8 @@ import { write } from "../engines/engines.ts";
 
 const MAIN = new URL("../../services/main.ts", import.meta.url).pathname;
 const REALM = builtInRealm.realm;
-const USER = "app_user";
+// The super user reads every tweet, so the wait for all of them and every target see the same data.
+const USER = "app_super_user";
 const KEYWORD = "Kafka";
 const PAGE_SIZE = 20;
 const READY_TIMEOUT_MS = 60_000;

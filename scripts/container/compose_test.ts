@@ -7,6 +7,8 @@
  */
 import assert from "node:assert/strict";
 import { VERSIONS } from "../engines/versions.ts";
+import { listSettings } from "../../shared/config/setting.ts";
+import { settings } from "../../services/config.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname.replace(/\/$/, "");
 const COMPOSE_FILE = `${ROOT}/compose.yaml`;
@@ -30,9 +32,12 @@ const SERVICES = {
   gateway: 9092,
   stream: 8181,
   indexer: 8182,
+  wordcount: 8187,
   query: 8183,
   analytics: 8188,
 } as const;
+
+const SETTING_NAMES = new Set(listSettings(settings).map((setting) => setting.env));
 
 const SETTINGS = {
   HTTP_HOST: "0.0.0.0",
@@ -42,7 +47,6 @@ const SETTINGS = {
   ELASTICSEARCH_URL: "http://elasticsearch:9200",
   REDIS_URL: "redis://redis:6379",
   RATE_LIMIT_STORE: "redis",
-  ZIPKIN_URL: "http://zipkin:9411",
   OIDC_ISSUER: "http://keycloak:9091/realms/twitterapi",
   REGISTRY_URLS: "http://registry:8761",
 };
@@ -238,15 +242,11 @@ Deno.test("the services get every engine's address and wait for healthy engines"
   const config = await resolvedConfig();
   for (const name of Object.keys(SERVICES)) {
     const entry = service(config, name);
-    const settings = {
-      ...SETTINGS,
-      DATABASE_URL: `postgres://postgres:${await secret(
-        "POSTGRES_PASSWORD",
-        "postgres",
-      )}@postgres:5432/postgres`,
-    };
-    for (const [variable, value] of Object.entries(settings)) {
+    for (const [variable, value] of Object.entries(SETTINGS)) {
       assert.equal(entry.environment?.[variable], value, `${name}: ${variable}`);
+    }
+    for (const variable of Object.keys(entry.environment ?? {})) {
+      assert.ok(SETTING_NAMES.has(variable), `${name}: ${variable} is not a setting`);
     }
     assert.deepEqual(
       Object.keys(entry.depends_on ?? {}).sort(),
@@ -284,7 +284,7 @@ Deno.test("the development secrets can be overridden from the environment", asyn
   });
   assert.equal(service(config, "postgres").environment?.POSTGRES_PASSWORD, "from-env");
   assert.equal(
-    service(config, "query").environment?.DATABASE_URL,
+    service(config, "query").environment?.QUERY_DATABASE_URL,
     "postgres://postgres:from-env@postgres:5432/postgres",
   );
   assert.equal(
