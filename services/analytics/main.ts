@@ -9,6 +9,7 @@ import type { SqlDatabase } from "../../shared/database/database.ts";
 import { migrate } from "../../shared/database/migrations.ts";
 import type { ConsumerGroupMember, EventLog } from "../../shared/event_log/event_log.ts";
 import type { WordCountCodec } from "../../shared/events/word_count_event.ts";
+import { registerLagGauge } from "../../shared/event_log/lag_gauge.ts";
 import { createServiceApp } from "../../shared/http/service_app.ts";
 import type { Service, ServiceContext } from "../../shared/service/service.ts";
 import type { AppConfig } from "../config.ts";
@@ -41,15 +42,13 @@ export function createAnalyticsService(deps: AnalyticsDependencies): Service {
     "analytics_batch_failures_total",
     "Batches whose write failed and will be redelivered.",
   );
-  metrics.gauge(
-    "analytics_consumer_lag",
-    "Events of the word-count topic not yet committed by the analytics group, per partition.",
-    async () =>
-      (await eventLog.lag(settings.groupId, topic)).map((partition) => ({
-        labels: { group: settings.groupId, topic, partition: String(partition.partition) },
-        value: partition.lag,
-      })),
-  );
+  registerLagGauge(metrics, {
+    name: "analytics_consumer_lag",
+    help: "Events of the word-count topic not yet committed by the analytics group, per partition.",
+    eventLog,
+    groupId: settings.groupId,
+    topic,
+  });
   const store = new WordCountStore(database, {
     schema: ANALYTICS_SCHEMA,
     historyPerWord: settings.historyPerWord,

@@ -2,6 +2,7 @@
 import { retryUntilDone } from "../../shared/async/retry.ts";
 import type { ConsumerGroupMember, EventLog } from "../../shared/event_log/event_log.ts";
 import type { TweetCodec } from "../../shared/events/tweet_event.ts";
+import { registerLagGauge } from "../../shared/event_log/lag_gauge.ts";
 import { createServiceApp } from "../../shared/http/service_app.ts";
 import type { SearchIndex } from "../../shared/search_index/search_index.ts";
 import type { Service, ServiceContext } from "../../shared/service/service.ts";
@@ -26,15 +27,13 @@ export function createIndexerService(deps: IndexerDependencies): Service {
     "indexer_batch_failures_total",
     "Batches whose indexing failed and will be redelivered.",
   );
-  metrics.gauge(
-    "indexer_consumer_lag",
-    "Events of the tweet topic not yet committed by the indexer's group, per partition.",
-    async () =>
-      (await eventLog.lag(settings.groupId, topic)).map((partition) => ({
-        labels: { group: settings.groupId, topic, partition: String(partition.partition) },
-        value: partition.lag,
-      })),
-  );
+  registerLagGauge(metrics, {
+    name: "indexer_consumer_lag",
+    help: "Events of the tweet topic not yet committed by the indexer's group, per partition.",
+    eventLog,
+    groupId: settings.groupId,
+    topic,
+  });
   const stopping = new AbortController();
   let member: ConsumerGroupMember | undefined;
 
