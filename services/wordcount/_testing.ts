@@ -121,6 +121,18 @@ export function sorted(counts: ReadonlyMap<string, number>): [string, number][] 
   return [...counts].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
 }
 
+/** The words whose counts differ, as `word: actual != expected`; "" when none do. */
+export function countDifferences(
+  actual: ReadonlyMap<string, number>,
+  expected: ReadonlyMap<string, number>,
+): string {
+  const words = new Set([...actual.keys(), ...expected.keys()]);
+  return [...words].filter((word) => actual.get(word) !== expected.get(word))
+    .slice(0, 10)
+    .map((word) => `${word}: ${actual.get(word)} != ${expected.get(word)}`)
+    .join(", ");
+}
+
 /** Asks `baseUrl` for every expected word; the answers as a map. */
 export async function apiCounts(
   baseUrl: string,

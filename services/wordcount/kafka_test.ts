@@ -20,6 +20,7 @@ import { Infrastructure } from "../infrastructure.ts";
 import { createWordCountService } from "./main.ts";
 import {
   apiCounts,
+  countDifferences,
   knownTweets,
   latestCounts,
   MetadataDiscovery,
@@ -128,14 +129,22 @@ Deno.test({
       await start(`wc-b-${run}`);
       await sendAll(log, config.tweets.topic, records.slice(5000));
       for (const instance of instances) {
+        let lastSeen = "";
         await waitFor("an instance to answer every word exactly", async () => {
-          const counts = await apiCounts(instance.url, reader, expected.keys()).catch(() =>
-            new Map()
-          );
-          if (sorted(counts).join() === sorted(expected).join()) return true;
+          try {
+            lastSeen = countDifferences(
+              await apiCounts(instance.url, reader, expected.keys()),
+              expected,
+            );
+          } catch (error) {
+            lastSeen = String(error);
+          }
+          if (lastSeen === "") return true;
           await delay(500);
           return false;
-        }, 120_000);
+        }, 120_000).catch((error) => {
+          throw new Error(`${error.message}; last seen: ${lastSeen}`, { cause: error });
+        });
       }
       const owners = (await discovery.instances("wordcount"))
         .map((instance) => instance.metadata["wordcount-partitions"] ?? "");

@@ -491,22 +491,11 @@ export class KafkaEventLog implements EventLog {
         `Cannot join group '${options.groupId}': partitionConcurrency must be a positive integer`,
       );
     }
-    const topics = [...new Set(options.topics)];
-    for (const topic of topics) await this.#partitionCount(topic);
-    this.#assertOpen(`join group '${options.groupId}'`);
-    const member = new KafkaMember(
-      this.#memberContext,
-      { ...options, topics, maxBatchSize },
-      handler,
+    return await this.#join(
+      options,
+      (topics) =>
+        new KafkaMember(this.#memberContext, { ...options, topics, maxBatchSize }, handler),
     );
-    this.#members.add(member);
-    try {
-      await member.start();
-    } catch (error) {
-      await member.stop().catch(() => {});
-      throw error;
-    }
-    return member;
   }
 
   async consumeTransactional(
@@ -514,14 +503,22 @@ export class KafkaEventLog implements EventLog {
     handler: TransactionalHandler,
   ): Promise<ConsumerGroupMember> {
     this.#assertOpen(`join group '${options.groupId}'`);
+    return await this.#join(
+      options,
+      (topics) =>
+        new KafkaTransactionalMember(this.#memberContext, { ...options, topics }, handler),
+    );
+  }
+
+  /** Checks the topics exist, then starts a member; a member that fails to start is stopped. */
+  async #join<M extends ConsumerGroupMember & { start(): Promise<void> }>(
+    options: { readonly groupId: string; readonly topics: readonly string[] },
+    create: (topics: string[]) => M,
+  ): Promise<M> {
     const topics = [...new Set(options.topics)];
     for (const topic of topics) await this.#partitionCount(topic);
     this.#assertOpen(`join group '${options.groupId}'`);
-    const member = new KafkaTransactionalMember(
-      this.#memberContext,
-      { ...options, topics },
-      handler,
-    );
+    const member = create(topics);
     this.#members.add(member);
     try {
       await member.start();
