@@ -6,6 +6,13 @@
  * and tumbling-window counts), writes changed entries to a compacted
  * changelog and coalesced all-time counts to the word-count topic at every
  * commit, atomically with the consumed offsets.
+ *
+ * Stage 2 is idempotent: a repartition record names the tweets (source
+ * partition and offset) its occurrences come from, and each word's state keeps
+ * the highest tweet offset it has counted per tweet partition, so occurrences
+ * at or below it are skipped. Tweets processed twice (an instance that read
+ * the group's offsets while the previous owner's commit was still in flight)
+ * or repartition records delivered again therefore count once.
  */
 import type {
   ConsumedRecord,
@@ -61,11 +68,15 @@ export interface WordCountProcessorOptions {
   readonly onOwnershipChange?: (partitions: readonly number[]) => void;
 }
 
-/** One word's counts in one store; windows map a window start to its count. */
+/**
+ * One word's counts in one store; windows map a window start to its count;
+ * counted maps a tweet partition to the highest tweet offset counted from it.
+ */
 interface WordState {
   count: number;
   updatedAt: number;
   readonly windows: Map<string, Map<number, number>>;
+  readonly counted: Map<number, number>;
 }
 
 /** The changelog value of a word (JSON): its whole state. */
@@ -73,6 +84,17 @@ interface ChangelogEntry {
   readonly count: number;
   readonly updatedAt: number;
   readonly windows: Record<string, [number, number][]>;
+  readonly counted: [number, number][];
+}
+
+/**
+ * The repartition value of a word (JSON): its occurrences in one batch of the
+ * tweet partition `partition`, as `[tweet offset, createdAt, occurrences]` in
+ * offset order.
+ */
+interface RepartitionValue {
+  readonly partition: number;
+  readonly occurrences: [number, number, number][];
 }
 
 export interface WordCounts {
@@ -213,8 +235,8 @@ export class WordCountProcessor {
 
   #repartition(batch: RecordBatch, transaction: Transaction): void {
     const { tweetCodec, topics } = this.#options;
-    // word -> createdAt -> occurrences, so one record per word per batch.
-    const occurrences = new Map<string, Map<number, number>>();
+    // word -> [offset, createdAt, occurrences], so one record per word per batch.
+    const occurrences = new Map<string, [number, number, number][]>();
     for (const record of batch.records) {
       let tweet;
       try {
@@ -224,17 +246,19 @@ export class WordCountProcessor {
         continue;
       }
       for (const word of tokenize(tweet.text)) {
-        let times = occurrences.get(word);
-        if (times === undefined) occurrences.set(word, times = new Map());
-        times.set(tweet.createdAt, (times.get(tweet.createdAt) ?? 0) + 1);
+        let tweets = occurrences.get(word);
+        if (tweets === undefined) occurrences.set(word, tweets = []);
+        const last = tweets.at(-1);
+        if (last?.[0] === record.offset) last[2]++;
+        else tweets.push([record.offset, tweet.createdAt, 1]);
       }
     }
     transaction.send(
       topics.repartition,
-      [...occurrences].map(([word, times]) => ({
-        key: encoder.encode(word),
-        value: encoder.encode(JSON.stringify([...times])),
-      })),
+      [...occurrences].map(([word, tweets]) => {
+        const value: RepartitionValue = { partition: batch.partition, occurrences: tweets };
+        return { key: encoder.encode(word), value: encoder.encode(JSON.stringify(value)) };
+      }),
     );
   }
 
@@ -248,12 +272,21 @@ export class WordCountProcessor {
     for (const record of batch.records) {
       if (record.key === null) continue;
       const word = decoder.decode(record.key);
-      const times = JSON.parse(decoder.decode(record.value)) as [number, number][];
+      const value = JSON.parse(decoder.decode(record.value)) as RepartitionValue;
       let state = store.get(word);
       if (state === undefined) {
-        store.set(word, state = { count: 0, updatedAt: 0, windows: new Map() });
+        store.set(word, state = { count: 0, updatedAt: 0, windows: new Map(), counted: new Map() });
       }
-      for (const [createdAt, occurrences] of times) {
+      // A producer starts at a committed tweet offset, whose earlier tweets'
+      // records were committed (and so precede its own here), and sends a
+      // word's tweets of a partition in offset order: a tweet at or below the
+      // highest counted one is a duplicate, every tweet above it is new.
+      const highest = state.counted.get(value.partition) ?? -1;
+      let applied = false;
+      for (const [offset, createdAt, occurrences] of value.occurrences) {
+        if (offset <= highest) continue;
+        applied = true;
+        state.counted.set(value.partition, offset);
         state.count += occurrences;
         state.updatedAt = Math.max(state.updatedAt, createdAt);
         for (const size of this.#options.windows) {
@@ -264,6 +297,7 @@ export class WordCountProcessor {
           windows.set(start, (windows.get(start) ?? 0) + occurrences);
         }
       }
+      if (!applied) continue;
       for (const size of this.#options.windows) {
         const windows = state.windows.get(size.name);
         if (windows === undefined) continue;
@@ -298,7 +332,7 @@ export function topWords(words: readonly TrendingWord[], limit: number): Trendin
 function toEntry(state: WordState): ChangelogEntry {
   const windows: Record<string, [number, number][]> = {};
   for (const [name, counts] of state.windows) windows[name] = [...counts];
-  return { count: state.count, updatedAt: state.updatedAt, windows };
+  return { count: state.count, updatedAt: state.updatedAt, windows, counted: [...state.counted] };
 }
 
 function fromEntry(entry: ChangelogEntry): WordState {
@@ -308,5 +342,6 @@ function fromEntry(entry: ChangelogEntry): WordState {
     windows: new Map(
       Object.entries(entry.windows).map(([name, counts]) => [name, new Map(counts)]),
     ),
+    counted: new Map(entry.counted),
   };
 }

@@ -140,3 +140,94 @@ Deno.test("word counts: all-time, tumbling windows, trending, changelog and rest
   assert.deepEqual(restored.ownedPartitions(), []);
   await eventLog.close();
 });
+
+/** Stage 1's output for tweets `from` to `to` (inclusive) of tweet partition `partition`. */
+async function repartitioned(
+  counter: WordCountProcessor,
+  partition: number,
+  texts: readonly string[],
+  from: number,
+  to: number,
+): Promise<ProducerRecord[]> {
+  const records: ConsumedRecord[] = [];
+  for (let offset = from; offset <= to; offset++) {
+    const { value } = tweet(texts[offset]!, NOW);
+    records.push({
+      topic: TOPICS.tweets,
+      partition,
+      offset,
+      key: null,
+      value,
+      headers: {},
+      timestamp: NOW,
+    });
+  }
+  const transaction = new RecordingTransaction();
+  await counter.handle(
+    { topic: TOPICS.tweets, partition, records, highWatermark: to + 1 },
+    transaction,
+  );
+  return transaction.to(TOPICS.repartition);
+}
+
+Deno.test("word counts: tweets repartitioned twice by two producers count once, also after a restore", async () => {
+  const eventLog = new MemoryEventLog();
+  const counter = await processor(eventLog);
+  // Two tweet partitions; "kafka" is in every tweet, twice in some.
+  const first = [
+    "kafka deno",
+    "kafka kafka",
+    "kafka streams",
+    "kafka",
+    "kafka deno deno",
+    "kafka",
+    "kafka once",
+    "kafka",
+  ];
+  const second = ["kafka java", "kafka kafka java", "kafka"];
+  // Producer A commits offsets 0-3 and 4-7 of the first partition; producer B
+  // read the committed offset 0 while A's second commit was in flight and
+  // batches differently: 0-5, then 6-7. Both process the second partition whole.
+  const a1 = await repartitioned(counter, 0, first, 0, 3);
+  const a2 = await repartitioned(counter, 0, first, 4, 7);
+  const b1 = await repartitioned(counter, 0, first, 0, 5);
+  const b2 = await repartitioned(counter, 0, first, 6, 7);
+  const aSecond = await repartitioned(counter, 1, second, 0, 2);
+  const bSecond = await repartitioned(counter, 1, second, 0, 2);
+  // Each producer's records in its order, the two interleaved.
+  for (const records of [a1, b1, a2, b2, bSecond, aSecond]) {
+    await counter.handle(batch(TOPICS.repartition, records), new RecordingTransaction());
+  }
+  const expected = { kafka: 13, deno: 3, streams: 1, once: 1, java: 2 };
+  const counts = () =>
+    Object.fromEntries(Object.keys(expected).map((word) => [word, counter.counts(word)?.count]));
+  assert.deepEqual(counts(), expected);
+  assert.equal(counter.counts("kafka")?.windows["1m"]?.count, 13);
+
+  // The applied offsets are state: a new owner restored from the changelog
+  // skips the same records delivered again, and has nothing to commit.
+  const commit = new RecordingTransaction();
+  counter.flush(commit);
+  await eventLog.send(TOPICS.changelog, commit.to(TOPICS.changelog));
+  const restored = await processor(eventLog);
+  for (const records of [b1, a1, a2, b2, aSecond, bSecond]) {
+    await restored.handle(batch(TOPICS.repartition, records), new RecordingTransaction());
+  }
+  assert.deepEqual(
+    Object.fromEntries(Object.keys(expected).map((word) => [word, restored.counts(word)?.count])),
+    expected,
+  );
+  const nothing = new RecordingTransaction();
+  restored.flush(nothing);
+  assert.equal(nothing.sent.length, 0);
+
+  // Tweets after the applied ones still count.
+  first.push("kafka deno");
+  await restored.handle(
+    batch(TOPICS.repartition, await repartitioned(restored, 0, first, 8, 8)),
+    new RecordingTransaction(),
+  );
+  assert.equal(restored.counts("kafka")?.count, 14);
+  assert.equal(restored.counts("deno")?.count, 4);
+  await eventLog.close();
+});
