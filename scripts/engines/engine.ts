@@ -179,23 +179,24 @@ export async function mavenArtifact(
   return options.target;
 }
 
-/** The pid of the engine's process if it is running and is the one `up` started. */
+/** The process's start time since boot, in clock ticks (field 22 of stat); kept across exec. */
+async function startTime(pid: number): Promise<string | undefined> {
+  const stat = await Deno.readTextFile(`/proc/${pid}/stat`).catch(() => "");
+  return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19];
+}
+
+/**
+ * The pid of the engine's process if it is running and is the one `up`
+ * started: the pid file holds its pid and start time, which no recycled pid
+ * shares and which, unlike its command line and environment, reads the same
+ * while it execs from launcher to engine and changes user.
+ */
 export async function runningPid(engine: string): Promise<number | undefined> {
-  let pid: number;
-  try {
-    pid = Number((await Deno.readTextFile(pidFile(engine))).trim());
-  } catch {
-    return undefined;
-  }
-  if (!(await exists(`/proc/${pid}`)) || await isZombie(pid)) return undefined;
-  const cmdline = await Deno.readTextFile(`/proc/${pid}/cmdline`).catch(() => "");
-  const environ = await Deno.readTextFile(`/proc/${pid}/environ`).catch(() => "");
-  // While the process is between exec calls, /proc shows neither: it is ours.
-  if (cmdline === "" && environ === "") return pid;
-  // The engine's environment names it: a recycled pid does not.
-  return environ.includes(`TWITTERAPI_ENGINE=${engine}`) || cmdline.includes(dataDir(engine))
-    ? pid
-    : undefined;
+  const recorded = await Deno.readTextFile(pidFile(engine)).catch(() => "");
+  const [pid, started] = recorded.trim().split(" ");
+  if (pid === undefined || started === undefined) return undefined;
+  if (await isZombie(Number(pid))) return undefined;
+  return await startTime(Number(pid)) === started ? Number(pid) : undefined;
 }
 
 /**
@@ -216,13 +217,13 @@ export async function start(engine: string, process: EngineProcess): Promise<num
   const child = new Deno.Command("setsid", {
     args: ["sh", "-c", script, "sh", logFile(engine), ...user, process.command, ...process.args],
     cwd: process.cwd ?? dir,
-    env: { ...process.env, TWITTERAPI_ENGINE: engine },
+    env: { ...process.env },
     stdin: "null",
     stdout: "null",
     stderr: "null",
   }).spawn();
   child.unref();
-  await Deno.writeTextFile(pidFile(engine), String(child.pid));
+  await Deno.writeTextFile(pidFile(engine), `${child.pid} ${await startTime(child.pid)}`);
   return child.pid;
 }
 

@@ -60,7 +60,8 @@ async function up(engine: Engine, started: Engine[]): Promise<string> {
 
 /**
  * Brings engines up concurrently and returns the ones it started (not those
- * already running); throws one error naming every failed engine.
+ * already running); throws one error naming every failed engine, after
+ * stopping every engine it started, so that a failed run leaves none behind.
  */
 export async function engineUp(engines: readonly Engine[]): Promise<Engine[]> {
   const started: Engine[] = [];
@@ -70,6 +71,7 @@ export async function engineUp(engines: readonly Engine[]): Promise<Engine[]> {
   }));
   const failures = results.flatMap((result) => result.status === "rejected" ? [result.reason] : []);
   if (failures.length > 0) {
+    for (const engine of started) await stop(engine);
     throw new EngineError(
       "engines",
       `cannot start ${failures.length} engine(s):\n${
