@@ -7,7 +7,7 @@ import { serveApp } from "../shared/http/serve.ts";
 import { configureLogging, serviceLogger, shutdownLogging } from "../shared/log/log.ts";
 import { MetricsRegistry } from "../shared/metrics/metrics.ts";
 import type { Service, ServiceContext } from "../shared/service/service.ts";
-import { configureTracing, shutdownTracing } from "../shared/trace/tracing.ts";
+import { configureTracing, serviceTracer, shutdownTracing } from "../shared/trace/tracing.ts";
 import { createAnalyticsService } from "./analytics/main.ts";
 import { type AppConfig, loadConfig, settings } from "./config.ts";
 import { createGatewayService } from "./gateway/main.ts";
@@ -175,6 +175,7 @@ async function run(names: readonly string[], config: AppConfig): Promise<void> {
       instanceId,
       logger: serviceLogger(name, instanceId),
       metrics: new MetricsRegistry(),
+      tracer: serviceTracer(name),
     };
     const service = await entry.create(config, context, infrastructure);
     const server = serveApp(service.app, {

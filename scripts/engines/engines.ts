@@ -41,6 +41,18 @@ async function isHealthy(engine: Engine): Promise<boolean> {
   }
 }
 
+/**
+ * Provisioning runs one engine at a time: concurrent Maven runs share the
+ * local repository and fail on each other's partial downloads.
+ */
+let provisioning = Promise.resolve();
+
+function provisionInTurn(engine: Engine): Promise<void> {
+  const turn = provisioning.then(() => engine.provision());
+  provisioning = turn.catch(() => {});
+  return turn;
+}
+
 /** Provisions, starts and waits for one engine; resolves to a status line. */
 async function up(engine: Engine, started: Engine[]): Promise<string> {
   if (await runningPid(engine.name) !== undefined && await isHealthy(engine)) {
@@ -49,7 +61,7 @@ async function up(engine: Engine, started: Engine[]): Promise<string> {
   started.push(engine);
   await stop(engine);
   const startedAt = Date.now();
-  await engine.provision();
+  await provisionInTurn(engine);
   const process = await engine.prepare(dataDir(engine.name));
   await start(engine.name, process);
   await waitHealthy(engine);

@@ -63,6 +63,7 @@ export function createGatewayService(deps: GatewayDependencies): Service {
         timeoutMs: route.timeoutMs,
         retries: route.retries,
         logger: context.logger,
+        tracer: context.tracer,
         ...(clients.size === 0 ? { metrics: context.metrics } : {}),
       });
       clients.set(key, client);

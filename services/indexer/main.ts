@@ -51,6 +51,7 @@ export function createIndexerService(deps: IndexerDependencies): Service {
     index,
     codec,
     deadLetterTopic: settings.deadLetterTopic,
+    tracer: context.tracer,
     onIndexed({ indexed, deadLettered }) {
       events.inc({ outcome: "indexed" }, indexed);
       if (deadLettered > 0) {

@@ -15,13 +15,15 @@ import type {
 } from "../../shared/event_log/event_log.ts";
 import type { TweetCodec, TweetEvent } from "../../shared/events/tweet_event.ts";
 import type { SearchIndex, TweetDocument } from "../../shared/search_index/search_index.ts";
-import { extractTraceContext, tracer } from "../../shared/trace/tracing.ts";
+import { extractTraceContext, type Tracer } from "../../shared/trace/tracing.ts";
 
 export interface TweetIndexerOptions {
   readonly eventLog: EventLog;
   readonly index: SearchIndex;
   readonly codec: TweetCodec;
   readonly deadLetterTopic: string;
+  /** Continues each tweet's trace. */
+  readonly tracer: Tracer;
   /** Called after every committed-to-be batch, for metrics and logs. */
   readonly onIndexed?: (result: { indexed: number; deadLettered: number }) => void;
 }
@@ -37,7 +39,7 @@ export function toDocument(event: TweetEvent): TweetDocument {
 }
 
 export function createTweetIndexer(options: TweetIndexerOptions): BatchHandler {
-  const { eventLog, index, codec, deadLetterTopic } = options;
+  const { eventLog, index, codec, deadLetterTopic, tracer } = options;
 
   return async function indexBatch(batch: RecordBatch): Promise<void> {
     // The last event for an id wins within a batch, as it would across batches.
@@ -45,7 +47,7 @@ export function createTweetIndexer(options: TweetIndexerOptions): BatchHandler {
     const deadLetters: ProducerRecord[] = [];
     const spans: Span[] = [];
     for (const record of batch.records) {
-      const span = tracer().startSpan(`${batch.topic} process`, {
+      const span = tracer.startSpan(`${batch.topic} process`, {
         kind: SpanKind.CONSUMER,
         attributes: {
           "messaging.destination.name": batch.topic,

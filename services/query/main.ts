@@ -82,6 +82,7 @@ export function createQueryService(deps: QueryDependencies): Service {
       timeoutMs: settings.wordCountsTimeoutMs,
       retries: 1,
       logger: context.logger,
+      tracer: context.tracer,
       metrics: context.metrics,
     }),
     tokens,

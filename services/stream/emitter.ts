@@ -9,7 +9,7 @@ import type { EventLog, ProducerRecord } from "../../shared/event_log/event_log.
 import { encodeLongKey } from "../../shared/event_log/murmur2.ts";
 import type { TweetEvent } from "../../shared/events/tweet_event.ts";
 import type { Logger } from "../../shared/log/log.ts";
-import { injectTraceContext, tracer } from "../../shared/trace/tracing.ts";
+import { injectTraceContext, type Tracer } from "../../shared/trace/tracing.ts";
 
 export type StreamState = "running" | "paused" | "completed" | "stopped";
 
@@ -31,6 +31,8 @@ export interface TweetEmitterOptions {
   /** Stop after this many tweets; 0 means never. */
   readonly count: number;
   readonly logger: Logger;
+  /** Starts each tweet's trace. */
+  readonly tracer: Tracer;
   /** Called with every acknowledged batch size. */
   readonly onProduced?: (count: number) => void;
   /**
@@ -158,7 +160,7 @@ export class TweetEmitter {
     const records: ProducerRecord[] = [];
     for (let i = 0; i < size; i++) {
       const tweet = this.options.next();
-      const span = tracer().startSpan(`${topic} publish`, {
+      const span = this.options.tracer.startSpan(`${topic} publish`, {
         kind: SpanKind.PRODUCER,
         root: true,
         attributes: {

@@ -44,6 +44,7 @@ export function createStreamService(deps: StreamDependencies): Service {
     ratePerSecond: settings.ratePerSecond,
     count: settings.count,
     logger: context.logger,
+    tracer: context.tracer,
     onProduced: (count) => produced.inc({}, count),
   });
   const stopping = new AbortController();

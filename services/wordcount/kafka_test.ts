@@ -11,6 +11,7 @@ import { loadTweetCodec } from "../../shared/events/tweet_event.ts";
 import { loadWordCountCodec } from "../../shared/events/word_count_event.ts";
 import { serviceLogger } from "../../shared/log/log.ts";
 import { MetricsRegistry } from "../../shared/metrics/metrics.ts";
+import { serviceTracer } from "../../shared/trace/tracing.ts";
 import { createTestIssuer } from "../../shared/testing/test_issuer.ts";
 import { delay, waitFor } from "../../shared/testing/wait.ts";
 import { createKafkaClient } from "../../shared/event_log/kafka_event_log.ts";
@@ -103,6 +104,7 @@ Deno.test({
           instanceId,
           logger: serviceLogger("wordcount", instanceId),
           metrics: new MetricsRegistry(),
+          tracer: serviceTracer("wordcount"),
         },
         eventLog: own.eventLog(),
         tweetCodec,

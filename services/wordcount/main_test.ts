@@ -8,6 +8,7 @@ import { MemoryEventLog } from "../../shared/event_log/memory_event_log.ts";
 import { loadTweetCodec } from "../../shared/events/tweet_event.ts";
 import { loadWordCountCodec } from "../../shared/events/word_count_event.ts";
 import { MetricsRegistry } from "../../shared/metrics/metrics.ts";
+import { serviceTracer } from "../../shared/trace/tracing.ts";
 import { serviceLogger } from "../../shared/log/log.ts";
 import type { ServiceContext } from "../../shared/service/service.ts";
 import { createTestIssuer } from "../../shared/testing/test_issuer.ts";
@@ -36,6 +37,7 @@ function context(instanceId: string): ServiceContext {
     instanceId,
     logger: serviceLogger("wordcount", instanceId),
     metrics: new MetricsRegistry(),
+    tracer: serviceTracer("wordcount"),
   };
 }
 

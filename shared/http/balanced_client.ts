@@ -11,12 +11,12 @@
  * response.body?.cancel()` when it does not need it). The client does that
  * itself for the attempts it throws away.
  */
-import { SpanKind, SpanStatusCode } from "@opentelemetry/api";
+import { SpanKind, SpanStatusCode, trace } from "@opentelemetry/api";
 import { sleep } from "../async/retry.ts";
 import type { ServiceDiscovery, ServiceInstance } from "../discovery/service_discovery.ts";
 import type { Logger } from "../log/log.ts";
 import type { Counter, GaugeSample, MetricsRegistry } from "../metrics/metrics.ts";
-import { injectTraceContext, inSpan } from "../trace/tracing.ts";
+import { injectTraceContext, inSpan, type Tracer } from "../trace/tracing.ts";
 
 export type BalancingStrategy = "round-robin" | "least-outstanding";
 
@@ -59,6 +59,11 @@ export interface BalancedClientOptions {
   readonly metrics?: MetricsRegistry;
   /** Warns of ejections. */
   readonly logger?: Logger;
+  /**
+   * Records each attempt as a CLIENT span; the calling service's tracer.
+   * @default the API's global tracer, a no-op that still propagates the caller's context
+   */
+  readonly tracer?: Tracer;
   /** A monotonic clock in milliseconds, for ejections. @default performance.now */
   readonly now?: () => number;
 }
@@ -213,6 +218,7 @@ export class BalancedClient {
   readonly #discovery: ServiceDiscovery;
   readonly #options: ResolvedOptions;
   readonly #logger: Logger | undefined;
+  readonly #tracer: Tracer;
   readonly #now: () => number;
   /** Per service, per instance id. */
   readonly #states = new Map<string, Map<string, InstanceState>>();
@@ -224,6 +230,7 @@ export class BalancedClient {
     this.#discovery = options.discovery;
     this.#options = resolveOptions(options);
     this.#logger = options.logger;
+    this.#tracer = options.tracer ?? trace.getTracer("twitterapi");
     this.#now = options.now ?? (() => performance.now());
     const { metrics } = options;
     if (metrics !== undefined) {
@@ -327,7 +334,7 @@ export class BalancedClient {
       "peer.service.instance_id": instance.instanceId,
       ...(attempt > 0 ? { "http.request.resend_count": attempt } : {}),
     };
-    return inSpan(`${method} ${service}`, { kind: SpanKind.CLIENT, attributes }, async (span) => {
+    return inSpan(this.#tracer, `${method} ${service}`, { kind: SpanKind.CLIENT, attributes }, async (span) => {
       const timeout = new AbortController();
       const callerSignal = init.signal ?? undefined;
       const signal = callerSignal === undefined

@@ -9,7 +9,7 @@ import {
 import { MetricsRegistry } from "../metrics/metrics.ts";
 import { startTestServer, type TestServer } from "../testing/http_servers.ts";
 import { waitFor } from "../testing/wait.ts";
-import { configureTracing, inSpan } from "../trace/tracing.ts";
+import { configureTracing, inSpan, serviceTracer } from "../trace/tracing.ts";
 import {
   BalancedClient,
   type BalancedClientOptions,
@@ -289,8 +289,9 @@ Deno.test("traceparent carries the caller's trace id, one CLIENT span per attemp
   configureTracing({ spanProcessors: [new SimpleSpanProcessor({ exporter })] });
   await using a = startTestServer(status(503));
   await using b = startTestServer();
-  const client = clientFor({ a, b }, { strategy: "round-robin" });
-  const traceId = await inSpan("caller", {}, async (span) => {
+  const tracer = serviceTracer("gateway");
+  const client = clientFor({ a, b }, { strategy: "round-robin", tracer });
+  const traceId = await inSpan(tracer, "caller", {}, async (span) => {
     assert.deepEqual(await get(client), [200, "ok"]);
     return span.spanContext().traceId;
   });

@@ -149,7 +149,7 @@ export function createServiceApp(options: ServiceAppOptions): Hono {
     if (tracestate !== undefined) carrier.tracestate = tracestate;
     inFlight.set({}, ++active);
     try {
-      await inSpan(`${c.req.method} ${c.req.path}`, {
+      await inSpan(context.tracer, `${c.req.method} ${c.req.path}`, {
         kind: SpanKind.SERVER,
         parent: extractTraceContext(carrier),
         attributes: { "http.request.method": c.req.method, "url.path": c.req.path },

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { configureTracing, inSpan } from "../trace/tracing.ts";
+import { configureTracing, inSpan, serviceTracer } from "../trace/tracing.ts";
 import { configureLogging, serviceLogger, shutdownLogging } from "./log.ts";
 
 Deno.test("logging writes JSON lines with service, instance, trace and span ids", async () => {
@@ -12,7 +12,7 @@ Deno.test("logging writes JSON lines with service, instance, trace and span ids"
   });
   try {
     const logger = serviceLogger("query", "query-1");
-    await inSpan("work", {}, async (span) => {
+    await inSpan(serviceTracer("query"), "work", {}, async (span) => {
       ids = span.spanContext();
       await Promise.resolve();
       logger.info("Searched {count} tweets", { count: 3 });

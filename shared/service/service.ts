@@ -5,6 +5,7 @@
 import type { Hono } from "hono";
 import type { Logger } from "../log/log.ts";
 import type { MetricsRegistry } from "../metrics/metrics.ts";
+import type { Tracer } from "../trace/tracing.ts";
 
 export interface Service {
   readonly name: string;
@@ -25,10 +26,12 @@ export interface Service {
   stop(): Promise<void>;
 }
 
-/** What every service gets from the process: its identity, logger and metrics. */
+/** What every service gets from the process: its identity, logger, metrics and tracer. */
 export interface ServiceContext {
   readonly name: string;
   readonly instanceId: string;
   readonly logger: Logger;
   readonly metrics: MetricsRegistry;
+  /** Spans under the service's own `service.name`. */
+  readonly tracer: Tracer;
 }

@@ -1,7 +1,8 @@
-/** A service context for tests: a quiet logger and a fresh metrics registry. */
+/** A service context for tests: a quiet logger, a fresh metrics registry, its tracer. */
 import { serviceLogger } from "../log/log.ts";
 import { MetricsRegistry } from "../metrics/metrics.ts";
 import type { ServiceContext } from "../service/service.ts";
+import { serviceTracer } from "../trace/tracing.ts";
 
 export function testContext(name: string): ServiceContext {
   const instanceId = `${name}-test`;
@@ -10,5 +11,6 @@ export function testContext(name: string): ServiceContext {
     instanceId,
     logger: serviceLogger(name, instanceId),
     metrics: new MetricsRegistry(),
+    tracer: serviceTracer(name),
   };
 }

@@ -3,8 +3,9 @@
  * requests and event-log headers, and an active span that survives awaits
  * (AsyncLocalStorage), so that logs carry the trace and span ids.
  *
- * Spans are recorded by an OpenTelemetry SDK tracer provider; exporting them
- * (Zipkin) is a span processor added here later, without touching callers.
+ * Spans are recorded by one OpenTelemetry SDK tracer provider per service;
+ * exporting them (Zipkin) is a span processor added here, without touching
+ * callers.
  */
 import {
   type Context,
@@ -14,41 +15,72 @@ import {
   type SpanKind,
   SpanStatusCode,
   trace,
+  type Tracer,
 } from "@opentelemetry/api";
 import { AsyncLocalStorageContextManager } from "@opentelemetry/context-async-hooks";
 import { W3CTraceContextPropagator } from "@opentelemetry/core";
+import { resourceFromAttributes } from "@opentelemetry/resources";
 import { type SpanProcessor, TracerProvider } from "@opentelemetry/sdk-trace";
+
+export type { Tracer };
 
 export interface TracingOptions {
   /** Processors that receive finished spans (exporters, test recorders). */
   readonly spanProcessors?: SpanProcessor[];
 }
 
-let provider: TracerProvider | undefined;
+let configured = false;
+let spanProcessors: SpanProcessor[] = [];
+/** One provider per service, so that each span's resource names its own service. */
+const providers = new Map<string, TracerProvider>();
 
 /**
- * Installs the global tracer provider, context manager and W3C propagator.
- * Without it, the OpenTelemetry API is a no-op and no context flows. Calling it
- * again replaces the span processors (tests use that to record spans).
+ * Installs the context manager and W3C propagator and sets the processors
+ * every service's spans go to. Without it, no context flows. Calling it
+ * again replaces the processors of every service (tests record spans so).
  */
 export function configureTracing(options: TracingOptions = {}): void {
-  if (provider === undefined) {
+  if (!configured) {
     context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
     propagation.setGlobalPropagator(new W3CTraceContextPropagator());
-  } else {
-    trace.disable();
+    configured = true;
   }
-  provider = new TracerProvider({ spanProcessors: options.spanProcessors ?? [] });
-  trace.setGlobalTracerProvider(provider);
+  spanProcessors = options.spanProcessors ?? [];
+  providers.clear();
 }
 
 /** Flushes and stops span processing; call once at process shutdown. */
 export async function shutdownTracing(): Promise<void> {
-  await provider?.shutdown();
+  await Promise.all(spanProcessors.map((processor) => processor.shutdown()));
 }
 
-export function tracer() {
-  return trace.getTracer("twitterapi");
+/**
+ * The tracer of one service: its spans carry `service.name` on their
+ * resource, also when several services share one process.
+ */
+export function serviceTracer(service: string): Tracer {
+  let provider = providers.get(service);
+  if (provider === undefined) {
+    provider = new TracerProvider({
+      resource: resourceFromAttributes({ "service.name": service }),
+      spanProcessors: spanProcessors.map(sharedProcessor),
+    });
+    providers.set(service, provider);
+  }
+  return provider.getTracer("twitterapi");
+}
+
+/**
+ * A processor shared by several providers: a provider's shutdown must not
+ * shut down what other services still use (`shutdownTracing` does that once).
+ */
+function sharedProcessor(processor: SpanProcessor): SpanProcessor {
+  return {
+    onStart: (span, parent) => processor.onStart(span, parent),
+    onEnd: (span) => processor.onEnd(span),
+    forceFlush: () => processor.forceFlush(),
+    shutdown: () => Promise.resolve(),
+  };
 }
 
 /** The active trace and span ids, for log correlation. */
@@ -81,10 +113,11 @@ export interface SpanOptions {
 }
 
 /**
- * Runs `work` inside a new active span, ending it when `work` settles and
- * recording a failure as the span's error status.
+ * Runs `work` inside a new active span of `tracer`, ending it when `work`
+ * settles and recording a failure as the span's error status.
  */
 export function inSpan<T>(
+  tracer: Tracer,
   name: string,
   options: SpanOptions,
   work: (span: Span) => Promise<T>,
@@ -93,7 +126,7 @@ export function inSpan<T>(
     ...(options.kind === undefined ? {} : { kind: options.kind }),
     ...(options.attributes === undefined ? {} : { attributes: options.attributes }),
   };
-  return tracer().startActiveSpan(
+  return tracer.startActiveSpan(
     name,
     spanOptions,
     options.parent ?? context.active(),
