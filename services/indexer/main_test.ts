@@ -137,7 +137,7 @@ Deno.test("indexer continues the producer's trace for each tweet", async () => {
   await waitFor("the document", async () => (await index.count()) === 1);
   await service.stop();
   await eventLog.close();
-  const span = exporter.getFinishedSpans().find((span) => span.name === `${TOPIC} process`);
+  const span = exporter.getFinishedSpans().find((span) => span.name === `process ${TOPIC}`);
   assert.equal(span?.spanContext().traceId, traceId);
   assert.equal(span?.parentSpanContext?.spanId, "b7ad6b7169203331");
   assert.equal(span?.attributes["tweet.id"], "8");

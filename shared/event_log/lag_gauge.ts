@@ -1,4 +1,4 @@
-/** A consumer group's lag as a Prometheus gauge, one series per partition. */
+/** A consumer group's lag as a Prometheus gauge, one series per topic and partition. */
 import type { MetricsRegistry } from "../metrics/metrics.ts";
 import type { EventLog } from "./event_log.ts";
 
@@ -7,19 +7,17 @@ export interface LagGaugeOptions {
   readonly help: string;
   readonly eventLog: EventLog;
   readonly groupId: string;
-  readonly topic: string;
+  readonly topics: readonly string[];
 }
 
 /** Registers a gauge read from `eventLog.lag` on every scrape. */
 export function registerLagGauge(metrics: MetricsRegistry, options: LagGaugeOptions): void {
-  const { eventLog, groupId, topic } = options;
-  metrics.gauge(
-    options.name,
-    options.help,
-    async () =>
-      (await eventLog.lag(groupId, topic)).map((partition) => ({
-        labels: { group: groupId, topic, partition: String(partition.partition) },
-        value: partition.lag,
-      })),
-  );
+  const { eventLog, groupId, topics } = options;
+  metrics.gauge(options.name, options.help, async () => {
+    const lags = await Promise.all(topics.map((topic) => eventLog.lag(groupId, topic)));
+    return lags.flat().map((partition) => ({
+      labels: { group: groupId, topic: partition.topic, partition: String(partition.partition) },
+      value: partition.lag,
+    }));
+  });
 }
