@@ -14,6 +14,9 @@
  *   also through a transaction and after the batch ended (wordcount's
  *   coalesced updates).
  *
+ * A record of an unsampled trace (sampling is parent-based) gets no span:
+ * its context passes on as it is, so such a trace costs next to nothing.
+ *
  * Per record, not one span per batch with links: Zipkin ignores span links,
  * and a batch span would put every tweet but one in a trace of its own.
  * Work done once for a whole batch (one bulk write) goes through
@@ -24,6 +27,7 @@ import {
   type Context,
   context,
   type HrTime,
+  isSpanContextValid,
   type Link,
   propagation,
   ROOT_CONTEXT,
@@ -31,6 +35,7 @@ import {
   SpanKind,
   SpanStatusCode,
   trace,
+  TraceFlags,
 } from "@opentelemetry/api";
 import type { Tracer } from "../trace/tracing.ts";
 import type {
@@ -98,7 +103,7 @@ export class TracedEventLog implements EventLog {
       const metadata = await this.#inner.send(topic, traced);
       spans.forEach((span, i) => {
         const position = metadata[i];
-        if (position !== undefined) {
+        if (span !== undefined && position !== undefined) {
           span.setAttributes({
             "messaging.destination.partition.id": String(position.partition),
             "messaging.kafka.offset": position.offset,
@@ -107,10 +112,10 @@ export class TracedEventLog implements EventLog {
       });
       return metadata;
     } catch (error) {
-      for (const span of spans) fail(span, error);
+      for (const span of spans) if (span !== undefined) fail(span, error);
       throw error;
     } finally {
-      for (const span of spans) span.end();
+      for (const span of spans) span?.end();
     }
   }
 
@@ -174,10 +179,10 @@ export class TracedEventLog implements EventLog {
         try {
           transaction.send(topic, traced);
         } catch (error) {
-          for (const span of spans) fail(span, error);
+          for (const span of spans) if (span !== undefined) fail(span, error);
           throw error;
         } finally {
-          for (const span of spans) span.end();
+          for (const span of spans) span?.end();
         }
       },
     };
@@ -187,13 +192,17 @@ export class TracedEventLog implements EventLog {
     topic: string,
     records: readonly ProducerRecord[],
     transactional: boolean,
-  ): { spans: Span[]; traced: ProducerRecord[] } {
+  ): { spans: (Span | undefined)[]; traced: ProducerRecord[] } {
     const active = context.active();
-    const spans: Span[] = [];
+    const activeUnsampled = isUnsampled(active);
+    const spans: (Span | undefined)[] = [];
     const traced = records.map((record): ProducerRecord => {
-      const parent = record.headers?.traceparent === undefined
-        ? active
-        : propagation.extract(ROOT_CONTEXT, record.headers);
+      const forwarded = record.headers?.traceparent !== undefined;
+      const parent = forwarded ? propagation.extract(ROOT_CONTEXT, record.headers!) : active;
+      if (forwarded ? isUnsampled(parent) : activeUnsampled) {
+        spans.push(undefined);
+        return forwarded ? record : { ...record, headers: injected(record.headers, parent) };
+      }
       const span = this.#tracer.startSpan(`send ${topic}`, {
         kind: SpanKind.PRODUCER,
         attributes: {
@@ -206,9 +215,7 @@ export class TracedEventLog implements EventLog {
         },
       }, parent);
       spans.push(span);
-      const headers: RecordHeaders = { ...record.headers };
-      propagation.inject(trace.setSpan(parent, span), headers);
-      return { ...record, headers };
+      return { ...record, headers: injected(record.headers, trace.setSpan(parent, span)) };
     });
     return { spans, traced };
   }
@@ -222,6 +229,8 @@ export class TracedEventLog implements EventLog {
     const spans: Span[] = [];
     const records = batch.records.map((record): ConsumedRecord => {
       const parent = propagation.extract(ROOT_CONTEXT, record.headers);
+      // Nothing of an unsampled trace is recorded: the record is handled as it came.
+      if (isUnsampled(parent)) return record;
       const span = this.#tracer.startSpan(`process ${batch.topic}`, {
         kind: SpanKind.CONSUMER,
         attributes: {
@@ -236,9 +245,7 @@ export class TracedEventLog implements EventLog {
         },
       }, parent);
       spans.push(span);
-      const headers: RecordHeaders = { ...record.headers };
-      propagation.inject(trace.setSpan(parent, span), headers);
-      const traced = { ...record, headers };
+      const traced = { ...record, headers: injected(record.headers, trace.setSpan(parent, span)) };
       handled.set(traced, { span, tracer: this.#tracer });
       return traced;
     });
@@ -360,6 +367,24 @@ export async function inRecordsSpan<T>(
 function now(): HrTime {
   const micros = Math.round((performance.timeOrigin + performance.now()) * 1000);
   return [Math.floor(micros / 1e6), (micros % 1e6) * 1000];
+}
+
+/**
+ * Whether the context continues a trace that is not sampled. Sampling is
+ * parent-based (`shared/trace/tracing.ts`): no span of such a trace would be
+ * recorded, so none is started and the context passes on as it is.
+ */
+function isUnsampled(parent: Context): boolean {
+  const spanContext = trace.getSpanContext(parent);
+  return spanContext !== undefined && isSpanContextValid(spanContext) &&
+    (spanContext.traceFlags & TraceFlags.SAMPLED) === 0;
+}
+
+/** A copy of `headers` with the trace context of `from` written in. */
+function injected(headers: RecordHeaders | undefined, from: Context): RecordHeaders {
+  const copy: RecordHeaders = { ...headers };
+  propagation.inject(from, copy);
+  return copy;
 }
 
 function fail(span: Span, error: unknown): void {
