@@ -5,9 +5,10 @@
  * group's lag, count and log failed batches, and turn a batch into "decode,
  * dead-letter what cannot be decoded, handle the rest".
  *
- * Its metrics are named after the service: `<prefix>_consumer_lag` (one
- * series per topic and partition), `<prefix>_batch_failures_total` (plain
- * members) and `<prefix>_events_total` by outcome (dead-lettering handlers).
+ * Its metrics: the group's lag on `event_log_consumer_lag` (one series per
+ * group, topic and partition), and, named after the service,
+ * `<prefix>_batch_failures_total` (plain members) and `<prefix>_events_total`
+ * by outcome (dead-lettering handlers).
  */
 import { retryUntilDone } from "../async/retry.ts";
 import type { Counter } from "../metrics/metrics.ts";
@@ -35,9 +36,9 @@ export interface ConsumerServiceOptions {
   readonly groupId: string;
   /** Created, or checked, at start before joining, in this order. */
   readonly topics: readonly TopicSpec[];
-  /** Names the kit's metrics: `indexer` gives `indexer_consumer_lag`. */
+  /** Names the kit's counters: `indexer` gives `indexer_events_total`. */
   readonly metricPrefix: string;
-  /** Topics whose lag in the group `<prefix>_consumer_lag` reports. */
+  /** Topics whose lag in the group `event_log_consumer_lag` reports. */
   readonly lagTopics: readonly string[];
 }
 
@@ -83,15 +84,13 @@ export class ConsumerService {
     this.#options = options;
     this.groupId = options.groupId;
     this.eventLog = new TracedEventLog(options.eventLog, options.context.tracer);
-    const topics = options.lagTopics;
-    registerLagGauge(options.context.metrics, {
-      name: `${options.metricPrefix}_consumer_lag`,
-      help: `Events of ${topics.join(", ")} not yet committed by group ${options.groupId}, ` +
-        "per partition.",
-      eventLog: options.eventLog,
-      groupId: options.groupId,
-      topics,
-    });
+    for (const topic of options.lagTopics) {
+      registerLagGauge(options.context.metrics, {
+        eventLog: options.eventLog,
+        groupId: options.groupId,
+        topic,
+      });
+    }
   }
 
   /** The group member once joined; undefined before and while joining. */

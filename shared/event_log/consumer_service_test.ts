@@ -74,7 +74,7 @@ Deno.test("ConsumerService creates its topics, dead-letters, retries failed batc
       assert.match(
         metrics,
         new RegExp(
-          `numbers_consumer_lag\\{group="numbers-group",partition="${partition}",topic="${topic}"\\} 0`,
+          `event_log_consumer_lag\\{group="numbers-group",partition="${partition}",topic="${topic}"\\} 0`,
         ),
       );
     }
