@@ -29,7 +29,7 @@ import type {
   Transaction,
 } from "../../shared/event_log/event_log.ts";
 import { partitionForKey } from "../../shared/event_log/murmur2.ts";
-import { recordSpan, traceHeaders } from "../../shared/event_log/traced_event_log.ts";
+import { recordFailed, recordSpan, traceHeaders } from "../../shared/event_log/traced_event_log.ts";
 import type { TweetCodec } from "../../shared/events/tweet_event.ts";
 import type { WordCountCodec } from "../../shared/events/word_count_event.ts";
 import { tokenize } from "../../shared/text/tokenize.ts";
@@ -256,6 +256,7 @@ export class WordCountProcessor {
       try {
         tweet = tweetCodec.decode(record.value);
       } catch (error) {
+        recordFailed(record, error);
         this.#options.onUndecodable?.(record, error);
         continue;
       }
