@@ -113,7 +113,7 @@ export function logIndexTemplate(prefix: string) {
           "@timestamp": { type: "date" },
           ecs: { properties: { version: keyword } },
           log: { properties: { level: keyword, logger: keyword } },
-          message: { type: "match_only_text" },
+          message: { type: "text" },
           service: {
             properties: { name: keyword, instance: { properties: { id: keyword } } },
           },
@@ -122,8 +122,8 @@ export function logIndexTemplate(prefix: string) {
           error: {
             properties: {
               type: keyword,
-              message: { type: "match_only_text" },
-              stack_trace: { type: "wildcard" },
+              message: { type: "text" },
+              stack_trace: { type: "text" },
             },
           },
           labels: { type: "flattened", ignore_above: 1024 },
