@@ -63,9 +63,7 @@ export function entryOfEcsDocument(document: EcsLogDocument): LogEntry {
     logger: document.log.logger,
     message: document.message,
     ...(document.service?.name === undefined ? {} : { service: document.service.name }),
-    ...(document.service?.instance === undefined
-      ? {}
-      : { instance: document.service.instance.id }),
+    ...(document.service?.instance === undefined ? {} : { instance: document.service.instance.id }),
     ...(document.trace === undefined ? {} : { traceId: document.trace.id }),
     ...(document.span === undefined ? {} : { spanId: document.span.id }),
     ...(document.error === undefined ? {} : {

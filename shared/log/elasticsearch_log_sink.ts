@@ -8,18 +8,25 @@
  * when shipping resumes.
  */
 import { type Client, errors } from "@elastic/elasticsearch";
-import type { Logger, LogRecord, Sink } from "@logtape/logtape";
+import type { LogRecord, Sink } from "@logtape/logtape";
 import { sleep } from "../async/retry.ts";
 import type { Counter, MetricsRegistry } from "../metrics/metrics.ts";
 import { dailyIndex, ecsDocument, logIndexTemplate } from "./ecs_log_document.ts";
 import { logEntryOf } from "./log_reader.ts";
+
+/** What the sink says about itself; a LogTape `Logger` is one. */
+export interface ShippingStatusLogger {
+  info(message: string, properties: Record<string, unknown>): void;
+  warn(message: string, properties: Record<string, unknown>): void;
+  error(message: string, properties: Record<string, unknown>): void;
+}
 
 export interface ElasticsearchLogSinkOptions {
   /**
    * Reports outages, recoveries and rejected lines. It must not log to this
    * sink (a line about a failed shipment would queue behind it).
    */
-  readonly logger: Logger;
+  readonly logger: ShippingStatusLogger;
   /** Indices are `<prefix>-YYYY.MM.DD`. @default "logs-twitterapi" */
   readonly indexPrefix?: string;
   /** Most lines per bulk request; a full batch is sent at once. @default 500 */
@@ -69,7 +76,7 @@ function errorText(error: unknown): string {
 
 export class ElasticsearchLogSink implements AsyncDisposable {
   readonly #client: Client;
-  readonly #logger: Logger;
+  readonly #logger: ShippingStatusLogger;
   readonly #prefix: string;
   readonly #batchSize: number;
   readonly #flushIntervalMs: number;
