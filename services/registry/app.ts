@@ -28,6 +28,8 @@ export interface RegistryRoutesOptions {
 }
 
 const BASE = "/api/v1/registry/services";
+/** Registrations: logged at debug, the registry logs each change itself. */
+export const INSTANCE_ROUTE = `${BASE}/:service/instances/:instanceId`;
 /** Renewals, every second per instance: logged at debug. */
 export const HEARTBEAT_ROUTE = `${BASE}/:service/instances/:instanceId/heartbeat`;
 /** Events a slow watcher may fall behind by before it is dropped (it reconnects and resyncs). */
@@ -169,7 +171,7 @@ export function addRegistryRoutes(app: Hono, options: RegistryRoutesOptions): Ho
     return watchResponse(registry, service, { closing, pingMs });
   });
 
-  app.put(`${BASE}/:service/instances/:instanceId`, async (c) => {
+  app.put(INSTANCE_ROUTE, async (c) => {
     const { service, instanceId } = pathParams(c, true);
     const check = checkRegistration(await readJsonObject(c.req.raw));
     if (!check.ok) {
@@ -199,7 +201,7 @@ export function addRegistryRoutes(app: Hono, options: RegistryRoutesOptions): Ho
     return c.body(null, 204);
   });
 
-  app.delete(`${BASE}/:service/instances/:instanceId`, (c) => {
+  app.delete(INSTANCE_ROUTE, (c) => {
     const { service, instanceId } = pathParams(c, true);
     if (registry.deregister(service, instanceId) === undefined) {
       throw unknownInstance(service, instanceId);
