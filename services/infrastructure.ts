@@ -10,7 +10,7 @@ import type { EventLog } from "../shared/event_log/event_log.ts";
 import { createKafkaClient, KafkaEventLog } from "../shared/event_log/kafka_event_log.ts";
 import { MemoryEventLog } from "../shared/event_log/memory_event_log.ts";
 import { loadTweetCodec, type TweetCodec } from "../shared/events/tweet_event.ts";
-import { logShippingLogger, type Logger, type Sink } from "../shared/log/log.ts";
+import { type Logger, logShippingLogger, type Sink } from "../shared/log/log.ts";
 import { ElasticsearchLogReader } from "../shared/log/elasticsearch_log_reader.ts";
 import { ElasticsearchLogSink } from "../shared/log/elasticsearch_log_sink.ts";
 import type { LogReader } from "../shared/log/log_reader.ts";

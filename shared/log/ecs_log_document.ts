@@ -93,7 +93,7 @@ export function indexPattern(prefix: string): string {
 /**
  * The composable index template of `prefix`'s indices. Its priority is above
  * Elasticsearch's built-in `logs-*-*` template (100), which would otherwise
- * turn `logs-twitterapi-…` into data streams with mappings of its own.
+ * turn `logs-twitterapi-...` into data streams with mappings of its own.
  */
 export function logIndexTemplate(prefix: string) {
   const keyword = { type: "keyword", ignore_above: 1024 } as const;
