@@ -29,6 +29,11 @@ function freePort(): number {
   return port;
 }
 
+function median(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)] ?? NaN;
+}
+
 function randomHex(bytes: number): string {
   return [...crypto.getRandomValues(new Uint8Array(bytes))]
     .map((byte) => byte.toString(16).padStart(2, "0")).join("");
@@ -95,13 +100,16 @@ Deno.test("a request's log lines reach Elasticsearch by its trace id from every 
   // A hung child fails the test instead of hanging it.
   const watchdog = setTimeout(() => child.kill("SIGKILL"), 120_000);
 
+  const latenciesMs: number[] = [];
   /** A search through the gateway under a trace of the test's own; its trace id. */
   async function tracedSearch(authorization: string): Promise<string> {
     const traceId = randomHex(16);
+    const started = performance.now();
     const response = await fetch(`${url("gateway")}/api/v2/tweets?text=kafka&size=1`, {
       headers: { authorization, traceparent: `00-${traceId}-${randomHex(8)}-01` },
     });
     await response.body?.cancel();
+    latenciesMs.push(performance.now() - started);
     assert.equal(response.status, 200);
     assert.equal(response.headers.get("traceresponse")?.split("-")[1], traceId);
     return traceId;
@@ -156,8 +164,19 @@ Deno.test("a request's log lines reach Elasticsearch by its trace id from every 
     }
 
     // Elasticsearch down: requests still succeed, lines beyond the queue are dropped and counted.
+    for (let index = 0; index < 15; index++) await tracedSearch(authorization);
+    const shippingUp = latenciesMs.splice(0);
     relay.kill();
     for (let index = 0; index < 15; index++) await tracedSearch(authorization);
+    const shippingDown = latenciesMs.splice(0);
+    // Latency is printed, not asserted (timing under load is no test result).
+    Deno.stderr.writeSync(
+      new TextEncoder().encode(
+        `search latency through the gateway, median of 15: shipping up ${
+          median(shippingUp).toFixed(1)
+        } ms, Elasticsearch down ${median(shippingDown).toFixed(1)} ms\n`,
+      ),
+    );
     await waitFor("drops counted on the gateway's /metrics", async () => {
       const metrics = await (await fetch(`${url("gateway")}/metrics`)).text();
       return sample(metrics, 'log_records_dropped_total{reason="queue_full"}') > 0 &&
