@@ -224,7 +224,13 @@ export class ElasticsearchLogSink implements AsyncDisposable {
     }
     await this.#running;
     const left = this.#queue.length + this.#inFlight.length;
-    if (left > 0) this.#settle([...this.#inFlight, ...this.#queue], "shutdown");
+    if (left > 0) {
+      this.#settle([...this.#inFlight, ...this.#queue], "shutdown");
+      this.#logger.warn("{count} log lines were not shipped to {target} before shutdown", {
+        count: left,
+        target: this.#target,
+      });
+    }
     this.#queue = [];
     this.#inFlight = [];
     this.#updateSettled();

@@ -266,6 +266,7 @@ Deno.test("close() gives up on a down Elasticsearch after its timeout and counts
     await waitFor("the outage", () => status.lines.length === 1);
     await sink.close();
     assert.equal(sink.stats.dropped.shutdown, 2);
+    assert.match(status.lines.at(-1)?.message ?? "", /not shipped .* before shutdown/);
     assert.equal(sink.stats.queued, 0);
     sink.sink(line());
     assert.equal(sink.stats.dropped.shutdown, 3);

@@ -84,11 +84,12 @@ export function correlatingSink(...sinks: Sink[]): Sink & AsyncDisposable {
     const correlated = { ...record, message: [message], properties };
     for (const sink of sinks) sink(correlated);
   };
+  // The last first: the aggregation sinks may still log about their last
+  // shipment to the stream, which closes after them.
   const dispose = async () => {
-    await Promise.all(sinks.map((sink) => {
-      const disposable = sink as Partial<AsyncDisposable>;
-      return disposable[Symbol.asyncDispose]?.call(sink);
-    }));
+    for (const sink of [...sinks].reverse()) {
+      await (sink as Partial<AsyncDisposable>)[Symbol.asyncDispose]?.call(sink);
+    }
   };
   return Object.assign(correlate, { [Symbol.asyncDispose]: dispose });
 }
@@ -115,7 +116,8 @@ export async function configureLogging(options: LoggingOptions = {}): Promise<vo
   await configure({
     reset: true,
     sinks: {
-      stdout: correlatingSink(stream),
+      // Only `all` disposes the stream (and the aggregation), once.
+      stdout: correlatingSink((record) => stream(record)),
       all: correlatingSink(stream, ...options.sinks ?? []),
     },
     loggers: [
