@@ -25,8 +25,8 @@ import { importKeycloakTestRealm } from "../../shared/testing/keycloak.ts";
 
 const KEYCLOAK_ISSUER = "http://127.0.0.1:9091/realms/twitterapi";
 const START = "start it with `deno task engines up keycloak`";
-const REIMPORT = "Keycloak imports the realm file only into a fresh data folder: " +
-  "`deno task engines down keycloak`, delete .data/engines/keycloak, then `deno task engines up keycloak`";
+const REIMPORT = "A running Keycloak keeps the realm it imported at its start: " +
+  "`deno task engines down keycloak`, then `deno task engines up keycloak` imports the changed file";
 
 async function requireKeycloak(): Promise<void> {
   const url = `${KEYCLOAK_ISSUER}/.well-known/openid-configuration`;
