@@ -1,7 +1,12 @@
 import assert from "node:assert/strict";
 import { readServerSentEvents } from "../../shared/discovery/registry_client.ts";
 import { waitFor } from "../../shared/testing/wait.ts";
+import { createJwtVerifier } from "../../shared/auth/jwt_verifier.ts";
+import { testContext } from "../../shared/testing/test_context.ts";
+import { createTestIssuer } from "../../shared/testing/test_issuer.ts";
+import { loadConfig } from "../config.ts";
 import { startTestRegistry, type TestRegistry } from "./_testing.ts";
+import { createRegistryService } from "./main.ts";
 
 const API = "/api/v1/registry/services";
 
@@ -450,5 +455,39 @@ Deno.test("registry API answers reads only with a token for the audience registr
     await health.body?.cancel();
   } finally {
     await registry.stop();
+  }
+});
+
+Deno.test("registry starts without its issuer and answers 503 until the issuer's keys can be read", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const deadPort = listener.addr.port;
+  listener.close();
+  // The issuer is read on the first request, never at start: start() does not wait for it.
+  const service = createRegistryService({
+    config: loadConfig({}),
+    context: testContext("registry"),
+    verifier: createJwtVerifier({
+      issuer: `http://127.0.0.1:${deadPort}/realms/twitterapi`,
+      audience: "registry",
+    }),
+  });
+  await within(1000, "start()", service.start());
+  try {
+    const health = await service.app.request("/health");
+    assert.equal(health.status, 200);
+    const token = await (await createTestIssuer()).token({
+      audience: "registry",
+      roles: ["service:query"],
+    });
+    const response = await service.app.request(`${API}/query/instances/q1`, {
+      method: "PUT",
+      headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+      body: JSON.stringify(BODY),
+    });
+    assert.equal(response.status, 503);
+    assert.equal(response.headers.get("retry-after"), "5");
+    assert.equal((await response.json()).type, "urn:twitterapi:problem:unavailable");
+  } finally {
+    await service.stop();
   }
 });
