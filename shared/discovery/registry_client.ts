@@ -20,7 +20,7 @@
  * enforces, so a client fails fast on what the registry would refuse.
  */
 import { sleep } from "../async/retry.ts";
-import type { TokenSource } from "../auth/client_credentials.ts";
+import { type TokenSource, TokenSourceError } from "../auth/client_credentials.ts";
 import type { Logger } from "../log/log.ts";
 import type { ServiceDiscovery, ServiceInstance } from "./service_discovery.ts";
 
@@ -624,6 +624,12 @@ export class RegistryClient implements ServiceDiscovery, AsyncDisposable {
         report(false);
         if (!isPowerOfTwo(failures)) {
           // Logged at 1, 2, 4, 8... failures: an outage does not flood the log.
+        } else if (error instanceof TokenSourceError) {
+          this.#logger.error(
+            "Cannot get the token of {service} instance {instanceId} for registry {registry} " +
+              "(failure {failures}); check the service's client id and secret at the issuer",
+            { ...fields, failures, error },
+          );
         } else if (
           error instanceof RegistryResponseError && (error.status === 401 || error.status === 403)
         ) {

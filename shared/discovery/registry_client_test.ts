@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { TokenSourceError } from "../auth/client_credentials.ts";
 import { testContext } from "../testing/test_context.ts";
 import { createTestIssuer } from "../testing/test_issuer.ts";
 import { startTestRegistry, type TestRegistry } from "../testing/test_registry.ts";
@@ -382,6 +383,44 @@ Deno.test("client with another service's credentials is refused and never listed
     assert.deepEqual(await listed(registry, "query"), []);
   } finally {
     await impostor.close();
+    await registry.stop();
+  }
+});
+
+Deno.test("client whose token cannot be had logs it as an error and registers once it can", async () => {
+  const registry = await startRegistry();
+  const genuine = credentials();
+  let refused = 2;
+  const errors: string[] = [];
+  const logger = testContext("client").logger;
+  const provider = client([registry.url], {
+    // The client's logger, with its errors recorded.
+    logger: new Proxy(logger, {
+      get(target, property, receiver) {
+        if (property !== "error") return Reflect.get(target, property, receiver);
+        return (message: string, fields?: Record<string, unknown>) => {
+          errors.push(message);
+          target.error(message, fields);
+        };
+      },
+    }),
+    tokens: {
+      token: () =>
+        refused-- > 0
+          ? Promise.reject(new TokenSourceError("the token endpoint answered 401"))
+          : genuine.token(),
+      invalidate: () => genuine.invalidate(),
+    },
+  });
+  try {
+    await provider.register(instance("query", "query-1"));
+    await waitFor("the registration", async () => (await listed(registry, "query")).length === 1);
+    assert.ok(
+      errors.some((message) => /^Cannot get the token of/.test(message)),
+      errors.join("; "),
+    );
+  } finally {
+    await provider.close();
     await registry.stop();
   }
 });
