@@ -624,6 +624,12 @@ export class RegistryClient implements ServiceDiscovery, AsyncDisposable {
         report(false);
         if (!isPowerOfTwo(failures)) {
           // Logged at 1, 2, 4, 8... failures: an outage does not flood the log.
+        } else if (error instanceof TokenSourceError && !/answered 4\d\d/.test(error.message)) {
+          this.#logger.warn(
+            "Cannot get the token of {service} instance {instanceId} for registry {registry} " +
+              "(failure {failures}): the issuer does not answer; retrying",
+            { ...fields, failures, error },
+          );
         } else if (error instanceof TokenSourceError) {
           this.#logger.error(
             "Cannot get the token of {service} instance {instanceId} for registry {registry} " +
