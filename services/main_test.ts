@@ -4,6 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { mockUserId } from "../shared/events/mock_users.ts";
+import { importKeycloakTestRealm } from "../shared/testing/keycloak.ts";
 import { waitFor } from "../shared/testing/wait.ts";
 import { tokenize } from "../shared/text/tokenize.ts";
 import realmFile from "../shared/auth/twitterapi-realm.json" with { type: "json" };
@@ -380,6 +381,65 @@ Deno.test("services renew short-lived tokens from the identity service and stay 
   assert.equal(code, 0);
   assert.deepEqual(
     log.lines.filter((line) => /^(Evicted|Registry .* refuses)/.test(String(line.message))),
+    [],
+  );
+});
+
+Deno.test("main registers and discovers every service with Keycloak's tokens", async () => {
+  // The realm file as it is now, imported into a Keycloak realm of its own.
+  await using realm = await importKeycloakTestRealm();
+  const registryPort = freePort();
+  const child = spawnMain(["registry", "gateway", "stream", "indexer"], {
+    REGISTRY_PORT: String(registryPort),
+    REGISTRY_URLS: `http://127.0.0.1:${registryPort}`,
+    OIDC_ISSUER: realm.issuer,
+    GATEWAY_PORT: "0",
+    STREAM_PORT: "0",
+    INDEXER_PORT: "0",
+    STREAM_AUTO_START: "false",
+  });
+  const log = new LogLines(child.stdout.pipeThrough(new TextDecoderStream()).getReader());
+  const stderr = new Response(child.stderr).text();
+  const watchdog = setTimeout(() => child.kill("SIGKILL"), 90_000);
+  const urls: Record<string, string> = {};
+  try {
+    await log.until((line) => {
+      const match = /^(\w+) listening on (http:\/\/\S+)$/.exec(String(line.message));
+      if (match) urls[match[1]!] = match[2]!;
+      return Object.keys(urls).length === 4;
+    });
+    const tokenEndpoint = `${realm.issuer}/protocol/openid-connect/token`;
+    const reader = { authorization: `Bearer ${await clientToken(tokenEndpoint, "prometheus")}` };
+    await waitFor("every service registered", async () => {
+      const response = await fetch(`${urls.registry}/api/v1/registry/services`, {
+        headers: reader,
+      });
+      const { services } = await response.json();
+      return services.map((entry: { service: string }) => entry.service).sort().join(",") ===
+        "gateway,indexer,stream";
+    }, 30_000);
+    // Through the gateway, found through the registry, with a Keycloak user's token.
+    const admin = {
+      authorization: `Bearer ${await passwordGrantToken(tokenEndpoint, "app_admin")}`,
+    };
+    await waitFor("the stream through the gateway", async () => {
+      const response = await fetch(`${urls.gateway}/api/v1/stream`, { headers: admin });
+      await response.body?.cancel();
+      return response.status === 200;
+    }, 30_000);
+  } finally {
+    child.kill("SIGTERM");
+  }
+  await log.until((line) => line.message === "Shut down cleanly");
+  await log.reader.cancel();
+  const { code } = await child.status;
+  clearTimeout(watchdog);
+  await stderr;
+  assert.equal(code, 0);
+  assert.deepEqual(
+    log.lines.filter((line) =>
+      /refuses the credentials|Cannot get the token/.test(String(line.message))
+    ),
     [],
   );
 });
