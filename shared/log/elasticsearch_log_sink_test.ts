@@ -129,11 +129,11 @@ Deno.test("the sink puts its index template before the first batch", async () =>
 });
 
 Deno.test("the sink sends a full batch at once and the rest when it is old enough", async () => {
-  await withSink({ batchSize: 3, flushIntervalMs: 200 }, async (sink, fake) => {
+  await withSink({ batchSize: 3, flushIntervalMs: 500 }, async (sink, fake) => {
     sink.start();
     for (let index = 0; index < 7; index++) sink.sink(line(`line ${index}`));
     await waitFor("two full batches", () => fake.bulks.length >= 2);
-    assert.deepEqual(fake.bulks.map((bulk) => bulk.messages.length), [3, 3]);
+    assert.deepEqual(fake.bulks.slice(0, 2).map((bulk) => bulk.messages.length), [3, 3]);
     // The seventh line waits for its batch to age, then goes alone.
     await waitFor("the aged batch", () => fake.bulks.length === 3);
     assert.deepEqual(fake.bulks[2]?.messages, ["line 6"]);
