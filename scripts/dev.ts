@@ -2,7 +2,7 @@
  * `deno task dev [--engines=embedded|real]`: every service in one process.
  * Embedded (the default) needs nothing installed; `--engines=real` first
  * brings up Kafka, Elasticsearch and Redis on loopback and runs the services
- * on them.
+ * on them, shipping every log line to Elasticsearch.
  */
 import { ENGINES, engineUp, write } from "./engines/engines.ts";
 
@@ -16,7 +16,12 @@ export const SERVICE_PERMISSIONS = [
 /** The engines `--engines=real` needs, and how the services select them. */
 const REAL = {
   engines: ["kafka", "elasticsearch", "redis"],
-  env: { EVENT_LOG: "kafka", SEARCH_INDEX: "elasticsearch", RATE_LIMIT_STORE: "redis" },
+  env: {
+    EVENT_LOG: "kafka",
+    SEARCH_INDEX: "elasticsearch",
+    RATE_LIMIT_STORE: "redis",
+    LOG_SHIPPING: "elasticsearch",
+  },
 } as const;
 
 async function main(args: string[]): Promise<number> {

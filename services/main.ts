@@ -4,7 +4,12 @@
  */
 import { ConfigError, listSettings } from "../shared/config/setting.ts";
 import { serveApp } from "../shared/http/serve.ts";
-import { configureLogging, serviceLogger, shutdownLogging } from "../shared/log/log.ts";
+import {
+  configureLogging,
+  type LogFormat,
+  serviceLogger,
+  shutdownLogging,
+} from "../shared/log/log.ts";
 import { MetricsRegistry } from "../shared/metrics/metrics.ts";
 import type { Service, ServiceContext } from "../shared/service/service.ts";
 import { configureTracing, serviceTracer, shutdownTracing } from "../shared/trace/tracing.ts";
@@ -41,7 +46,14 @@ interface ServiceEntry {
 const SERVICES: Readonly<Record<string, ServiceEntry>> = {
   registry: {
     port: (config) => config.registry.port,
-    create: (config, context) => Promise.resolve(createRegistryService({ config, context })),
+    create: (config, context, infrastructure) =>
+      Promise.resolve(
+        createRegistryService({
+          config,
+          context,
+          verifier: infrastructure.tokenVerifier("registry"),
+        }),
+      ),
     platform: true,
   },
   identity: {
@@ -55,7 +67,7 @@ const SERVICES: Readonly<Record<string, ServiceEntry>> = {
       Promise.resolve(createGatewayService({
         config,
         context,
-        discovery: infrastructure.registry(),
+        discovery: infrastructure.registry("gateway"),
         rateLimitStore: infrastructure.rateLimitStore(),
       })),
   },
@@ -90,7 +102,7 @@ const SERVICES: Readonly<Record<string, ServiceEntry>> = {
         eventLog: infrastructure.eventLog(),
         tweetCodec: await infrastructure.tweetCodec(),
         wordCountCodec: await infrastructure.wordCountCodec(),
-        discovery: infrastructure.registry(),
+        discovery: infrastructure.registry("wordcount"),
         verifier: infrastructure.tokenVerifier("wordcount"),
       }),
   },
@@ -115,7 +127,8 @@ const SERVICES: Readonly<Record<string, ServiceEntry>> = {
         index: infrastructure.searchIndex(),
         verifier: infrastructure.tokenVerifier("query"),
         database: infrastructure.database("query", config.query.databaseUrl),
-        discovery: infrastructure.registry(),
+        discovery: infrastructure.registry("query"),
+        tokens: infrastructure.serviceTokens("query"),
       })),
   },
 };
@@ -145,6 +158,15 @@ function advertisedHost(config: AppConfig): string {
   return host.includes(":") ? `[${host}]` : host;
 }
 
+/** Readable coloured lines for a person at a terminal, JSON lines for everything else. */
+function stdoutFormat(setting: AppConfig["logging"]["format"]): {
+  format: LogFormat;
+  colors: boolean;
+} {
+  const format = setting === "auto" ? (Deno.stdout.isTerminal() ? "pretty" : "json") : setting;
+  return { format, colors: !Deno.noColor && Deno.stdout.isTerminal() };
+}
+
 /** The selected service names, or undefined when the arguments are wrong. */
 export function selectServices(args: readonly string[]): string[] | undefined {
   if (args.length === 0) return undefined;
@@ -156,11 +178,20 @@ export function selectServices(args: readonly string[]): string[] | undefined {
 
 async function run(names: readonly string[], config: AppConfig): Promise<void> {
   configureTracing();
-  await configureLogging({ level: config.process.logLevel });
   const processLogger = serviceLogger("main", config.process.instanceId || `main-${Deno.pid}`);
   const infrastructure = new Infrastructure(config, processLogger);
+  const logs = infrastructure.logs();
+  await configureLogging({
+    level: config.process.logLevel,
+    ...stdoutFormat(config.logging.format),
+    sinks: [logs.sink],
+  });
+  processLogger.info("Logs: stdout ({format}) and {where}", {
+    format: stdoutFormat(config.logging.format).format,
+    where: logs.description,
+  });
+  logs.start();
 
-  const registry = infrastructure.registry();
   const running: {
     service: Service;
     url: string;
@@ -177,6 +208,7 @@ async function run(names: readonly string[], config: AppConfig): Promise<void> {
       metrics: new MetricsRegistry(),
       tracer: serviceTracer(name),
     };
+    logs.registerMetrics(context.metrics);
     const service = await entry.create(config, context, infrastructure);
     const server = serveApp(service.app, {
       hostname: config.process.host,
@@ -196,7 +228,13 @@ async function run(names: readonly string[], config: AppConfig): Promise<void> {
       const register = (metadata: Readonly<Record<string, string>>) => {
         registered = registered
           .then(() =>
-            registry.register({ service: name, instanceId, baseUrl, version: VERSION, metadata })
+            infrastructure.registry(name).register({
+              service: name,
+              instanceId,
+              baseUrl,
+              version: VERSION,
+              metadata,
+            })
           )
           .catch((error) =>
             context.logger.error("Cannot register {service} with the registry", {
@@ -223,7 +261,7 @@ async function run(names: readonly string[], config: AppConfig): Promise<void> {
     shuttingDown = true;
     processLogger.info("Received {signal}; shutting down", { signal });
     // Leave the registry first, so that no new traffic arrives while stopping.
-    await registry.close();
+    await infrastructure.closeRegistries();
     const stopOrder = [
       ...running.filter((entry) => !entry.platform),
       ...running.filter((entry) => entry.platform),
