@@ -15,13 +15,15 @@ export class MemoryTraceReader implements TraceReader {
     this.#store = store;
   }
 
-  trace(traceId: string): Promise<TraceSpan[] | undefined> {
+  // deno-lint-ignore require-await
+  async trace(traceId: string): Promise<TraceSpan[] | undefined> {
     checkTraceId(traceId);
     const spans = this.#store.trace(traceId);
-    return Promise.resolve(spans.length === 0 ? undefined : sortSpans(spans));
+    return spans.length === 0 ? undefined : sortSpans(spans);
   }
 
-  recentTraces(query: RecentTracesQuery): Promise<TraceSpan[][]> {
+  // deno-lint-ignore require-await
+  async recentTraces(query: RecentTracesQuery): Promise<TraceSpan[][]> {
     const { serviceName, limit, lookbackMs, endTs } = resolveRecentQuery(query);
     const fromUs = (endTs - lookbackMs) * 1000;
     const toUs = endTs * 1000;
@@ -33,14 +35,15 @@ export class MemoryTraceReader implements TraceReader {
       latest.set(span.traceId, Math.max(latest.get(span.traceId) ?? 0, span.timestamp));
     }
     const traceIds = [...latest].sort((a, b) => b[1] - a[1]).slice(0, limit);
-    return Promise.resolve(traceIds.map(([traceId]) => sortSpans(this.#store.trace(traceId))));
+    return traceIds.map(([traceId]) => sortSpans(this.#store.trace(traceId)));
   }
 
-  serviceNames(): Promise<string[]> {
+  // deno-lint-ignore require-await
+  async serviceNames(): Promise<string[]> {
     const names = new Set<string>();
     for (const span of this.#store.newestFirst()) {
       if (span.localEndpoint.serviceName !== undefined) names.add(span.localEndpoint.serviceName);
     }
-    return Promise.resolve([...names].sort());
+    return [...names].sort();
   }
 }
