@@ -7,7 +7,7 @@
  */
 import { type ExportResult, ExportResultCode } from "@opentelemetry/core";
 import type { ReadableSpan, SpanExporter } from "@opentelemetry/sdk-trace";
-import { type TraceSpan, toTraceSpan } from "./trace_span.ts";
+import { toTraceSpan, type TraceSpan } from "./trace_span.ts";
 
 export interface MemorySpanStoreOptions {
   /**

@@ -212,7 +212,10 @@ export function runTraceReaderContract(
         ids(await reader.recentTraces({ serviceName: other, endTs: now })),
         [otherService],
       );
-      await assert.rejects(() => reader.recentTraces({ serviceName: service, limit: 0 }), RangeError);
+      await assert.rejects(
+        () => reader.recentTraces({ serviceName: service, limit: 0 }),
+        RangeError,
+      );
     });
   });
 

@@ -109,18 +109,18 @@ export function configureTracing(tracingOptions: TracingOptions = {}): void {
  * once at process shutdown.
  */
 export async function shutdownTracing(): Promise<void> {
-  await Promise.all([...services.values()].map(({ exportProcessor }) =>
-    exportProcessor?.shutdown()
-  ));
+  await Promise.all(
+    [...services.values()].map(({ exportProcessor }) => exportProcessor?.shutdown()),
+  );
   await options.export?.exporter.shutdown();
   await Promise.all((options.spanProcessors ?? []).map((processor) => processor.shutdown()));
 }
 
 /** Exports what every service has queued now (tests read the exporter after it). */
 export async function flushTracing(): Promise<void> {
-  await Promise.all([...services.values()].map(({ exportProcessor }) =>
-    exportProcessor?.forceFlush()
-  ));
+  await Promise.all(
+    [...services.values()].map(({ exportProcessor }) => exportProcessor?.forceFlush()),
+  );
 }
 
 const OUTCOMES: readonly SpanOutcome[] = ["exported", "failed", "dropped"];
@@ -166,7 +166,7 @@ function registerExportMetrics(tracing: ServiceTracing, metrics: MetricsRegistry
   if (tracing.registries.has(metrics)) return;
   tracing.registries.add(metrics);
   const processor = tracing.exportProcessor!;
-  tracing.outcomes.push([
+  const counters = [
     metrics.counter("tracing_spans_exported_total", "Spans the trace exporter accepted."),
     metrics.counter(
       "tracing_spans_export_failed_total",
@@ -176,7 +176,10 @@ function registerExportMetrics(tracing: ServiceTracing, metrics: MetricsRegistry
       "tracing_spans_dropped_total",
       "Spans dropped without export because the export queue was full.",
     ),
-  ]);
+  ];
+  // Shown from the start, so a scrape sees 0 rather than no series.
+  for (const counter of counters) counter.inc({}, 0);
+  tracing.outcomes.push(counters);
   metrics.gauge("tracing_span_queue_size", "Finished spans waiting for export.", () => [
     { labels: {}, value: processor.queued },
   ]);

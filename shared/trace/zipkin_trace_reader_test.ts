@@ -16,7 +16,9 @@ async function assertZipkinUp(): Promise<void> {
     if (!response.ok) throw new Error(`/health answered ${response.status}`);
   } catch (error) {
     throw new Error(
-      `Zipkin is not reachable at ${ZIPKIN_URL} (${String(error)}): run \`deno task engines up zipkin\``,
+      `Zipkin is not reachable at ${ZIPKIN_URL} (${
+        String(error)
+      }): run \`deno task engines up zipkin\``,
     );
   }
 }
