@@ -7,6 +7,7 @@ import {
   boolean,
   ConfigError,
   type ConfigOf,
+  decimal,
   instant,
   integer,
   list,
@@ -36,6 +37,53 @@ export const settings = {
       default: 1_048_576,
       min: 1,
       doc: "Largest request body any service accepts",
+    }),
+  },
+  tracing: {
+    zipkinUrl: text("ZIPKIN_URL", {
+      default: "",
+      doc: "Zipkin base URL every service exports spans to (`/api/v2/spans`) and traces are read " +
+        "from; empty: no export, the last TRACE_MEMORY_MAX_SPANS spans stay in memory",
+      pattern: /^https?:\/\/[^\s/]+\/?$/,
+      patternDescription: "an http(s) URL without a path, like http://127.0.0.1:9411",
+    }),
+    sampleRatio: decimal("TRACE_SAMPLE_RATIO", {
+      default: 1,
+      min: 0,
+      max: 1,
+      doc: "Share of new traces recorded (0 to 1); a request with a `traceparent` follows its " +
+        "caller's decision",
+    }),
+    exportBatchSize: integer("TRACE_EXPORT_BATCH_SIZE", {
+      default: 512,
+      min: 1,
+      max: 100_000,
+      doc: "Spans per export request at most (a full batch leaves at once)",
+    }),
+    exportIntervalMs: integer("TRACE_EXPORT_INTERVAL_MS", {
+      default: 1000,
+      min: 10,
+      max: 60_000,
+      doc: "Longest a finished span waits for its batch to be exported",
+    }),
+    exportQueueSize: integer("TRACE_EXPORT_QUEUE_SIZE", {
+      default: 2048,
+      min: 1,
+      max: 1_000_000,
+      doc: "Spans waiting for export per service at most; beyond it spans are dropped and " +
+        "counted (tracing_spans_dropped_total)",
+    }),
+    exportTimeoutMs: integer("TRACE_EXPORT_TIMEOUT_MS", {
+      default: 10_000,
+      min: 100,
+      max: 600_000,
+      doc: "An export unanswered for this long fails and its spans are counted lost",
+    }),
+    memoryMaxSpans: integer("TRACE_MEMORY_MAX_SPANS", {
+      default: 10_000,
+      min: 1,
+      max: 10_000_000,
+      doc: "Without ZIPKIN_URL: spans kept in memory for reading (the oldest are forgotten)",
     }),
   },
   eventLog: {

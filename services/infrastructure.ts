@@ -27,6 +27,13 @@ import type { SqlDatabase } from "../shared/database/database.ts";
 import { PgliteDatabase } from "../shared/database/pglite_database.ts";
 import { PostgresDatabase } from "../shared/database/postgres_database.ts";
 import { createJwtVerifier, type JwtVerifier } from "../shared/auth/jwt_verifier.ts";
+import { ZipkinExporter } from "@opentelemetry/exporter-zipkin";
+import type { SpanExporter } from "@opentelemetry/sdk-trace";
+import { MemorySpanStore } from "../shared/trace/memory_span_store.ts";
+import { MemoryTraceReader } from "../shared/trace/memory_trace_reader.ts";
+import type { TraceReader } from "../shared/trace/trace_reader.ts";
+import type { TracingOptions } from "../shared/trace/tracing.ts";
+import { ZipkinTraceReader } from "../shared/trace/zipkin_trace_reader.ts";
 
 /** A URL fit for logs: its user and password masked. */
 function withoutCredentials(url: string): string {
@@ -41,8 +48,38 @@ export class Infrastructure {
   #registry: RegistryClient | undefined;
   #rateLimitStore: RateLimitStore | undefined;
   readonly #databases = new Map<string, SqlDatabase>();
+  #spanExporter: SpanExporter | undefined;
+  #spanStore: MemorySpanStore | undefined;
+  #traceReader: TraceReader | undefined;
 
   constructor(readonly config: AppConfig, readonly logger: Logger) {}
+
+  /**
+   * Where every service's spans go and how many are sampled: Zipkin's
+   * exporter with ZIPKIN_URL, else the process's bounded memory span store.
+   */
+  tracingOptions(): TracingOptions {
+    const settings = this.config.tracing;
+    return {
+      sampleRatio: settings.sampleRatio,
+      export: {
+        exporter: this.#spanExporterOf(),
+        maxQueueSize: settings.exportQueueSize,
+        maxBatchSize: settings.exportBatchSize,
+        scheduledDelayMs: settings.exportIntervalMs,
+        exportTimeoutMs: settings.exportTimeoutMs,
+      },
+    };
+  }
+
+  /** Reads the recorded traces from where they are exported: Zipkin, or the memory store. */
+  traceReader(): TraceReader {
+    this.#spanExporterOf();
+    this.#traceReader ??= this.#spanStore === undefined
+      ? new ZipkinTraceReader({ url: this.config.tracing.zipkinUrl })
+      : new MemoryTraceReader(this.#spanStore);
+    return this.#traceReader;
+  }
 
   eventLog(): EventLog {
     this.#eventLog ??= this.#createEventLog();
@@ -104,6 +141,28 @@ export class Infrastructure {
     await this.#searchIndex?.close();
     await this.#rateLimitStore?.close();
     await Promise.all([...this.#databases.values()].map((database) => database.close()));
+  }
+
+  #spanExporterOf(): SpanExporter {
+    if (this.#spanExporter !== undefined) return this.#spanExporter;
+    const settings = this.config.tracing;
+    if (settings.zipkinUrl !== "") {
+      const url = `${settings.zipkinUrl.replace(/\/$/, "")}/api/v2/spans`;
+      this.logger.info(
+        "Traces: exported to Zipkin at {url}, {ratio} of new traces sampled (ZIPKIN_URL)",
+        { url, ratio: settings.sampleRatio },
+      );
+      this.#spanExporter = new ZipkinExporter({ url });
+    } else {
+      this.logger.info(
+        "Traces: the last {spans} spans kept in memory, {ratio} of new traces sampled " +
+          "(ZIPKIN_URL is empty)",
+        { spans: settings.memoryMaxSpans, ratio: settings.sampleRatio },
+      );
+      this.#spanStore = new MemorySpanStore({ maxSpans: settings.memoryMaxSpans });
+      this.#spanExporter = this.#spanStore;
+    }
+    return this.#spanExporter;
   }
 
   #createDatabase(service: string, url: string): SqlDatabase {

@@ -155,10 +155,10 @@ export function selectServices(args: readonly string[]): string[] | undefined {
 }
 
 async function run(names: readonly string[], config: AppConfig): Promise<void> {
-  configureTracing();
   await configureLogging({ level: config.process.logLevel });
   const processLogger = serviceLogger("main", config.process.instanceId || `main-${Deno.pid}`);
   const infrastructure = new Infrastructure(config, processLogger);
+  configureTracing(infrastructure.tracingOptions());
 
   const registry = infrastructure.registry();
   const running: {
@@ -170,12 +170,13 @@ async function run(names: readonly string[], config: AppConfig): Promise<void> {
   for (const name of names) {
     const entry = SERVICES[name]!;
     const instanceId = config.process.instanceId || `${name}-${Deno.hostname()}-${Deno.pid}`;
+    const metrics = new MetricsRegistry();
     const context = {
       name,
       instanceId,
       logger: serviceLogger(name, instanceId),
-      metrics: new MetricsRegistry(),
-      tracer: serviceTracer(name),
+      metrics,
+      tracer: serviceTracer(name, metrics),
     };
     const service = await entry.create(config, context, infrastructure);
     const server = serveApp(service.app, {
