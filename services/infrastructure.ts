@@ -26,13 +26,14 @@ import postgres from "postgres";
 import type { SqlDatabase } from "../shared/database/database.ts";
 import { PgliteDatabase } from "../shared/database/pglite_database.ts";
 import { PostgresDatabase } from "../shared/database/postgres_database.ts";
+import { TracedSqlDatabase } from "../shared/database/traced_database.ts";
 import { createJwtVerifier, type JwtVerifier } from "../shared/auth/jwt_verifier.ts";
 import { ZipkinExporter } from "@opentelemetry/exporter-zipkin";
 import type { SpanExporter } from "@opentelemetry/sdk-trace";
 import { MemorySpanStore } from "../shared/trace/memory_span_store.ts";
 import { MemoryTraceReader } from "../shared/trace/memory_trace_reader.ts";
 import type { TraceReader } from "../shared/trace/trace_reader.ts";
-import type { TracingOptions } from "../shared/trace/tracing.ts";
+import type { Tracer, TracingOptions } from "../shared/trace/tracing.ts";
 import { ZipkinTraceReader } from "../shared/trace/zipkin_trace_reader.ts";
 
 /** A URL fit for logs: its user and password masked. */
@@ -126,10 +127,10 @@ export class Infrastructure {
    * embedded PGlite in memory (its data lives in this process only). One
    * per service, even when two services name the same server.
    */
-  database(service: string, url: string): SqlDatabase {
+  database(service: string, url: string, tracer?: Tracer): SqlDatabase {
     let database = this.#databases.get(service);
     if (database === undefined) {
-      database = this.#createDatabase(service, url);
+      database = this.#createDatabase(service, url, tracer);
       this.#databases.set(service, database);
     }
     return database;
@@ -165,20 +166,25 @@ export class Infrastructure {
     return this.#spanExporter;
   }
 
-  #createDatabase(service: string, url: string): SqlDatabase {
+  #createDatabase(service: string, url: string, tracer: Tracer | undefined): SqlDatabase {
+    const traced = tracer === undefined ? {} : { tracer };
     if (url === "") {
       this.logger.info(
         "{service} database: embedded PGlite in memory; its data lives in this process only",
         { service },
       );
-      return new PgliteDatabase(new PGlite());
+      return new TracedSqlDatabase(new PgliteDatabase(new PGlite()), traced);
     }
     this.logger.info("{service} database: PostgreSQL at {url}", {
       service,
       url: withoutCredentials(url),
     });
+    const { hostname, port } = new URL(url);
     // Connects on first use; the service retries its migrations until the server answers.
-    return new PostgresDatabase(postgres(url, { max: 10, connect_timeout: 5, onnotice: () => {} }));
+    return new TracedSqlDatabase(
+      new PostgresDatabase(postgres(url, { max: 10, connect_timeout: 5, onnotice: () => {} })),
+      { ...traced, serverAddress: hostname, serverPort: port === "" ? 5432 : Number(port) },
+    );
   }
 
   #createRateLimitStore(): RateLimitStore {
