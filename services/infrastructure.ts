@@ -44,6 +44,7 @@ function withoutCredentials(url: string): string {
 export class Infrastructure {
   #eventLog: EventLog | undefined;
   #searchIndex: SearchIndex | undefined;
+  readonly #tracedSearchIndexes = new Map<Tracer, SearchIndex>();
   #tweetCodec: Promise<TweetCodec> | undefined;
   #wordCountCodec: Promise<WordCountCodec> | undefined;
   #registry: RegistryClient | undefined;
@@ -87,8 +88,21 @@ export class Infrastructure {
     return this.#eventLog;
   }
 
-  searchIndex(): SearchIndex {
-    this.#searchIndex ??= this.#createSearchIndex();
+  /**
+   * The search index. On Elasticsearch each calling service gets its own
+   * adapter and client, so that its calls are spans of its own tracer; the
+   * in-process index is one, shared, since it holds the documents.
+   */
+  searchIndex(tracer?: Tracer): SearchIndex {
+    if (this.config.searchIndex.adapter === "elasticsearch" && tracer !== undefined) {
+      let index = this.#tracedSearchIndexes.get(tracer);
+      if (index === undefined) {
+        index = this.#createSearchIndex(tracer);
+        this.#tracedSearchIndexes.set(tracer, index);
+      }
+      return index;
+    }
+    this.#searchIndex ??= this.#createSearchIndex(tracer);
     return this.#searchIndex;
   }
 
@@ -140,6 +154,7 @@ export class Infrastructure {
     await this.#registry?.close();
     await this.#eventLog?.close();
     await this.#searchIndex?.close();
+    await Promise.all([...this.#tracedSearchIndexes.values()].map((index) => index.close()));
     await this.#rateLimitStore?.close();
     await Promise.all([...this.#databases.values()].map((database) => database.close()));
   }
@@ -242,18 +257,19 @@ export class Infrastructure {
     });
   }
 
-  #createSearchIndex(): SearchIndex {
+  #createSearchIndex(tracer: Tracer | undefined): SearchIndex {
     const settings = this.config.searchIndex;
     if (settings.adapter === "elasticsearch") {
-      this.logger.info(
-        "Search index: Elasticsearch at {url}, index {index} (SEARCH_INDEX=elasticsearch)",
-        {
-          url: settings.elasticsearchUrl,
-          index: settings.elasticsearchIndex,
-        },
-      );
+      if (this.#tracedSearchIndexes.size === 0 && this.#searchIndex === undefined) {
+        this.logger.info(
+          "Search index: Elasticsearch at {url}, index {index} (SEARCH_INDEX=elasticsearch)",
+          { url: settings.elasticsearchUrl, index: settings.elasticsearchIndex },
+        );
+      }
       return new ElasticsearchSearchIndex(new Client({ node: settings.elasticsearchUrl }), {
         index: settings.elasticsearchIndex,
+        serverUrl: settings.elasticsearchUrl,
+        ...(tracer === undefined ? {} : { tracer }),
       });
     }
     this.logger.info(

@@ -77,7 +77,7 @@ const SERVICES: Readonly<Record<string, ServiceEntry>> = {
         config,
         context,
         eventLog: infrastructure.eventLog(),
-        index: infrastructure.searchIndex(),
+        index: infrastructure.searchIndex(context.tracer),
         codec: await infrastructure.tweetCodec(),
       }),
   },
@@ -116,7 +116,7 @@ const SERVICES: Readonly<Record<string, ServiceEntry>> = {
       Promise.resolve(createQueryService({
         config,
         context,
-        index: infrastructure.searchIndex(),
+        index: infrastructure.searchIndex(context.tracer),
         verifier: infrastructure.tokenVerifier("query"),
         database: infrastructure.database("query", config.query.databaseUrl, context.tracer),
         discovery: infrastructure.registry(),
