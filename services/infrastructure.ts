@@ -131,8 +131,9 @@ export class Infrastructure {
     return createJwtVerifier({ issuer: this.config.auth.oidcIssuer, audience });
   }
 
-  rateLimitStore(): RateLimitStore {
-    this.#rateLimitStore ??= this.#createRateLimitStore();
+  /** The rate-limit store; Redis calls are spans of `tracer` (the gateway's). */
+  rateLimitStore(tracer?: Tracer): RateLimitStore {
+    this.#rateLimitStore ??= this.#createRateLimitStore(tracer);
     return this.#rateLimitStore;
   }
 
@@ -202,7 +203,7 @@ export class Infrastructure {
     );
   }
 
-  #createRateLimitStore(): RateLimitStore {
+  #createRateLimitStore(tracer: Tracer | undefined): RateLimitStore {
     const settings = this.config.rateLimit;
     if (settings.store === "redis") {
       this.logger.info("Rate limits: Redis at {url} (RATE_LIMIT_STORE=redis)", {
@@ -217,7 +218,7 @@ export class Infrastructure {
         maxRetriesPerRequest: 1,
       });
       client.on("error", () => {});
-      return new RedisRateLimitStore(client);
+      return new RedisRateLimitStore(client, tracer === undefined ? {} : { tracer });
     }
     this.logger.info("Rate limits: in process (RATE_LIMIT_STORE=memory)");
     return new MemoryRateLimitStore();

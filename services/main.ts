@@ -56,7 +56,7 @@ const SERVICES: Readonly<Record<string, ServiceEntry>> = {
         config,
         context,
         discovery: infrastructure.registry(),
-        rateLimitStore: infrastructure.rateLimitStore(),
+        rateLimitStore: infrastructure.rateLimitStore(context.tracer),
       })),
   },
   stream: {
