@@ -114,6 +114,18 @@ function limitBody(maxBytes: number): MiddlewareHandler {
   };
 }
 
+/** A Hono route (`/a/:id/b`, `/files/*`) as a pattern matching its paths. */
+function routePattern(route: string): RegExp {
+  const source = route.split("/").map((part) =>
+    part.startsWith(":")
+      ? "[^/]+"
+      : part === "*"
+      ? ".*"
+      : part.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")
+  ).join("/");
+  return new RegExp(`^${source}$`);
+}
+
 function userAgent(value: string | undefined): Record<string, string> {
   return value === undefined ? {} : { "user_agent.original": value.slice(0, 200) };
 }
@@ -122,6 +134,8 @@ function userAgent(value: string | undefined): Record<string, string> {
 export function createServiceApp(options: ServiceAppOptions): Hono {
   const { context, readiness = [], readinessTimeoutMs = 2000 } = options;
   const quietRoutes = new Set([...OPERATIONAL_ROUTES, ...options.quietRoutes ?? []]);
+  const quietPaths = [...quietRoutes].map(routePattern);
+  const isQuiet = (path: string) => quietPaths.some((pattern) => pattern.test(path));
   const { logger, metrics } = context;
   const bodyLimitBytes = options.bodyLimitBytes ?? 1_048_576;
   const requests = metrics.counter("http_requests_total", "HTTP requests handled.");
@@ -157,6 +171,43 @@ export function createServiceApp(options: ServiceAppOptions): Hono {
     try {
       const method = c.req.method;
       const url = new URL(c.req.url);
+      const handle = async (span: Span | undefined) => {
+        await next();
+        const matched = c.req.routePath !== "/*";
+        const route = matched ? c.req.routePath : "unmatched";
+        const status = c.res.status;
+        if (span !== undefined) {
+          if (matched) {
+            span.updateName(`${method} ${route}`);
+            span.setAttribute("http.route", route);
+          }
+          span.setAttribute("http.response.status_code", status);
+          if (status >= 500) {
+            // A handler's exception has set its class as the error type (see onError).
+            if (!failedByException.has(span)) span.setAttribute("error.type", String(status));
+            span.setStatus({ code: SpanStatusCode.ERROR, message: `HTTP ${status}` });
+          }
+          const { traceId, spanId, traceFlags } = span.spanContext();
+          c.header("traceresponse", `00-${traceId}-${spanId}-0${traceFlags & 1}`);
+        }
+        const seconds = (performance.now() - started) / 1000;
+        const labels = { method, route, status: String(status) };
+        requests.inc(labels);
+        durations.observe({ method, route }, seconds);
+        const fields = { ...labels, path: c.req.path, durationMs: Math.round(seconds * 1e4) / 10 };
+        if (quietRoutes.has(route)) {
+          logger.debug("{method} {path} {status}", fields);
+        } else {
+          logger.info("{method} {path} {status}", fields);
+        }
+      };
+      // Probes and heartbeats start no trace of their own: several a second
+      // would crowd the traces people look for out of Zipkin and the memory
+      // store. A caller's trace context is still continued.
+      if (traceparent === undefined && isQuiet(c.req.path)) {
+        await handle(undefined);
+        return;
+      }
       // Named `METHOD route` once the route is known (semantic conventions: never the raw path).
       await inSpan(context.tracer, method, {
         kind: SpanKind.SERVER,
@@ -169,34 +220,7 @@ export function createServiceApp(options: ServiceAppOptions): Hono {
           ...(url.port === "" ? {} : { "server.port": Number(url.port) }),
           ...userAgent(c.req.header("user-agent")),
         },
-      }, async (span) => {
-        await next();
-        const matched = c.req.routePath !== "/*";
-        const route = matched ? c.req.routePath : "unmatched";
-        const status = c.res.status;
-        if (matched) {
-          span.updateName(`${method} ${route}`);
-          span.setAttribute("http.route", route);
-        }
-        span.setAttribute("http.response.status_code", status);
-        if (status >= 500) {
-          // A handler's exception has set its class as the error type (see onError).
-          if (!failedByException.has(span)) span.setAttribute("error.type", String(status));
-          span.setStatus({ code: SpanStatusCode.ERROR, message: `HTTP ${status}` });
-        }
-        const { traceId, spanId, traceFlags } = span.spanContext();
-        c.header("traceresponse", `00-${traceId}-${spanId}-0${traceFlags & 1}`);
-        const seconds = (performance.now() - started) / 1000;
-        const labels = { method, route, status: String(status) };
-        requests.inc(labels);
-        durations.observe({ method, route }, seconds);
-        const fields = { ...labels, path: c.req.path, durationMs: Math.round(seconds * 1e4) / 10 };
-        if (quietRoutes.has(route)) {
-          logger.debug("{method} {path} {status}", fields);
-        } else {
-          logger.info("{method} {path} {status}", fields);
-        }
-      });
+      }, handle);
     } finally {
       inFlight.set({}, --active);
     }

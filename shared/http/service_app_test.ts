@@ -208,11 +208,32 @@ Deno.test("service app marks a 5xx answer failed with its status as error type, 
 
 Deno.test("service app's traceresponse says whether the trace is sampled", async () => {
   configureTracing({ sampleRatio: 0 });
-  const unsampled = await app().request("/health");
+  const unsampled = await app().request("/teapot");
   assert.match(unsampled.headers.get("traceresponse") ?? "", /^00-[0-9a-f]{32}-[0-9a-f]{16}-00$/);
   const followed = await app().request("/health", {
     headers: { traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01" },
   });
   assert.match(followed.headers.get("traceresponse") ?? "", /-01$/);
+  configureTracing();
+});
+
+Deno.test("service app starts no trace for probes and quiet routes, but continues a caller's", async () => {
+  const exporter = new InMemorySpanExporter();
+  configureTracing({ spanProcessors: [new SimpleSpanProcessor({ exporter })] });
+  const hono = app({ quietRoutes: ["/api/v1/things/:id/heartbeat"] });
+  hono.put("/api/v1/things/:id/heartbeat", (c) => c.body(null, 204));
+  for (const path of ["/health", "/ready", "/metrics"]) {
+    const response = await hono.request(path);
+    await response.body?.cancel();
+    assert.equal(response.headers.get("traceresponse"), null, path);
+  }
+  assert.equal((await hono.request("/api/v1/things/a1/heartbeat", { method: "PUT" })).status, 204);
+  assert.equal(exporter.getFinishedSpans().length, 0);
+  const traced = await hono.request("/api/v1/things/a1/heartbeat", {
+    method: "PUT",
+    headers: { traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01" },
+  });
+  assert.match(traced.headers.get("traceresponse") ?? "", /^00-4bf92f3577b34da6a3ce929d0e0e4736-/);
+  assert.equal(exporter.getFinishedSpans()[0]?.name, "PUT /api/v1/things/:id/heartbeat");
   configureTracing();
 });
