@@ -9,7 +9,8 @@ import type { TraceSpan } from "../shared/trace/trace_span.ts";
 import { ZipkinTraceReader } from "../shared/trace/zipkin_trace_reader.ts";
 import { waitFor } from "../shared/testing/wait.ts";
 import { passwordGrantToken } from "./identity/_testing.ts";
-import { startMain } from "./_testing.ts";
+import { freePort, startMain } from "./_testing.ts";
+import { VERSIONS } from "../scripts/engines/versions.ts";
 
 const ZIPKIN_URL = Deno.env.get("ZIPKIN_URL") || "http://127.0.0.1:9411";
 
@@ -148,5 +149,146 @@ Deno.test("a request through the gateway is one trace in Zipkin: gateway, query,
     }
   } finally {
     await system.stop();
+  }
+});
+
+/** Accepts connections and never answers: a Zipkin that hangs. */
+function hangingServer(port: number) {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port });
+  const connections: Deno.Conn[] = [];
+  const accepting = (async () => {
+    try {
+      for await (const connection of listener) connections.push(connection);
+    } catch {
+      // Closed.
+    }
+  })();
+  return {
+    get connections() {
+      return connections.length;
+    },
+    async close() {
+      listener.close();
+      for (const connection of connections) connection.close();
+      await accepting;
+    },
+  };
+}
+
+/** A Zipkin of the test's own on `port` (never the shared one), from the engines' cached jar. */
+async function privateZipkin(port: number) {
+  const jar = new URL(
+    `../.data/cache/zipkin-${VERSIONS.zipkin}/zipkin-server-${VERSIONS.zipkin}-exec.jar`,
+    import.meta.url,
+  ).pathname;
+  await Deno.stat(jar).catch(() => {
+    throw new Error(`No Zipkin jar at ${jar}: run \`deno task engines up zipkin\` once`);
+  });
+  const process = new Deno.Command("/usr/lib/jvm/java-17-openjdk-amd64/bin/java", {
+    args: [
+      "-Xms32m",
+      "-Xmx128m",
+      "-jar",
+      jar,
+      "--armeria.ports[0].ip=127.0.0.1",
+      `--armeria.ports[0].port=${port}`,
+      "--armeria.ports[0].protocols[0]=http",
+    ],
+    env: { STORAGE_TYPE: "mem", MEM_MAX_SPANS: "10000", COLLECTOR_SCRIBE_ENABLED: "false" },
+    stdin: "null",
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  const url = `http://127.0.0.1:${port}`;
+  const stop = async () => {
+    try {
+      process.kill("SIGTERM");
+    } catch {
+      // Already exited.
+    }
+    await process.status;
+  };
+  try {
+    await waitFor(`the private Zipkin at ${url}`, async () => {
+      try {
+        const response = await fetch(`${url}/health`);
+        await response.body?.cancel();
+        return response.ok;
+      } catch {
+        return false;
+      }
+    }, 180_000);
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+  return { url, stop };
+}
+
+function metricValue(metrics: string, name: string): number {
+  const match = new RegExp(`^${name} (\\d+)$`, "m").exec(metrics);
+  assert.ok(match, `no ${name} in /metrics`);
+  return Number(match[1]);
+}
+
+Deno.test("Zipkin down: requests keep succeeding, lost spans are counted, export resumes when it is back", async () => {
+  const port = freePort();
+  let hanging: ReturnType<typeof hangingServer> | undefined = hangingServer(port);
+  const system = await startMain(["registry", "identity", "gateway", "query", "analytics"], {
+    ZIPKIN_URL: `http://127.0.0.1:${port}`,
+    TRACE_EXPORT_INTERVAL_MS: "50",
+    TRACE_EXPORT_BATCH_SIZE: "5",
+    TRACE_EXPORT_QUEUE_SIZE: "10",
+    // Far longer than the test waits: a hung export must hold no request up.
+    TRACE_EXPORT_TIMEOUT_MS: "600000",
+  });
+  let zipkin: Awaited<ReturnType<typeof privateZipkin>> | undefined;
+  try {
+    const { urls } = system;
+    const tokenEndpoint = `${urls.identity}/realms/twitterapi/protocol/openid-connect/token`;
+    const authorization = `Bearer ${await passwordGrantToken(tokenEndpoint, "app_user")}`;
+    const search = async (traceparent?: string) => {
+      const response = await fetch(`${urls.gateway}/api/v1/tweets?text=kafka&size=1`, {
+        headers: { authorization, ...(traceparent === undefined ? {} : { traceparent }) },
+        signal: AbortSignal.timeout(30_000),
+      });
+      await response.body?.cancel();
+      return response.status;
+    };
+    const gatewayMetrics = async () => await (await fetch(`${urls.gateway}/metrics`)).text();
+
+    // Zipkin hangs: the first batch's export never returns, the queue fills, and every
+    // request still gets its answer.
+    for (let i = 0; i < 30; i++) assert.equal(await search(), 200);
+    assert.ok(hanging.connections > 0, "the exporter reached the hanging Zipkin");
+    let metrics = await gatewayMetrics();
+    assert.ok(metricValue(metrics, "tracing_spans_dropped_total") > 0, metrics);
+    assert.equal(metricValue(metrics, "tracing_span_queue_size"), 10);
+    assert.equal(metricValue(metrics, "tracing_spans_exported_total"), 0);
+
+    // Zipkin goes away: the hung export fails, and so do the next ones; requests still succeed.
+    await hanging.close();
+    hanging = undefined;
+    for (let i = 0; i < 5; i++) assert.equal(await search(), 200);
+    await waitFor(
+      "failed exports counted",
+      async () => metricValue(await gatewayMetrics(), "tracing_spans_export_failed_total") > 0,
+    );
+
+    // Zipkin is back: new spans reach it.
+    zipkin = await privateZipkin(port);
+    const resumed = testTraceparent();
+    await waitFor("a traced request exported to the returned Zipkin", async () => {
+      assert.equal(await search(resumed.header), 200);
+      const trace = await new ZipkinTraceReader({ url: zipkin!.url }).trace(resumed.traceId);
+      const services = new Set(trace?.map((span) => span.localEndpoint.serviceName));
+      return services.has("gateway") && services.has("query") && services.has("analytics");
+    }, 60_000);
+    metrics = await gatewayMetrics();
+    assert.ok(metricValue(metrics, "tracing_spans_exported_total") > 0, metrics);
+  } finally {
+    await system.stop();
+    await hanging?.close();
+    await zipkin?.stop();
   }
 });
