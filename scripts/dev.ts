@@ -1,8 +1,8 @@
 /**
  * `deno task dev [--engines=embedded|real]`: every service in one process.
  * Embedded (the default) needs nothing installed; `--engines=real` first
- * brings up Kafka, Elasticsearch and Redis on loopback and runs the services
- * on them.
+ * brings up Kafka, Elasticsearch, Redis and Zipkin on loopback and runs the
+ * services on them, exporting their traces to Zipkin.
  */
 import { ENGINES, engineUp, write } from "./engines/engines.ts";
 
@@ -15,8 +15,13 @@ export const SERVICE_PERMISSIONS = [
 ] as const;
 /** The engines `--engines=real` needs, and how the services select them. */
 const REAL = {
-  engines: ["kafka", "elasticsearch", "redis"],
-  env: { EVENT_LOG: "kafka", SEARCH_INDEX: "elasticsearch", RATE_LIMIT_STORE: "redis" },
+  engines: ["kafka", "elasticsearch", "redis", "zipkin"],
+  env: {
+    EVENT_LOG: "kafka",
+    SEARCH_INDEX: "elasticsearch",
+    RATE_LIMIT_STORE: "redis",
+    ZIPKIN_URL: "http://127.0.0.1:9411",
+  },
 } as const;
 
 async function main(args: string[]): Promise<number> {
@@ -33,6 +38,7 @@ async function main(args: string[]): Promise<number> {
       ENGINES.filter((engine) => (REAL.engines as readonly string[]).includes(engine.name)),
     );
     env = { ...REAL.env };
+    write(`Traces: Zipkin UI at ${REAL.env.ZIPKIN_URL}\n`);
   }
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", ...SERVICE_PERMISSIONS, "--env-file=.env", MAIN, "all"],
