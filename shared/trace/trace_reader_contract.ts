@@ -111,6 +111,8 @@ export function runTraceReaderContract(
       const root = spans.tracer(gateway).startSpan("GET /api/v1/tweets", {
         kind: SpanKind.SERVER,
         attributes: { "http.request.method": "GET", "http.response.status_code": 200 },
+        // Clearly before the child, whose start then orders it second.
+        startTime: Date.now() - 10,
       });
       const child = spans.tracer(query).startSpan("SELECT query.grants", {
         kind: SpanKind.CLIENT,
