@@ -19,7 +19,12 @@ import { RegistryClient } from "../shared/discovery/registry_client.ts";
 import { MemoryRateLimitStore } from "../shared/rate_limit/memory_rate_limit_store.ts";
 import type { RateLimitStore } from "../shared/rate_limit/rate_limit_store.ts";
 import { RedisRateLimitStore } from "../shared/rate_limit/redis_rate_limit_store.ts";
-import type { AppConfig } from "./config.ts";
+import {
+  type AppConfig,
+  isRegisteringService,
+  type RegisteringService,
+  serviceCredentials,
+} from "./config.ts";
 import { loadWordCountCodec, type WordCountCodec } from "../shared/events/word_count_event.ts";
 import { PGlite } from "@electric-sql/pglite";
 import postgres from "postgres";
@@ -35,6 +40,10 @@ import { MemoryTraceReader } from "../shared/trace/memory_trace_reader.ts";
 import type { TraceReader } from "../shared/trace/trace_reader.ts";
 import type { Tracer, TracingOptions } from "../shared/trace/tracing.ts";
 import { ZipkinTraceReader } from "../shared/trace/zipkin_trace_reader.ts";
+import {
+  ClientCredentialsTokenSource,
+  type TokenSource,
+} from "../shared/auth/client_credentials.ts";
 
 /** A URL fit for logs: its user and password masked. */
 function withoutCredentials(url: string): string {
@@ -47,7 +56,8 @@ export class Infrastructure {
   readonly #tracedSearchIndexes = new Map<Tracer, SearchIndex>();
   #tweetCodec: Promise<TweetCodec> | undefined;
   #wordCountCodec: Promise<WordCountCodec> | undefined;
-  #registry: RegistryClient | undefined;
+  readonly #registries = new Map<string, RegistryClient>();
+  readonly #tokens = new Map<string, TokenSource>();
   #rateLimitStore: RateLimitStore | undefined;
   readonly #databases = new Map<string, SqlDatabase>();
   #spanExporter: SpanExporter | undefined;
@@ -116,14 +126,45 @@ export class Infrastructure {
     return this.#wordCountCodec;
   }
 
-  /** The process's registry client: registers its services and discovers others. */
-  registry(): RegistryClient {
-    this.#registry ??= new RegistryClient({
-      urls: this.config.discovery.registryUrls,
-      heartbeatMs: this.config.discovery.heartbeatMs,
-      logger: this.logger,
-    });
-    return this.#registry;
+  /**
+   * The registry client of one service: it registers that service's
+   * instances and reads the registry with that service's own credentials,
+   * so each registration of a process running several services carries its
+   * own service's identity.
+   */
+  registry(service: string): RegistryClient {
+    if (!isRegisteringService(service)) {
+      throw new TypeError(`Cannot make a registry client for ${service}: it has no OAuth client`);
+    }
+    let client = this.#registries.get(service);
+    if (client === undefined) {
+      client = new RegistryClient({
+        urls: this.config.discovery.registryUrls,
+        heartbeatMs: this.config.discovery.heartbeatMs,
+        logger: this.logger,
+        tokens: this.serviceTokens(service),
+      });
+      this.#registries.set(service, client);
+    }
+    return client;
+  }
+
+  /** Deregisters every service of the process and stops following the registry. */
+  async closeRegistries(): Promise<void> {
+    await Promise.all([...this.#registries.values()].map((client) => client.close()));
+  }
+
+  /** A service's own access tokens, by client credentials at the configured issuer. */
+  serviceTokens(service: RegisteringService): TokenSource {
+    let tokens = this.#tokens.get(service);
+    if (tokens === undefined) {
+      tokens = new ClientCredentialsTokenSource({
+        issuer: this.config.auth.oidcIssuer,
+        ...serviceCredentials(this.config, service),
+      });
+      this.#tokens.set(service, tokens);
+    }
+    return tokens;
   }
 
   /** Verifies the configured issuer's access tokens for one service's audience. */
@@ -152,7 +193,7 @@ export class Infrastructure {
   }
 
   async close(): Promise<void> {
-    await this.#registry?.close();
+    await this.closeRegistries();
     await this.#eventLog?.close();
     await this.#searchIndex?.close();
     await Promise.all([...this.#tracedSearchIndexes.values()].map((index) => index.close()));

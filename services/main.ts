@@ -41,7 +41,14 @@ interface ServiceEntry {
 const SERVICES: Readonly<Record<string, ServiceEntry>> = {
   registry: {
     port: (config) => config.registry.port,
-    create: (config, context) => Promise.resolve(createRegistryService({ config, context })),
+    create: (config, context, infrastructure) =>
+      Promise.resolve(
+        createRegistryService({
+          config,
+          context,
+          verifier: infrastructure.tokenVerifier("registry"),
+        }),
+      ),
     platform: true,
   },
   identity: {
@@ -55,7 +62,7 @@ const SERVICES: Readonly<Record<string, ServiceEntry>> = {
       Promise.resolve(createGatewayService({
         config,
         context,
-        discovery: infrastructure.registry(),
+        discovery: infrastructure.registry("gateway"),
         rateLimitStore: infrastructure.rateLimitStore(context.tracer),
       })),
   },
@@ -90,7 +97,7 @@ const SERVICES: Readonly<Record<string, ServiceEntry>> = {
         eventLog: infrastructure.eventLog(),
         tweetCodec: await infrastructure.tweetCodec(),
         wordCountCodec: await infrastructure.wordCountCodec(),
-        discovery: infrastructure.registry(),
+        discovery: infrastructure.registry("wordcount"),
         verifier: infrastructure.tokenVerifier("wordcount"),
       }),
   },
@@ -119,7 +126,8 @@ const SERVICES: Readonly<Record<string, ServiceEntry>> = {
         index: infrastructure.searchIndex(context.tracer),
         verifier: infrastructure.tokenVerifier("query"),
         database: infrastructure.database("query", config.query.databaseUrl, context.tracer),
-        discovery: infrastructure.registry(),
+        discovery: infrastructure.registry("query"),
+        tokens: infrastructure.serviceTokens("query"),
       })),
   },
 };
@@ -164,7 +172,6 @@ async function run(names: readonly string[], config: AppConfig): Promise<void> {
   const infrastructure = new Infrastructure(config, processLogger);
   configureTracing(infrastructure.tracingOptions());
 
-  const registry = infrastructure.registry();
   const running: {
     service: Service;
     url: string;
@@ -201,7 +208,13 @@ async function run(names: readonly string[], config: AppConfig): Promise<void> {
       const register = (metadata: Readonly<Record<string, string>>) => {
         registered = registered
           .then(() =>
-            registry.register({ service: name, instanceId, baseUrl, version: VERSION, metadata })
+            infrastructure.registry(name).register({
+              service: name,
+              instanceId,
+              baseUrl,
+              version: VERSION,
+              metadata,
+            })
           )
           .catch((error) =>
             context.logger.error("Cannot register {service} with the registry", {
@@ -228,7 +241,7 @@ async function run(names: readonly string[], config: AppConfig): Promise<void> {
     shuttingDown = true;
     processLogger.info("Received {signal}; shutting down", { signal });
     // Leave the registry first, so that no new traffic arrives while stopping.
-    await registry.close();
+    await infrastructure.closeRegistries();
     const stopOrder = [
       ...running.filter((entry) => !entry.platform),
       ...running.filter((entry) => entry.platform),
