@@ -65,6 +65,7 @@ export class BatchingSpanProcessor implements SpanProcessor {
   #timerDue = Infinity;
   #inFlight: Promise<void> | undefined;
   #shutDown = false;
+  #lastExportSent = true;
 
   constructor(options: BatchingSpanProcessorOptions) {
     this.#exporter = options.exporter;
@@ -103,11 +104,23 @@ export class BatchingSpanProcessor implements SpanProcessor {
     }
   }
 
-  /** Exports what is queued and stops taking spans; the exporter is its owner's to shut down. */
+  /**
+   * Stops taking spans and exports what is queued, giving up (the rest
+   * counted failed) at the first failed export, so that a process stopping
+   * while the collector is down waits for about one export timeout at most. The
+   * exporter is its owner's to shut down.
+   */
   async shutdown(): Promise<void> {
     this.#shutDown = true;
-    await this.forceFlush();
     this.#clearTimer();
+    // The export in flight says whether the collector answers; else it is tried once.
+    if (this.#inFlight !== undefined) await this.#inFlight;
+    else this.#lastExportSent = true;
+    while (this.#queue.length > 0 && this.#lastExportSent) await this.#exportBatch();
+    if (this.#queue.length > 0) {
+      this.#onOutcome("failed", this.#queue.length);
+      this.#queue = [];
+    }
   }
 
   /** Makes sure a batch leaves within `ms` (sooner timers stay). */
@@ -139,6 +152,7 @@ export class BatchingSpanProcessor implements SpanProcessor {
     const batch = this.#queue.splice(0, this.#maxBatchSize);
     if (batch.length === 0) return Promise.resolve();
     this.#inFlight = this.#send(batch).then((sent) => {
+      this.#lastExportSent = sent;
       this.#onOutcome(sent ? "exported" : "failed", batch.length);
       this.#inFlight = undefined;
       if (this.#queue.length > 0 && !this.#shutDown) {

@@ -117,3 +117,23 @@ Deno.test("BatchingSpanProcessor ignores spans that are not sampled", async () =
   await processor.shutdown();
   assert.equal(exporter.batches.length, 0);
 });
+
+Deno.test("BatchingSpanProcessor's shutdown gives up at the first failed export, counting the rest", async () => {
+  const { exporter, outcomes, processor, finish } = setup({ maxBatchSize: 2, exportTimeoutMs: 50 });
+  exporter.answer = "hold";
+  finish(7);
+  await processor.shutdown();
+  // One batch timed out; the other five spans were not tried against the dead collector.
+  assert.equal(exporter.batches.length, 1);
+  assert.deepEqual(outcomes, { exported: 0, failed: 7, dropped: 0 });
+  finish(1);
+  assert.equal(processor.queued, 0, "a shut-down processor takes no spans");
+});
+
+Deno.test("BatchingSpanProcessor's shutdown exports everything queued while the collector answers", async () => {
+  const { exporter, outcomes, processor, finish } = setup({ maxBatchSize: 2 });
+  finish(5);
+  await processor.shutdown();
+  assert.deepEqual(exporter.batches.map((batch) => batch.length), [2, 2, 1]);
+  assert.deepEqual(outcomes, { exported: 5, failed: 0, dropped: 0 });
+});
