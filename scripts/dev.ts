@@ -2,7 +2,8 @@
  * `deno task dev [--engines=embedded|real]`: every service in one process.
  * Embedded (the default) needs nothing installed; `--engines=real` first
  * brings up Kafka, Elasticsearch, Redis and Zipkin on loopback and runs the
- * services on them, exporting their traces to Zipkin.
+ * services on them, shipping every log line to Elasticsearch and exporting
+ * their traces to Zipkin.
  */
 import { ENGINES, engineUp, write } from "./engines/engines.ts";
 
@@ -21,6 +22,7 @@ const REAL = {
     SEARCH_INDEX: "elasticsearch",
     RATE_LIMIT_STORE: "redis",
     ZIPKIN_URL: "http://127.0.0.1:9411",
+    LOG_SHIPPING: "elasticsearch",
   },
 } as const;
 

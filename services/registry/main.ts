@@ -3,7 +3,7 @@ import type { JwtVerifier } from "../../shared/auth/jwt_verifier.ts";
 import { createServiceApp } from "../../shared/http/service_app.ts";
 import type { Service, ServiceContext } from "../../shared/service/service.ts";
 import type { AppConfig } from "../config.ts";
-import { addRegistryRoutes, HEARTBEAT_ROUTE, requireRegistryToken } from "./app.ts";
+import { addRegistryRoutes, HEARTBEAT_ROUTE, INSTANCE_ROUTE, requireRegistryToken } from "./app.ts";
 import { type Clock, type InstanceChange, InstanceRegistry } from "./registry.ts";
 
 export interface RegistryDependencies {
@@ -84,7 +84,7 @@ export function createRegistryService(deps: RegistryDependencies): Service {
   const app = createServiceApp({
     context,
     bodyLimitBytes: config.process.bodyLimitBytes,
-    quietRoutes: [HEARTBEAT_ROUTE],
+    quietRoutes: [HEARTBEAT_ROUTE, INSTANCE_ROUTE],
   });
   requireRegistryToken(app, deps.verifier);
   addRegistryRoutes(app, {
