@@ -87,6 +87,20 @@ Deno.test("a request through the gateway is one trace in Zipkin: gateway, query,
     const authorization = `Bearer ${await passwordGrantToken(tokenEndpoint, "app_user")}`;
     const reader = new ZipkinTraceReader({ url: ZIPKIN_URL });
 
+    // Warmed up with another user, so that app_user's grants are looked up in the traced request.
+    const warmUp = `Bearer ${await passwordGrantToken(tokenEndpoint, "app_admin")}`;
+    await waitFor("query and wordcount reachable through the gateway", async () => {
+      const statuses = await Promise.all(["/api/v1/tweets?text=kafka", "/api/v1/words/kafka"].map(
+        async (path) => {
+          const response = await fetch(`${urls.gateway}${path}`, {
+            headers: { authorization: warmUp },
+          });
+          await response.body?.cancel();
+          return response.status;
+        },
+      ));
+      return statuses.every((status) => status === 200);
+    });
     // A search: the gateway calls query, which looks up the user's grants and asks analytics
     // for the word counts.
     const search = testTraceparent();
@@ -257,6 +271,7 @@ Deno.test("Zipkin down: requests keep succeeding, lost spans are counted, export
     };
     const gatewayMetrics = async () => await (await fetch(`${urls.gateway}/metrics`)).text();
 
+    await waitFor("query reachable through the gateway", async () => await search() === 200);
     // Zipkin hangs: the first batch's export never returns, the queue fills, and every
     // request still gets its answer.
     for (let i = 0; i < 30; i++) assert.equal(await search(), 200);
