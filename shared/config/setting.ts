@@ -112,6 +112,8 @@ export function text(env: string, options: TextOptions): Setting<string> {
     doc: options.doc,
     parse(raw) {
       const value = raw.trim();
+      // Where empty is the default, it means what the default means (off, derived).
+      if (value === "" && options.default === "") return "";
       if (value === "") throw new RangeError("must not be empty");
       if (options.pattern && !options.pattern.test(value)) {
         throw new RangeError(
