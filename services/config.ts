@@ -234,7 +234,8 @@ export const settings = {
     }),
     rateLimits: list("GATEWAY_RATE_LIMITS", {
       default: [],
-      doc: "gateway: `<policy>=<limit>/<window ms>` items overriding the route table's rate-limit " +
+      doc:
+        "gateway: `<policy>=<limit>/<window ms>` items overriding the route table's rate-limit " +
         "policies (refreshable)",
     }),
     trustForwardedFor: boolean("GATEWAY_TRUST_FORWARDED_FOR", {
@@ -477,7 +478,9 @@ export const settings = {
 export type AppConfig = ConfigOf<typeof settings>;
 
 /** Every setting's variable name. */
-export const SETTING_NAMES: readonly string[] = listSettings(settings).map((setting) => setting.env);
+export const SETTING_NAMES: readonly string[] = listSettings(settings).map((setting) =>
+  setting.env
+);
 
 /**
  * Settings whose new value from the config service applies while running;

@@ -2,14 +2,30 @@
  * The one entry point: `main.ts <service...>|all` runs any set of services in
  * one process. It is also what `deno compile` turns into the single binary.
  */
+import { ClientCredentialsTokenSource } from "../shared/auth/client_credentials.ts";
+import type { RefreshableConfig } from "../shared/config/refreshable_config.ts";
+import { ConfigServiceError, loadRemoteConfig } from "../shared/config/remote_config.ts";
 import { ConfigError, listSettings } from "../shared/config/setting.ts";
 import { serveApp } from "../shared/http/serve.ts";
-import { configureLogging, serviceLogger, shutdownLogging } from "../shared/log/log.ts";
+import {
+  configureLogging,
+  serviceLogger,
+  setServiceLogLevel,
+  shutdownLogging,
+} from "../shared/log/log.ts";
 import { MetricsRegistry } from "../shared/metrics/metrics.ts";
 import type { Service, ServiceContext } from "../shared/service/service.ts";
 import { configureTracing, serviceTracer, shutdownTracing } from "../shared/trace/tracing.ts";
 import { createAnalyticsService } from "./analytics/main.ts";
-import { type AppConfig, loadConfig, settings } from "./config.ts";
+import {
+  type AppConfig,
+  ENVIRONMENT_ONLY,
+  loadConfig,
+  REFRESHABLE,
+  SETTING_NAMES,
+  settings,
+} from "./config.ts";
+import { createConfigService } from "./config/main.ts";
 import { createGatewayService } from "./gateway/main.ts";
 import { createIdentityService } from "./identity/main.ts";
 import { createIndexerService } from "./indexer/main.ts";
@@ -24,12 +40,17 @@ type ServiceFactory = (
   config: AppConfig,
   context: ServiceContext,
   infrastructure: Infrastructure,
+  /** The live configuration, when it comes from the config service. */
+  configuration: RefreshableConfig<AppConfig> | undefined,
 ) => Promise<Service>;
 
 interface ServiceEntry {
   readonly port: (config: AppConfig) => number;
   readonly create: ServiceFactory;
-  /** Platform services (registry, identity) stop last: the others depend on them. */
+  /**
+   * Platform services (registry, identity, config) stop last: the others
+   * depend on them. They read the environment only, never the config service.
+   */
   readonly platform?: boolean;
 }
 
@@ -49,14 +70,21 @@ const SERVICES: Readonly<Record<string, ServiceEntry>> = {
     create: (config, context) => createIdentityService({ config, context }),
     platform: true,
   },
+  config: {
+    port: (config) => config.configServer.port,
+    create: (config, context, infrastructure) =>
+      createConfigService({ config, context, verifier: infrastructure.tokenVerifier("config") }),
+    platform: true,
+  },
   gateway: {
     port: (config) => config.gateway.port,
-    create: (config, context, infrastructure) =>
+    create: (config, context, infrastructure, configuration) =>
       Promise.resolve(createGatewayService({
         config,
         context,
         discovery: infrastructure.registry(),
         rateLimitStore: infrastructure.rateLimitStore(),
+        ...(configuration === undefined ? {} : { configuration }),
       })),
   },
   stream: {
@@ -154,13 +182,78 @@ export function selectServices(args: readonly string[]): string[] | undefined {
   return Object.keys(SERVICES).filter((name) => selected.has(name));
 }
 
-async function run(names: readonly string[], config: AppConfig): Promise<void> {
+/**
+ * The client credentials a service reads its configuration with: its own
+ * OAuth client, whose realm role `service:<name>` lets it read its own
+ * application (see services/config/app.ts `mayRead`).
+ */
+function configCredentials(
+  service: string,
+  environment: Readonly<Record<string, string>>,
+): { clientId: string; clientSecret: string } {
+  const prefix = service.toUpperCase();
+  return {
+    clientId: environment[`${prefix}_CLIENT_ID`] ?? `${service}-service`,
+    clientSecret: environment[`${prefix}_CLIENT_SECRET`] ?? `dev-only-${service}-service-secret`,
+  };
+}
+
+/**
+ * A service's configuration from the config service (under the environment),
+ * followed while it runs; undefined without CONFIG_URL. Exits with a clear
+ * message when neither the service nor a cached copy answers.
+ */
+async function remoteConfiguration(
+  name: string,
+  config: AppConfig,
+  environment: Readonly<Record<string, string>>,
+  logger: ServiceContext["logger"],
+) {
+  if (config.configClient.url === "" || SERVICES[name]!.platform === true) return undefined;
+  try {
+    const remote = await loadRemoteConfig({
+      url: config.configClient.url,
+      application: name,
+      profile: config.configClient.profile,
+      tokens: new ClientCredentialsTokenSource({
+        issuer: config.auth.oidcIssuer,
+        ...configCredentials(name, environment),
+      }),
+      environment,
+      load: loadConfig,
+      names: SETTING_NAMES,
+      refreshable: REFRESHABLE,
+      environmentOnly: ENVIRONMENT_ONLY,
+      cacheDir: config.configClient.cacheDir,
+      startTimeoutMs: config.configClient.startTimeoutMs,
+      pollMs: config.configClient.pollMs,
+      logger,
+    });
+    const configuration = remote.config;
+    setServiceLogLevel(name, configuration.current.process.logLevel);
+    configuration.subscribe({
+      apply: (next) => setServiceLogLevel(name, next.process.logLevel),
+    });
+    return remote;
+  } catch (error) {
+    if (!(error instanceof ConfigError || error instanceof ConfigServiceError)) throw error;
+    writeError(`${name}: ${error.message}\n`);
+    Deno.exit(1);
+  }
+}
+
+async function run(
+  names: readonly string[],
+  config: AppConfig,
+  environment: Readonly<Record<string, string>>,
+): Promise<void> {
   configureTracing();
   await configureLogging({ level: config.process.logLevel });
   const processLogger = serviceLogger("main", config.process.instanceId || `main-${Deno.pid}`);
   const infrastructure = new Infrastructure(config, processLogger);
 
   const registry = infrastructure.registry();
+  const followed: { close(): void }[] = [];
   const running: {
     service: Service;
     url: string;
@@ -170,17 +263,23 @@ async function run(names: readonly string[], config: AppConfig): Promise<void> {
   for (const name of names) {
     const entry = SERVICES[name]!;
     const instanceId = config.process.instanceId || `${name}-${Deno.hostname()}-${Deno.pid}`;
-    const context = {
+    const logger = serviceLogger(name, instanceId);
+    const remote = await remoteConfiguration(name, config, environment, logger);
+    if (remote !== undefined) followed.push(remote);
+    const configuration = remote?.config;
+    const context: ServiceContext = {
       name,
       instanceId,
-      logger: serviceLogger(name, instanceId),
+      logger,
       metrics: new MetricsRegistry(),
       tracer: serviceTracer(name),
+      ...(configuration === undefined ? {} : { configStatus: () => configuration.status }),
     };
-    const service = await entry.create(config, context, infrastructure);
+    const serviceConfig = configuration?.current ?? config;
+    const service = await entry.create(serviceConfig, context, infrastructure, configuration);
     const server = serveApp(service.app, {
       hostname: config.process.host,
-      port: entry.port(config),
+      port: entry.port(serviceConfig),
     });
     context.logger.info("{service} listening on {url}", { service: name, url: server.url });
     running.push({
@@ -222,6 +321,7 @@ async function run(names: readonly string[], config: AppConfig): Promise<void> {
     }
     shuttingDown = true;
     processLogger.info("Received {signal}; shutting down", { signal });
+    for (const remote of followed) remote.close();
     // Leave the registry first, so that no new traffic arrives while stopping.
     await registry.close();
     const stopOrder = [
@@ -267,14 +367,15 @@ if (import.meta.main) {
     writeError(USAGE);
     Deno.exit(2);
   }
+  const environment = Deno.env.toObject();
   let config: AppConfig;
   try {
-    config = loadConfig(Deno.env.toObject());
+    config = loadConfig(environment);
   } catch (error) {
     if (!(error instanceof ConfigError)) throw error;
     writeError(`${error.message}\n`);
     Deno.exit(1);
   }
-  await run(names, config);
+  await run(names, config, environment);
   Deno.exit(0);
 }

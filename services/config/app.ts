@@ -178,7 +178,8 @@ export function addConfigRoutes(app: Hono, options: ConfigRoutesOptions): Hono {
         const send = (text: string) => {
           if (open) controller.enqueue(encoder.encode(text));
         };
-        const event = (version: string) => `event: version\ndata: ${JSON.stringify({ version })}\n\n`;
+        const event = (version: string) =>
+          `event: version\ndata: ${JSON.stringify({ version })}\n\n`;
         const unsubscribe = options.onRepositoryChange(() => {
           load(application, profiles).then(({ version }) => {
             if (version === sent) return;

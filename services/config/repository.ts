@@ -98,7 +98,9 @@ export async function readPropertySources(
     for (const extension of EXTENSIONS) {
       const file = `${base}.${extension}`;
       const text = await readIfExists(`${folder}/${file}`);
-      if (text !== undefined) sources.push({ name: `file:${file}`, source: parseDocument(text, file) });
+      if (text !== undefined) {
+        sources.push({ name: `file:${file}`, source: parseDocument(text, file) });
+      }
     }
   }
   return sources;
@@ -110,8 +112,10 @@ export async function versionOf(sources: readonly PropertySource[]): Promise<str
     sources.map(({ name, source }) => [name, Object.entries(source).sort()]),
   );
   const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(canonical));
-  return Array.from(new Uint8Array(digest).slice(0, 10), (byte) =>
-    byte.toString(16).padStart(2, "0")).join("");
+  return Array.from(
+    new Uint8Array(digest).slice(0, 10),
+    (byte) => byte.toString(16).padStart(2, "0"),
+  ).join("");
 }
 
 /**

@@ -36,13 +36,21 @@ export interface RefreshableConfigOptions<C> {
   readonly names: readonly string[];
   /** The variables whose changes apply without a restart. */
   readonly refreshable: ReadonlySet<string>;
-  readonly initial: { readonly variables: Variables; readonly version: string; readonly source: ConfigSource };
+  readonly initial: {
+    readonly variables: Variables;
+    readonly version: string;
+    readonly source: ConfigSource;
+  };
 }
 
 /** The outcome of `propose`. */
 export type ProposeResult =
   | { readonly outcome: "unchanged" }
-  | { readonly outcome: "applied"; readonly changed: readonly string[]; readonly restartRequired: readonly string[] }
+  | {
+    readonly outcome: "applied";
+    readonly changed: readonly string[];
+    readonly restartRequired: readonly string[];
+  }
   | { readonly outcome: "refused"; readonly reason: string };
 
 function describe(error: unknown): string {

@@ -157,7 +157,9 @@ export interface RemoteConfig<C> {
 const CACHE_FORMAT = 1;
 
 /** Loads the configuration at start and follows its changes; see the module comment. */
-export async function loadRemoteConfig<C>(options: RemoteConfigOptions<C>): Promise<RemoteConfig<C>> {
+export async function loadRemoteConfig<C>(
+  options: RemoteConfigOptions<C>,
+): Promise<RemoteConfig<C>> {
   const {
     url,
     application,
@@ -302,7 +304,14 @@ export async function loadRemoteConfig<C>(options: RemoteConfigOptions<C>): Prom
     logger.error(
       "STARTING FROM A CACHED CONFIGURATION: the config service at {url} did not answer within " +
         "{timeoutMs} ms; using version {version} saved {savedAt} in {file} until it answers",
-      { url, timeoutMs: startTimeoutMs, version: copy.version, savedAt: copy.savedAt, file: cacheFile, error: lastError },
+      {
+        url,
+        timeoutMs: startTimeoutMs,
+        version: copy.version,
+        savedAt: copy.savedAt,
+        file: cacheFile,
+        error: lastError,
+      },
     );
     initial = copy;
     source = "cache";
@@ -333,7 +342,10 @@ export async function loadRemoteConfig<C>(options: RemoteConfigOptions<C>): Prom
         try {
           validate(fetched);
         } catch (error) {
-          return { outcome: "refused" as const, reason: error instanceof Error ? error.message : String(error) };
+          return {
+            outcome: "refused" as const,
+            reason: error instanceof Error ? error.message : String(error),
+          };
         }
         return config.propose(merged(fetched.variables), fetched.version, "config-service");
       })();

@@ -68,6 +68,29 @@ export function correlatingSink(sink: Sink & AsyncDisposable): Sink & AsyncDispo
   return Object.assign(correlate, { [Symbol.asyncDispose]: () => sink[Symbol.asyncDispose]() });
 }
 
+const LEVEL_ORDER: Readonly<Record<LogLevel, number>> = {
+  trace: 0,
+  debug: 1,
+  info: 2,
+  warning: 3,
+  error: 4,
+  fatal: 5,
+};
+let processLevel: LogLevel = "info";
+/** Levels of services whose configuration set their own (a live refresh changes them). */
+const serviceLevels = new Map<string, LogLevel>();
+
+/** Sets the lowest level logged for one service's logger, at once. */
+export function setServiceLogLevel(service: string, level: LogLevel): void {
+  serviceLevels.set(service, level);
+}
+
+function levelFilter(record: LogRecord): boolean {
+  const service = record.category[1];
+  const lowest = (service === undefined ? undefined : serviceLevels.get(service)) ?? processLevel;
+  return LEVEL_ORDER[record.level] >= LEVEL_ORDER[lowest];
+}
+
 /** Configures process-wide logging; call once at start-up. */
 export async function configureLogging(options: LoggingOptions = {}): Promise<void> {
   const sink = getStreamSink(options.stream ?? Deno.stdout.writable, {
@@ -83,11 +106,14 @@ export async function configureLogging(options: LoggingOptions = {}): Promise<vo
       },
     },
   });
+  processLevel = options.level ?? "info";
   await configure({
     reset: true,
     sinks: { stdout: correlatingSink(sink) },
+    filters: { level: levelFilter },
     loggers: [
-      { category: ["twitterapi"], sinks: ["stdout"], lowestLevel: options.level ?? "info" },
+      // Every level reaches the filter, which applies each service's live level.
+      { category: ["twitterapi"], sinks: ["stdout"], filters: ["level"], lowestLevel: "trace" },
       { category: ["logtape", "meta"], sinks: ["stdout"], lowestLevel: "warning" },
     ],
   });
