@@ -334,7 +334,7 @@ export async function loadRemoteConfig<C>(
   let applying = Promise.resolve();
   /** Fetches and proposes the current configuration; one at a time. */
   function refresh(): Promise<void> {
-    applying = applying.then(async () => {
+    const run = applying.then(async () => {
       const known = config.status.source === "config-service" ? config.status.version : undefined;
       const fetched = await fetchConfig(known);
       if (fetched === undefined || fetched.version === config.status.refused?.version) return;
@@ -381,7 +381,9 @@ export async function loadRemoteConfig<C>(
       }
       throw error;
     });
-    return applying;
+    // The chain itself never rejects, so a failed refresh does not block the next.
+    applying = run.catch(() => {});
+    return run;
   }
 
   /** Follows the watch stream; polls while it is down. */
