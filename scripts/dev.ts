@@ -11,6 +11,8 @@ export const SERVICE_PERMISSIONS = [
   "--allow-net",
   "--allow-env",
   "--allow-read",
+  // The last good configuration each service read from the config service.
+  "--allow-write=.data/config-cache",
   "--allow-sys=hostname,osRelease,homedir",
 ] as const;
 /** The engines `--engines=real` needs, and how the services select them. */

@@ -164,7 +164,7 @@ export class SecretCipher {
     if (bytes === undefined || bytes.length < 1 + 4 + 12 + 16 || bytes[0] !== FORMAT) {
       throw new CipherError(
         "malformed",
-        "Cannot decrypt: the text after {key:…} is not a secret of this format (base64 of " +
+        "Cannot decrypt: the text after {key:...} is not a secret of this format (base64 of " +
           "format 1, key fingerprint, IV, ciphertext and tag)",
       );
     }
