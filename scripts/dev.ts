@@ -21,6 +21,18 @@ const REAL = {
   env: { EVENT_LOG: "kafka", SEARCH_INDEX: "elasticsearch", RATE_LIMIT_STORE: "redis" },
 } as const;
 
+/**
+ * The gateway and query read their settings from the config service of the
+ * same process (services/config/repository), so editing its files changes
+ * them live. A variable set in the shell wins.
+ */
+function configEnv(): Record<string, string> {
+  return {
+    CONFIG_URL: Deno.env.get("CONFIG_URL") ?? "http://127.0.0.1:8888",
+    CONFIG_APPLICATIONS: Deno.env.get("CONFIG_APPLICATIONS") ?? "gateway,query",
+  };
+}
+
 async function main(args: string[]): Promise<number> {
   const engines = args.length === 0
     ? "embedded"
@@ -29,12 +41,12 @@ async function main(args: string[]): Promise<number> {
     write("Usage: deno task dev [--engines=embedded|real]\n");
     return 2;
   }
-  let env: Record<string, string> = {};
+  let env: Record<string, string> = configEnv();
   if (engines === "real") {
     await engineUp(
       ENGINES.filter((engine) => (REAL.engines as readonly string[]).includes(engine.name)),
     );
-    env = { ...REAL.env };
+    env = { ...env, ...REAL.env };
   }
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", ...SERVICE_PERMISSIONS, "--env-file=.env", MAIN, "all"],

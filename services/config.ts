@@ -199,6 +199,11 @@ export const settings = {
       pattern: /^(https?:\/\/[^\s/]+(\/\S*[^/\s])?)?$/,
       patternDescription: "empty or an http(s) URL without a trailing '/'",
     }),
+    applications: list("CONFIG_APPLICATIONS", {
+      default: [],
+      doc: "Services that load their settings from CONFIG_URL; empty: every service but " +
+        "registry, identity and config",
+    }),
     profile: text("CONFIG_PROFILE", {
       default: "default",
       doc: "Profiles the services ask the config service for (comma-separated, the last wins)",

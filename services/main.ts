@@ -209,7 +209,9 @@ async function remoteConfiguration(
   environment: Readonly<Record<string, string>>,
   logger: ServiceContext["logger"],
 ) {
-  if (config.configClient.url === "" || SERVICES[name]!.platform === true) return undefined;
+  const { url, applications } = config.configClient;
+  if (url === "" || SERVICES[name]!.platform === true) return undefined;
+  if (applications.length > 0 && !applications.includes(name)) return undefined;
   try {
     const remote = await loadRemoteConfig({
       url: config.configClient.url,

@@ -32,15 +32,26 @@ export const ADMIN_ROLE = "app_admin_role";
 export const SHARED_APPLICATION = "application";
 
 /**
- * Whether the token may read `application`: an admin any; a service's
- * client its own (realm role `service:<name>`, as the registry checks) and
- * the shared one.
+ * The services whose configuration a token's client is: the realm roles
+ * `service:<name>` (which the registry checks too), and the client id
+ * `<name>-service` of the realm's service clients.
  */
+function servicesOf(token: AccessToken): string[] {
+  const byRole = token.roles.flatMap((role) =>
+    role.startsWith("service:") ? [role.slice("service:".length)] : []
+  );
+  const byClient = token.clientId?.endsWith("-service") === true
+    ? [token.clientId.slice(0, -"-service".length)]
+    : [];
+  return [...byRole, ...byClient];
+}
+
+/** Whether the token may read `application`: an admin any; a service its own and the shared one. */
 export function mayRead(token: AccessToken, application: string): boolean {
   if (token.roles.includes(ADMIN_ROLE)) return true;
-  const services = token.roles.filter((role) => role.startsWith("service:"));
+  const services = servicesOf(token);
   if (application === SHARED_APPLICATION) return services.length > 0;
-  return services.includes(`service:${application}`);
+  return services.includes(application);
 }
 
 export interface ConfigRoutesOptions {

@@ -117,9 +117,12 @@ Deno.test("later profiles override earlier ones; the default profile reads no pr
 Deno.test("POST /encrypt and /decrypt round-trip; the repository's {cipher} values are served decrypted", async () => {
   await using env = await setup({});
   const text = { ...env.admin, "content-type": "text/plain" };
-  const encrypted =
-    await (await env.app.request("/encrypt", { method: "POST", headers: text, body: "s3cret \u00fc" }))
-      .text();
+  const encrypted = await (await env.app.request("/encrypt", {
+    method: "POST",
+    headers: text,
+    body: "s3cret \u00fc",
+  }))
+    .text();
   assert.match(encrypted, /^\{key:a\}[A-Za-z0-9+/=]+$/);
   const decrypted = await env.app.request("/decrypt", {
     method: "POST",
@@ -222,4 +225,35 @@ Deno.test("anonymous callers get 401; a service reads only its own and the share
     roles: ["app_admin_role"],
   });
   assert.equal((await env.app.request("/gateway/default", { headers: wrongAudience })).status, 401);
+});
+
+Deno.test("the identity service's tokens: a service's client credentials read its own application, app_admin reads any", async () => {
+  const { serveApp } = await import("../../shared/http/serve.ts");
+  const { ClientCredentialsTokenSource } = await import("../../shared/auth/client_credentials.ts");
+  const { createJwtVerifier } = await import("../../shared/auth/jwt_verifier.ts");
+  const { devSecret, testIdentity } = await import("../identity/_testing.ts");
+  const identity = await testIdentity();
+  const issuerServer = serveApp(identity.service.app, { hostname: "127.0.0.1", port: 0 });
+  const issuer = `${issuerServer.url}/realms/twitterapi`;
+  const folder = await Deno.makeTempDir({ prefix: "config-repo-" });
+  try {
+    await Deno.writeTextFile(`${folder}/gateway.yml`, "a: 1\n");
+    await Deno.writeTextFile(`${folder}/query.yml`, "b: 2\n");
+    const service = await createConfigService({
+      config: loadConfig({ CONFIG_REPOSITORY: folder }),
+      context: testContext("config"),
+      verifier: createJwtVerifier({ issuer, audience: "config" }),
+    });
+    const gateway = new ClientCredentialsTokenSource({
+      issuer,
+      clientId: "gateway-service",
+      clientSecret: devSecret("gateway-service"),
+    });
+    const headers = { authorization: `Bearer ${await gateway.token()}` };
+    assert.equal((await service.app.request("/gateway/default", { headers })).status, 200);
+    assert.equal((await service.app.request("/query/default", { headers })).status, 403);
+  } finally {
+    await issuerServer.shutdown();
+    await Deno.remove(folder, { recursive: true });
+  }
 });
