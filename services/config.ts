@@ -494,6 +494,11 @@ export const SETTING_NAMES: readonly string[] = listSettings(settings).map((sett
 export const REFRESHABLE: ReadonlySet<string> = new Set([
   "LOG_LEVEL",
   "GATEWAY_RATE_LIMITS",
+  "STREAM_RATE_PER_SECOND",
+  "STREAM_KEYWORDS",
+  "QUERY_DEFAULT_PAGE_SIZE",
+  "QUERY_MAX_PAGE_SIZE",
+  "QUERY_GRANT_CACHE_TTL_MS",
 ]);
 
 /**

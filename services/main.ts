@@ -89,10 +89,11 @@ const SERVICES: Readonly<Record<string, ServiceEntry>> = {
   },
   stream: {
     port: (config) => config.stream.port,
-    create: async (config, context, infrastructure) =>
+    create: async (config, context, infrastructure, configuration) =>
       createStreamService({
         config,
         context,
+        ...(configuration === undefined ? {} : { configuration }),
         eventLog: infrastructure.eventLog(),
         codec: await infrastructure.tweetCodec(),
         verifier: infrastructure.tokenVerifier("stream"),
@@ -136,10 +137,11 @@ const SERVICES: Readonly<Record<string, ServiceEntry>> = {
   },
   query: {
     port: (config) => config.query.port,
-    create: (config, context, infrastructure) =>
+    create: (config, context, infrastructure, configuration) =>
       Promise.resolve(createQueryService({
         config,
         context,
+        ...(configuration === undefined ? {} : { configuration }),
         index: infrastructure.searchIndex(),
         verifier: infrastructure.tokenVerifier("query"),
         database: infrastructure.database("query", config.query.databaseUrl),
