@@ -155,6 +155,7 @@ Deno.test("main runs all services, serves searchable tweets and shuts down on SI
       return JSON.stringify(names) ===
         JSON.stringify([
           "analytics",
+          "config",
           "gateway",
           "identity",
           "indexer",
