@@ -2,7 +2,7 @@
  * `deno task dev [--engines=embedded|real]`: every service in one process.
  * Embedded (the default) needs nothing installed; `--engines=real` first
  * brings up Kafka, Elasticsearch and Redis on loopback and runs the services
- * on them.
+ * on them, shipping every log line to Elasticsearch.
  */
 import { ENGINES, engineUp, write } from "./engines/engines.ts";
 
@@ -18,19 +18,21 @@ export const SERVICE_PERMISSIONS = [
 /** The engines `--engines=real` needs, and how the services select them. */
 const REAL = {
   engines: ["kafka", "elasticsearch", "redis"],
-  env: { EVENT_LOG: "kafka", SEARCH_INDEX: "elasticsearch", RATE_LIMIT_STORE: "redis" },
+  env: {
+    EVENT_LOG: "kafka",
+    SEARCH_INDEX: "elasticsearch",
+    RATE_LIMIT_STORE: "redis",
+    LOG_SHIPPING: "elasticsearch",
+  },
 } as const;
 
 /**
- * The gateway and query read their settings from the config service of the
- * same process (services/config/repository), so editing its files changes
- * them live. A variable set in the shell wins.
+ * The services read their settings from the config service of the same
+ * process (services/config/repository), so editing its files changes them
+ * live. A variable set in the shell wins.
  */
 function configEnv(): Record<string, string> {
-  return {
-    CONFIG_URL: Deno.env.get("CONFIG_URL") ?? "http://127.0.0.1:8888",
-    CONFIG_APPLICATIONS: Deno.env.get("CONFIG_APPLICATIONS") ?? "gateway,query",
-  };
+  return { CONFIG_URL: Deno.env.get("CONFIG_URL") ?? "http://127.0.0.1:8888" };
 }
 
 async function main(args: string[]): Promise<number> {

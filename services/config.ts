@@ -30,6 +30,27 @@ const TOPIC_NAME = {
  */
 const DEV_ENCRYPT_KEY = "dev-only:NLHd+z0zQ5iffcOCbtmCzIc/+/lN8uAEV1RYo5z4QKg=";
 
+/**
+ * The OAuth client a service authenticates as, by client credentials:
+ * `<SERVICE>_CLIENT_ID` and `<SERVICE>_CLIENT_SECRET`. Its token registers the
+ * service's instances (the registry admits a client only for the service its
+ * `service:<name>` role names) and reads the registry.
+ */
+function serviceClient(service: string, uses: string) {
+  const prefix = service.toUpperCase();
+  return {
+    clientId: text(`${prefix}_CLIENT_ID`, {
+      default: `${service}-service`,
+      doc: `${service}: OAuth client of the service's own token (client credentials): ${uses}`,
+    }),
+    clientSecret: text(`${prefix}_CLIENT_SECRET`, {
+      default: `dev-only-${service}-service-secret`,
+      doc: `${service}: secret of ${prefix}_CLIENT_ID; the default is the realm file's ` +
+        "development secret",
+    }),
+  };
+}
+
 export const settings = {
   process: {
     host: text("HTTP_HOST", {
@@ -45,6 +66,54 @@ export const settings = {
       default: 1_048_576,
       min: 1,
       doc: "Largest request body any service accepts",
+    }),
+  },
+  logging: {
+    format: oneOf("LOG_FORMAT", ["auto", "json", "pretty"], {
+      default: "auto",
+      doc: "stdout lines: readable (pretty) or JSON; auto: pretty when stdout is a terminal",
+    }),
+    shipping: oneOf("LOG_SHIPPING", ["memory", "elasticsearch"], {
+      default: "memory",
+      doc: "Log aggregation: recent lines kept in process, or every line shipped to " +
+        "Elasticsearch (stdout gets every line either way)",
+    }),
+    elasticsearchUrl: text("LOG_SHIPPING_ELASTICSEARCH_URL", {
+      default: "",
+      doc: "Log shipping: Elasticsearch base URL; empty: ELASTICSEARCH_URL",
+      pattern: /^(https?:\/\/[^\s/]+(\/.*)?)?$/,
+      patternDescription: "empty or an http(s) URL",
+    }),
+    indexPrefix: text("LOG_SHIPPING_INDEX_PREFIX", {
+      default: "logs-twitterapi",
+      doc: "Log shipping: lines go to daily indices <prefix>-YYYY.MM.DD",
+      pattern: /^[a-z0-9][a-z0-9._-]{0,200}$/,
+      patternDescription: "an index name prefix (lower-case letters, digits, '.', '_', '-')",
+    }),
+    batchSize: integer("LOG_SHIPPING_BATCH_SIZE", {
+      default: 500,
+      min: 1,
+      max: 100_000,
+      doc: "Log shipping: most lines per bulk request",
+    }),
+    flushIntervalMs: integer("LOG_SHIPPING_FLUSH_INTERVAL_MS", {
+      default: 1000,
+      min: 1,
+      max: 60_000,
+      doc: "Log shipping: longest a line waits for its batch to fill",
+    }),
+    queueSize: integer("LOG_SHIPPING_QUEUE_SIZE", {
+      default: 10_000,
+      min: 1,
+      max: 10_000_000,
+      doc: "Log shipping: lines kept while Elasticsearch is down or slow; beyond it lines are " +
+        "dropped and counted (log_records_dropped_total)",
+    }),
+    memoryMaxLines: integer("LOG_MEMORY_MAX_LINES", {
+      default: 10_000,
+      min: 1,
+      max: 10_000_000,
+      doc: "In-process log store (LOG_SHIPPING=memory): recent lines kept for log search",
     }),
   },
   eventLog: {
@@ -142,6 +211,7 @@ export const settings = {
   },
   identity: {
     port: integer("IDENTITY_PORT", { default: 8090, ...PORT, doc: "identity: HTTP port" }),
+    ...serviceClient("identity", "its registrations"),
     publicUrl: text("IDENTITY_PUBLIC_URL", {
       default: "",
       doc: "identity: base URL of the issuer `<url>/realms/<realm>`; empty: the URL each request " +
@@ -176,6 +246,7 @@ export const settings = {
   },
   configServer: {
     port: integer("CONFIG_PORT", { default: 8888, ...PORT, doc: "config: HTTP port" }),
+    ...serviceClient("config", "its registrations"),
     repository: text("CONFIG_REPOSITORY", {
       default: "",
       doc: "config: folder of `application.*`, `{application}.*` and `{application}-{profile}.*` " +
@@ -232,6 +303,7 @@ export const settings = {
   },
   gateway: {
     port: integer("GATEWAY_PORT", { default: 9092, ...PORT, doc: "gateway: HTTP port" }),
+    ...serviceClient("gateway", "its registrations and its reads of the registry"),
     routesFile: text("GATEWAY_ROUTES_FILE", {
       default: "",
       doc: "gateway: JSON route table replacing the built-in routes (see " +
@@ -277,6 +349,7 @@ export const settings = {
   },
   stream: {
     port: integer("STREAM_PORT", { default: 8181, ...PORT, doc: "stream: HTTP port" }),
+    ...serviceClient("stream", "its registrations"),
     ratePerSecond: integer("STREAM_RATE_PER_SECOND", {
       default: 10,
       min: 1,
@@ -326,6 +399,7 @@ export const settings = {
   },
   indexer: {
     port: integer("INDEXER_PORT", { default: 8182, ...PORT, doc: "indexer: HTTP port" }),
+    ...serviceClient("indexer", "its registrations"),
     groupId: text("INDEXER_GROUP_ID", {
       default: "twitter-indexer",
       doc: "indexer: consumer group",
@@ -350,6 +424,7 @@ export const settings = {
   },
   wordcount: {
     port: integer("WORDCOUNT_PORT", { default: 8187, ...PORT, doc: "wordcount: HTTP port" }),
+    ...serviceClient("wordcount", "its registrations and its reads of the registry"),
     groupId: text("WORDCOUNT_GROUP_ID", {
       default: "wordcount",
       doc: "wordcount: consumer group; with the instance id, also the transactional id",
@@ -438,17 +513,14 @@ export const settings = {
       max: 60_000,
       doc: "query: the word counts of one search are unavailable after this long",
     }),
-    clientId: text("QUERY_CLIENT_ID", {
-      default: "query-service",
-      doc: "query: OAuth client of the service's own token (client credentials)",
-    }),
-    clientSecret: text("QUERY_CLIENT_SECRET", {
-      default: "dev-only-query-service-secret",
-      doc: "query: secret of QUERY_CLIENT_ID; the default is the realm file's development secret",
-    }),
+    ...serviceClient(
+      "query",
+      "its registrations, its reads of the registry and its calls to the word-count APIs",
+    ),
   },
   analytics: {
     port: integer("ANALYTICS_PORT", { default: 8188, ...PORT, doc: "analytics: HTTP port" }),
+    ...serviceClient("analytics", "its registrations"),
     databaseUrl: text("ANALYTICS_DATABASE_URL", {
       default: "",
       doc: "analytics: PostgreSQL URL of its database (schema `analytics`); empty: an embedded " +
@@ -517,7 +589,9 @@ export const ENVIRONMENT_ONLY: ReadonlySet<string> = new Set(
     settings.configServer,
     settings.configClient,
   ].flatMap((group) => listSettings(group).map((setting) => setting.env))
-    .filter((name) => name !== "LOG_LEVEL"),
+    .filter((name) => name !== "LOG_LEVEL")
+    // A service's own credentials read its configuration: they cannot come from it.
+    .concat(SETTING_NAMES.filter((name) => /_CLIENT_(ID|SECRET)$/.test(name))),
 );
 
 /** `<policy>=<limit>/<window ms>` items of GATEWAY_RATE_LIMITS; throws `RangeError`. */
@@ -536,6 +610,32 @@ export function parseRateLimitOverrides(
     overrides.set(match[1]!, { limit: Number(match[2]), windowMs: Number(match[3]) });
   }
   return overrides;
+}
+
+/** The services that register with the registry, each as its own OAuth client. */
+export const REGISTERING_SERVICES = [
+  "identity",
+  "config",
+  "gateway",
+  "stream",
+  "indexer",
+  "wordcount",
+  "analytics",
+  "query",
+] as const;
+export type RegisteringService = typeof REGISTERING_SERVICES[number];
+
+export function isRegisteringService(name: string): name is RegisteringService {
+  return (REGISTERING_SERVICES as readonly string[]).includes(name);
+}
+
+/** The client id and secret a service authenticates with. */
+export function serviceCredentials(
+  config: AppConfig,
+  service: RegisteringService,
+): { readonly clientId: string; readonly clientSecret: string } {
+  const { clientId, clientSecret } = service === "config" ? config.configServer : config[service];
+  return { clientId, clientSecret };
 }
 
 /** Reads and validates the whole configuration; throws `ConfigError`. */

@@ -10,7 +10,12 @@ import type { EventLog } from "../shared/event_log/event_log.ts";
 import { createKafkaClient, KafkaEventLog } from "../shared/event_log/kafka_event_log.ts";
 import { MemoryEventLog } from "../shared/event_log/memory_event_log.ts";
 import { loadTweetCodec, type TweetCodec } from "../shared/events/tweet_event.ts";
-import type { Logger } from "../shared/log/log.ts";
+import { type Logger, logShippingLogger, type Sink } from "../shared/log/log.ts";
+import { ElasticsearchLogReader } from "../shared/log/elasticsearch_log_reader.ts";
+import { ElasticsearchLogSink } from "../shared/log/elasticsearch_log_sink.ts";
+import type { LogReader } from "../shared/log/log_reader.ts";
+import { MemoryLogStore } from "../shared/log/memory_log_store.ts";
+import type { MetricsRegistry } from "../shared/metrics/metrics.ts";
 import { ElasticsearchSearchIndex } from "../shared/search_index/elasticsearch_search_index.ts";
 import { MemorySearchIndex } from "../shared/search_index/memory_search_index.ts";
 import type { SearchIndex } from "../shared/search_index/search_index.ts";
@@ -19,7 +24,12 @@ import { RegistryClient } from "../shared/discovery/registry_client.ts";
 import { MemoryRateLimitStore } from "../shared/rate_limit/memory_rate_limit_store.ts";
 import type { RateLimitStore } from "../shared/rate_limit/rate_limit_store.ts";
 import { RedisRateLimitStore } from "../shared/rate_limit/redis_rate_limit_store.ts";
-import type { AppConfig } from "./config.ts";
+import {
+  type AppConfig,
+  isRegisteringService,
+  type RegisteringService,
+  serviceCredentials,
+} from "./config.ts";
 import { loadWordCountCodec, type WordCountCodec } from "../shared/events/word_count_event.ts";
 import { PGlite } from "@electric-sql/pglite";
 import postgres from "postgres";
@@ -27,22 +37,50 @@ import type { SqlDatabase } from "../shared/database/database.ts";
 import { PgliteDatabase } from "../shared/database/pglite_database.ts";
 import { PostgresDatabase } from "../shared/database/postgres_database.ts";
 import { createJwtVerifier, type JwtVerifier } from "../shared/auth/jwt_verifier.ts";
+import {
+  ClientCredentialsTokenSource,
+  type TokenSource,
+} from "../shared/auth/client_credentials.ts";
 
 /** A URL fit for logs: its user and password masked. */
 function withoutCredentials(url: string): string {
   return url.replace(/\/\/[^@/]*@/, "//***@");
 }
 
+/**
+ * Where every log line goes besides stdout, and how to search them: the
+ * configured log aggregation (Elasticsearch, or the in-memory store).
+ */
+export interface LogAggregation {
+  /** Gets every line; disposing it ships what is left and stops (at logging shutdown). */
+  readonly sink: Sink & AsyncDisposable;
+  readonly reader: LogReader;
+  /** Where lines go, for the start-up log (made before logging is configured). */
+  readonly description: string;
+  /** Starts shipping (puts the index template first); call once logging is configured. */
+  start(): void;
+  /** Counts shipped and dropped lines on a service's metrics (none in memory). */
+  registerMetrics(metrics: MetricsRegistry): void;
+}
+
 export class Infrastructure {
+  #logs: LogAggregation | undefined;
   #eventLog: EventLog | undefined;
   #searchIndex: SearchIndex | undefined;
   #tweetCodec: Promise<TweetCodec> | undefined;
   #wordCountCodec: Promise<WordCountCodec> | undefined;
-  #registry: RegistryClient | undefined;
+  readonly #registries = new Map<string, RegistryClient>();
+  readonly #tokens = new Map<string, TokenSource>();
   #rateLimitStore: RateLimitStore | undefined;
   readonly #databases = new Map<string, SqlDatabase>();
 
   constructor(readonly config: AppConfig, readonly logger: Logger) {}
+
+  /** The log aggregation: its sink goes to `configureLogging`, its reader to log search. */
+  logs(): LogAggregation {
+    this.#logs ??= this.#createLogs();
+    return this.#logs;
+  }
 
   eventLog(): EventLog {
     this.#eventLog ??= this.#createEventLog();
@@ -64,14 +102,45 @@ export class Infrastructure {
     return this.#wordCountCodec;
   }
 
-  /** The process's registry client: registers its services and discovers others. */
-  registry(): RegistryClient {
-    this.#registry ??= new RegistryClient({
-      urls: this.config.discovery.registryUrls,
-      heartbeatMs: this.config.discovery.heartbeatMs,
-      logger: this.logger,
-    });
-    return this.#registry;
+  /**
+   * The registry client of one service: it registers that service's
+   * instances and reads the registry with that service's own credentials,
+   * so each registration of a process running several services carries its
+   * own service's identity.
+   */
+  registry(service: string): RegistryClient {
+    if (!isRegisteringService(service)) {
+      throw new TypeError(`Cannot make a registry client for ${service}: it has no OAuth client`);
+    }
+    let client = this.#registries.get(service);
+    if (client === undefined) {
+      client = new RegistryClient({
+        urls: this.config.discovery.registryUrls,
+        heartbeatMs: this.config.discovery.heartbeatMs,
+        logger: this.logger,
+        tokens: this.serviceTokens(service),
+      });
+      this.#registries.set(service, client);
+    }
+    return client;
+  }
+
+  /** Deregisters every service of the process and stops following the registry. */
+  async closeRegistries(): Promise<void> {
+    await Promise.all([...this.#registries.values()].map((client) => client.close()));
+  }
+
+  /** A service's own access tokens, by client credentials at the configured issuer. */
+  serviceTokens(service: RegisteringService): TokenSource {
+    let tokens = this.#tokens.get(service);
+    if (tokens === undefined) {
+      tokens = new ClientCredentialsTokenSource({
+        issuer: this.config.auth.oidcIssuer,
+        ...serviceCredentials(this.config, service),
+      });
+      this.#tokens.set(service, tokens);
+    }
+    return tokens;
   }
 
   /** Verifies the configured issuer's access tokens for one service's audience. */
@@ -99,11 +168,51 @@ export class Infrastructure {
   }
 
   async close(): Promise<void> {
-    await this.#registry?.close();
+    await this.closeRegistries();
     await this.#eventLog?.close();
     await this.#searchIndex?.close();
     await this.#rateLimitStore?.close();
     await Promise.all([...this.#databases.values()].map((database) => database.close()));
+  }
+
+  #createLogs(): LogAggregation {
+    const settings = this.config.logging;
+    if (settings.shipping === "elasticsearch") {
+      const url = settings.elasticsearchUrl || this.config.searchIndex.elasticsearchUrl;
+      // The sink retries on its own, with back-off and one line per outage.
+      const client = new Client({ node: url, maxRetries: 0, requestTimeout: 10_000 });
+      const shipping = new ElasticsearchLogSink(client, {
+        // Lines about shipping go to stdout only, never back into the queue.
+        logger: logShippingLogger("main", this.config.process.instanceId || `main-${Deno.pid}`),
+        indexPrefix: settings.indexPrefix,
+        batchSize: settings.batchSize,
+        flushIntervalMs: settings.flushIntervalMs,
+        maxQueueSize: settings.queueSize,
+        target: `Elasticsearch at ${withoutCredentials(url)}`,
+      });
+      return {
+        sink: Object.assign(shipping.sink, {
+          [Symbol.asyncDispose]: async () => {
+            await shipping.close();
+            await client.close();
+          },
+        }),
+        reader: new ElasticsearchLogReader(client, { indexPrefix: settings.indexPrefix }),
+        description: `shipped to Elasticsearch at ${withoutCredentials(url)}, indices ` +
+          `${settings.indexPrefix}-YYYY.MM.DD (LOG_SHIPPING=elasticsearch)`,
+        start: () => shipping.start(),
+        registerMetrics: (metrics) => shipping.registerMetrics(metrics),
+      };
+    }
+    const store = new MemoryLogStore({ maxEntries: settings.memoryMaxLines });
+    return {
+      sink: Object.assign(store.sink, { [Symbol.asyncDispose]: () => Promise.resolve() }),
+      reader: store,
+      description: `the last ${settings.memoryMaxLines} lines kept in process for log search ` +
+        "(LOG_SHIPPING=memory)",
+      start: () => {},
+      registerMetrics: () => {},
+    };
   }
 
   #createDatabase(service: string, url: string): SqlDatabase {

@@ -2,13 +2,13 @@
  * The one entry point: `main.ts <service...>|all` runs any set of services in
  * one process. It is also what `deno compile` turns into the single binary.
  */
-import { ClientCredentialsTokenSource } from "../shared/auth/client_credentials.ts";
 import type { RefreshableConfig } from "../shared/config/refreshable_config.ts";
 import { ConfigServiceError, loadRemoteConfig } from "../shared/config/remote_config.ts";
 import { ConfigError, listSettings } from "../shared/config/setting.ts";
 import { serveApp } from "../shared/http/serve.ts";
 import {
   configureLogging,
+  type LogFormat,
   serviceLogger,
   setServiceLogLevel,
   shutdownLogging,
@@ -20,6 +20,7 @@ import { createAnalyticsService } from "./analytics/main.ts";
 import {
   type AppConfig,
   ENVIRONMENT_ONLY,
+  isRegisteringService,
   loadConfig,
   REFRESHABLE,
   SETTING_NAMES,
@@ -62,7 +63,14 @@ interface ServiceEntry {
 const SERVICES: Readonly<Record<string, ServiceEntry>> = {
   registry: {
     port: (config) => config.registry.port,
-    create: (config, context) => Promise.resolve(createRegistryService({ config, context })),
+    create: (config, context, infrastructure) =>
+      Promise.resolve(
+        createRegistryService({
+          config,
+          context,
+          verifier: infrastructure.tokenVerifier("registry"),
+        }),
+      ),
     platform: true,
   },
   identity: {
@@ -82,7 +90,7 @@ const SERVICES: Readonly<Record<string, ServiceEntry>> = {
       Promise.resolve(createGatewayService({
         config,
         context,
-        discovery: infrastructure.registry(),
+        discovery: infrastructure.registry("gateway"),
         rateLimitStore: infrastructure.rateLimitStore(),
         ...(configuration === undefined ? {} : { configuration }),
       })),
@@ -119,7 +127,7 @@ const SERVICES: Readonly<Record<string, ServiceEntry>> = {
         eventLog: infrastructure.eventLog(),
         tweetCodec: await infrastructure.tweetCodec(),
         wordCountCodec: await infrastructure.wordCountCodec(),
-        discovery: infrastructure.registry(),
+        discovery: infrastructure.registry("wordcount"),
         verifier: infrastructure.tokenVerifier("wordcount"),
       }),
   },
@@ -145,7 +153,8 @@ const SERVICES: Readonly<Record<string, ServiceEntry>> = {
         index: infrastructure.searchIndex(),
         verifier: infrastructure.tokenVerifier("query"),
         database: infrastructure.database("query", config.query.databaseUrl),
-        discovery: infrastructure.registry(),
+        discovery: infrastructure.registry("query"),
+        tokens: infrastructure.serviceTokens("query"),
       })),
   },
 };
@@ -175,6 +184,15 @@ function advertisedHost(config: AppConfig): string {
   return host.includes(":") ? `[${host}]` : host;
 }
 
+/** Readable coloured lines for a person at a terminal, JSON lines for everything else. */
+function stdoutFormat(setting: AppConfig["logging"]["format"]): {
+  format: LogFormat;
+  colors: boolean;
+} {
+  const format = setting === "auto" ? (Deno.stdout.isTerminal() ? "pretty" : "json") : setting;
+  return { format, colors: !Deno.noColor && Deno.stdout.isTerminal() };
+}
+
 /** The selected service names, or undefined when the arguments are wrong. */
 export function selectServices(args: readonly string[]): string[] | undefined {
   if (args.length === 0) return undefined;
@@ -182,22 +200,6 @@ export function selectServices(args: readonly string[]): string[] | undefined {
   if (args.some((name) => !(name in SERVICES))) return undefined;
   const selected = new Set(args);
   return Object.keys(SERVICES).filter((name) => selected.has(name));
-}
-
-/**
- * The client credentials a service reads its configuration with: its own
- * OAuth client, whose realm role `service:<name>` lets it read its own
- * application (see services/config/app.ts `mayRead`).
- */
-function configCredentials(
-  service: string,
-  environment: Readonly<Record<string, string>>,
-): { clientId: string; clientSecret: string } {
-  const prefix = service.toUpperCase();
-  return {
-    clientId: environment[`${prefix}_CLIENT_ID`] ?? `${service}-service`,
-    clientSecret: environment[`${prefix}_CLIENT_SECRET`] ?? `dev-only-${service}-service-secret`,
-  };
 }
 
 /**
@@ -210,19 +212,20 @@ async function remoteConfiguration(
   config: AppConfig,
   environment: Readonly<Record<string, string>>,
   logger: ServiceContext["logger"],
+  infrastructure: Infrastructure,
 ) {
   const { url, applications } = config.configClient;
-  if (url === "" || SERVICES[name]!.platform === true) return undefined;
+  if (url === "" || SERVICES[name]!.platform === true || !isRegisteringService(name)) {
+    return undefined;
+  }
   if (applications.length > 0 && !applications.includes(name)) return undefined;
   try {
     const remote = await loadRemoteConfig({
       url: config.configClient.url,
       application: name,
       profile: config.configClient.profile,
-      tokens: new ClientCredentialsTokenSource({
-        issuer: config.auth.oidcIssuer,
-        ...configCredentials(name, environment),
-      }),
+      // The service's own client (realm role service:<name>): see services/config/app.ts mayRead.
+      tokens: infrastructure.serviceTokens(name),
       environment,
       load: loadConfig,
       names: SETTING_NAMES,
@@ -252,11 +255,20 @@ async function run(
   environment: Readonly<Record<string, string>>,
 ): Promise<void> {
   configureTracing();
-  await configureLogging({ level: config.process.logLevel });
   const processLogger = serviceLogger("main", config.process.instanceId || `main-${Deno.pid}`);
   const infrastructure = new Infrastructure(config, processLogger);
+  const logs = infrastructure.logs();
+  await configureLogging({
+    level: config.process.logLevel,
+    ...stdoutFormat(config.logging.format),
+    sinks: [logs.sink],
+  });
+  processLogger.info("Logs: stdout ({format}) and {where}", {
+    format: stdoutFormat(config.logging.format).format,
+    where: logs.description,
+  });
+  logs.start();
 
-  const registry = infrastructure.registry();
   const followed: { close(): void }[] = [];
   const running: {
     service: Service;
@@ -268,7 +280,7 @@ async function run(
     const entry = SERVICES[name]!;
     const instanceId = config.process.instanceId || `${name}-${Deno.hostname()}-${Deno.pid}`;
     const logger = serviceLogger(name, instanceId);
-    const remote = await remoteConfiguration(name, config, environment, logger);
+    const remote = await remoteConfiguration(name, config, environment, logger, infrastructure);
     if (remote !== undefined) followed.push(remote);
     const configuration = remote?.config;
     const context: ServiceContext = {
@@ -279,6 +291,7 @@ async function run(
       tracer: serviceTracer(name),
       ...(configuration === undefined ? {} : { configStatus: () => configuration.status }),
     };
+    logs.registerMetrics(context.metrics);
     const serviceConfig = configuration?.current ?? config;
     const service = await entry.create(serviceConfig, context, infrastructure, configuration);
     const server = serveApp(service.app, {
@@ -299,7 +312,13 @@ async function run(
       const register = (metadata: Readonly<Record<string, string>>) => {
         registered = registered
           .then(() =>
-            registry.register({ service: name, instanceId, baseUrl, version: VERSION, metadata })
+            infrastructure.registry(name).register({
+              service: name,
+              instanceId,
+              baseUrl,
+              version: VERSION,
+              metadata,
+            })
           )
           .catch((error) =>
             context.logger.error("Cannot register {service} with the registry", {
@@ -327,7 +346,7 @@ async function run(
     processLogger.info("Received {signal}; shutting down", { signal });
     for (const remote of followed) remote.close();
     // Leave the registry first, so that no new traffic arrives while stopping.
-    await registry.close();
+    await infrastructure.closeRegistries();
     const stopOrder = [
       ...running.filter((entry) => !entry.platform),
       ...running.filter((entry) => entry.platform),

@@ -31,19 +31,11 @@ export const ADMIN_ROLE = "app_admin_role";
 /** The application whose files every application reads. */
 export const SHARED_APPLICATION = "application";
 
-/**
- * The services whose configuration a token's client is: the realm roles
- * `service:<name>` (which the registry checks too), and the client id
- * `<name>-service` of the realm's service clients.
- */
+/** The services whose own client the token is: its realm roles `service:<name>`, as the registry checks. */
 function servicesOf(token: AccessToken): string[] {
-  const byRole = token.roles.flatMap((role) =>
+  return token.roles.flatMap((role) =>
     role.startsWith("service:") ? [role.slice("service:".length)] : []
   );
-  const byClient = token.clientId?.endsWith("-service") === true
-    ? [token.clientId.slice(0, -"-service".length)]
-    : [];
-  return [...byRole, ...byClient];
 }
 
 /** Whether the token may read `application`: an admin any; a service its own and the shared one. */
