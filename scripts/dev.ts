@@ -12,6 +12,8 @@ export const SERVICE_PERMISSIONS = [
   "--allow-net",
   "--allow-env",
   "--allow-read",
+  // The last good configuration each service read from the config service.
+  "--allow-write=.data/config-cache",
   "--allow-sys=hostname,osRelease,homedir",
 ] as const;
 /** The engines `--engines=real` needs, and how the services select them. */
@@ -26,6 +28,15 @@ const REAL = {
   },
 } as const;
 
+/**
+ * The services read their settings from the config service of the same
+ * process (services/config/repository), so editing its files changes them
+ * live. A variable set in the shell wins.
+ */
+function configEnv(): Record<string, string> {
+  return { CONFIG_URL: Deno.env.get("CONFIG_URL") ?? "http://127.0.0.1:8888" };
+}
+
 async function main(args: string[]): Promise<number> {
   const engines = args.length === 0
     ? "embedded"
@@ -34,12 +45,12 @@ async function main(args: string[]): Promise<number> {
     write("Usage: deno task dev [--engines=embedded|real]\n");
     return 2;
   }
-  let env: Record<string, string> = {};
+  let env: Record<string, string> = configEnv();
   if (engines === "real") {
     await engineUp(
       ENGINES.filter((engine) => (REAL.engines as readonly string[]).includes(engine.name)),
     );
-    env = { ...REAL.env };
+    env = { ...env, ...REAL.env };
     write(`Traces: Zipkin UI at ${REAL.env.ZIPKIN_URL}\n`);
   }
   const child = new Deno.Command(Deno.execPath(), {

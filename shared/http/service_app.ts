@@ -156,6 +156,23 @@ export function createServiceApp(options: ServiceAppOptions): Hono {
     1,
   );
 
+  const configStatus = context.configStatus;
+  if (configStatus !== undefined) {
+    metrics.gauge(
+      "config_info",
+      "Constant 1, labelled with the applied configuration's version and where it came from.",
+      () => {
+        const { version, source } = configStatus();
+        return [{ labels: { version, source }, value: 1 }];
+      },
+    );
+    metrics.gauge(
+      "config_restart_required",
+      "Settings changed in the config service that apply only after a restart.",
+      () => [{ labels: {}, value: configStatus().restartRequired.length }],
+    );
+  }
+
   const app = new Hono();
   /** Server spans whose handler threw: their exception is recorded on them. */
   const failedByException = new WeakSet<Span>();
@@ -242,6 +259,7 @@ export function createServiceApp(options: ServiceAppOptions): Hono {
       {
         status: ready ? (degraded ? "degraded" : "ready") : "not-ready",
         checks: Object.fromEntries(results),
+        ...(configStatus === undefined ? {} : { config: configStatus() }),
       },
       ready ? 200 : 503,
     );
