@@ -3,12 +3,13 @@
  * service goes through Kafka to the indexer (Elasticsearch) and to wordcount,
  * whose repartition topic and word-count updates carry it on to analytics
  * (PostgreSQL); Zipkin (ZIPKIN_URL, http://127.0.0.1:9411 by default) then
- * holds one trace with spans of all four, each under its own service name.
+ * holds one trace with spans of all four, each under its own service name,
+ * exported as main.ts exports them, with the Elasticsearch bulk request and
+ * the PostgreSQL write as client spans under the writes of the batch.
  * Topics, groups, the index and the database are the test's own.
  */
 import assert from "node:assert/strict";
 import { ZipkinExporter } from "@opentelemetry/exporter-zipkin";
-import { SimpleSpanProcessor } from "@opentelemetry/sdk-trace";
 import { connectPostgres, DATABASE_URL } from "../shared/database/database_contract.ts";
 import { StaticDiscovery } from "../shared/discovery/service_discovery.ts";
 import { createKafkaClient } from "../shared/event_log/kafka_event_log.ts";
@@ -62,13 +63,19 @@ Deno.test({
       );
     });
     await health.body?.cancel();
+    // As main.ts exports: every service's batching queue to Zipkin.
     configureTracing({
-      spanProcessors: [
-        new SimpleSpanProcessor({
-          exporter: new ZipkinExporter({ url: `${ZIPKIN_URL}/api/v2/spans` }),
-        }),
-      ],
+      export: {
+        exporter: new ZipkinExporter({ url: `${ZIPKIN_URL}/api/v2/spans` }),
+        scheduledDelayMs: 200,
+      },
     });
+    const contexts = {
+      stream: testContext("stream"),
+      indexer: testContext("indexer"),
+      wordcount: testContext("wordcount"),
+      analytics: testContext("analytics"),
+    };
     const run = crypto.randomUUID().replaceAll("-", "").slice(0, 12);
     const server = await connectPostgres();
     const databaseName = `tracing_e2e_${run}`;
@@ -105,28 +112,28 @@ Deno.test({
     });
     const infrastructure = new Infrastructure(config, serviceLogger("test", "tracing-e2e"));
     const eventLog = infrastructure.eventLog();
-    const index = infrastructure.searchIndex();
+    const index = infrastructure.searchIndex(contexts.indexer.tracer);
     const issuer = await createTestIssuer();
     const tweetCodec = await infrastructure.tweetCodec();
     const wordCountCodec = await infrastructure.wordCountCodec();
     const services: Service[] = [
       createStreamService({
         config,
-        context: testContext("stream"),
+        context: contexts.stream,
         eventLog,
         codec: tweetCodec,
         verifier: issuer.verifier("stream"),
       }),
       createIndexerService({
         config,
-        context: testContext("indexer"),
+        context: contexts.indexer,
         eventLog,
         index,
         codec: tweetCodec,
       }),
       createWordCountService({
         config,
-        context: testContext("wordcount"),
+        context: contexts.wordcount,
         eventLog,
         tweetCodec,
         wordCountCodec,
@@ -135,9 +142,13 @@ Deno.test({
       }),
       createAnalyticsService({
         config,
-        context: testContext("analytics"),
+        context: contexts.analytics,
         eventLog,
-        database: infrastructure.database("analytics", config.analytics.databaseUrl),
+        database: infrastructure.database(
+          "analytics",
+          config.analytics.databaseUrl,
+          contexts.analytics.tracer,
+        ),
         codec: wordCountCodec,
         verifier: issuer.verifier("analytics"),
       }),
@@ -231,6 +242,22 @@ Deno.test({
       assert.equal(indexed?.parentId, roots[0]?.id);
       assert.equal(indexed?.kind, "CONSUMER");
       assert.equal(indexed?.tags?.["messaging.system"], "kafka");
+      // The engines' client spans sit under the batch-wide writes.
+      const [bulkWrite] = byName("indexer", "index tweets");
+      assert.ok(
+        spans.some((span) =>
+          span.parentId === bulkWrite?.id && span.kind === "CLIENT" &&
+          span.tags?.["db.system.name"] === "elasticsearch"
+        ),
+        "the Elasticsearch bulk request under the indexer's write",
+      );
+      const stores = new Set(byName("analytics", "store word counts").map((span) => span.id));
+      assert.ok(
+        spans.some((span) =>
+          stores.has(span.parentId ?? "") && span.tags?.["db.system.name"] === "postgresql"
+        ),
+        "a PostgreSQL call under analytics' write",
+      );
       const updates = new Set(byName("wordcount", `send ${topics.wordCounts}`).map((s) => s.id));
       for (const stored of byName("analytics", `process ${topics.wordCounts}`)) {
         assert.ok(updates.has(stored.parentId!), "analytics continues a word-count update");

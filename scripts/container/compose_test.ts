@@ -29,6 +29,7 @@ const ENGINES = {
 const SERVICES = {
   registry: 8761,
   identity: 8090,
+  config: 8888,
   gateway: 9092,
   stream: 8181,
   indexer: 8182,

@@ -132,6 +132,7 @@ export function createWordCountService(deps: WordCountDependencies): Service {
     discovery: deps.discovery,
     service: context.name,
     instanceId: context.instanceId,
+    tracer: context.tracer,
   });
 
   return {
