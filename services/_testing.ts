@@ -1,5 +1,6 @@
 /** `services/main.ts` as a child process for tests: started with settings, its URLs read from its log. */
 import { waitFor } from "../shared/testing/wait.ts";
+import { selectServices } from "./main.ts";
 
 const MAIN = new URL("./main.ts", import.meta.url).pathname;
 const PERMISSIONS = [
@@ -50,6 +51,7 @@ export async function startMain(
       WORDCOUNT_PORT: "0",
       QUERY_PORT: "0",
       ANALYTICS_PORT: "0",
+      CONFIG_PORT: "0",
       ...env,
     },
     stdin: "null",
@@ -59,7 +61,7 @@ export async function startMain(
   const watchdog = setTimeout(() => child.kill("SIGKILL"), deadlineMs);
   const stderr = new Response(child.stderr).text();
   const urls: Record<string, string> = {};
-  const expected = services.includes("all") ? 8 : services.length;
+  const expected = selectServices(services)?.length ?? 0;
   const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
   let buffer = "";
   const stop = async () => {
