@@ -173,6 +173,7 @@ async function run(names: readonly string[], config: AppConfig): Promise<void> {
     const context = {
       name,
       instanceId,
+      version: VERSION,
       logger: serviceLogger(name, instanceId),
       metrics: new MetricsRegistry(),
       tracer: serviceTracer(name),

@@ -43,8 +43,6 @@ export function createAnalyticsService(deps: AnalyticsDependencies): Service {
     "Batches whose write failed and will be redelivered.",
   );
   registerLagGauge(metrics, {
-    name: "analytics_consumer_lag",
-    help: "Events of the word-count topic not yet committed by the analytics group, per partition.",
     eventLog,
     groupId: settings.groupId,
     topic,

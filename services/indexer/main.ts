@@ -28,8 +28,6 @@ export function createIndexerService(deps: IndexerDependencies): Service {
     "Batches whose indexing failed and will be redelivered.",
   );
   registerLagGauge(metrics, {
-    name: "indexer_consumer_lag",
-    help: "Events of the tweet topic not yet committed by the indexer's group, per partition.",
     eventLog,
     groupId: settings.groupId,
     topic,

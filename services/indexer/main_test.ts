@@ -59,7 +59,7 @@ Deno.test("indexer indexes tweets by id and commits their offsets", async () => 
   assert.match(metrics, /indexer_events_total\{outcome="indexed"\} 3/);
   assert.match(
     metrics,
-    /indexer_consumer_lag\{group="twitter-indexer",partition="\d",topic="twitter-topic"\} 0/,
+    /event_log_consumer_lag\{group="twitter-indexer",partition="\d",topic="twitter-topic"\} 0/,
   );
   await service.stop();
   await eventLog.close();

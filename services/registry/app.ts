@@ -14,6 +14,7 @@ import {
 import { invalidParameters, type ParameterError, ProblemError } from "../../shared/http/problem.ts";
 import type { InstanceRegistry, RegisteredInstance, ServiceSnapshot } from "./registry.ts";
 import { readJsonObject } from "../../shared/http/json_body.ts";
+import { targetGroups } from "./prometheus_targets.ts";
 
 export interface RegistryRoutesOptions {
   readonly registry: InstanceRegistry;
@@ -25,9 +26,20 @@ export interface RegistryRoutesOptions {
    * @default 15_000
    */
   readonly pingMs?: number;
+  /**
+   * The registry itself, listed among the Prometheus targets at the address
+   * Prometheus reached it at (it does not register with itself).
+   */
+  readonly self: {
+    readonly service: string;
+    readonly instanceId: string;
+    readonly version: string;
+  };
 }
 
 const BASE = "/api/v1/registry/services";
+/** Prometheus HTTP service discovery: every Prometheus polls it every few seconds. */
+export const PROMETHEUS_TARGETS_ROUTE = "/api/v1/registry/prometheus/targets";
 /** Renewals, every second per instance: logged at debug. */
 export const HEARTBEAT_ROUTE = `${BASE}/:service/instances/:instanceId/heartbeat`;
 /** Events a slow watcher may fall behind by before it is dropped (it reconnects and resyncs). */
@@ -147,7 +159,7 @@ function watchResponse(
 }
 
 export function addRegistryRoutes(app: Hono, options: RegistryRoutesOptions): Hono {
-  const { registry, closing, pingMs = 15_000 } = options;
+  const { registry, closing, pingMs = 15_000, self } = options;
 
   app.get(BASE, (c) => c.json({ services: registry.services(), warmingUp: registry.warmingUp }));
 
@@ -167,6 +179,14 @@ export function addRegistryRoutes(app: Hono, options: RegistryRoutesOptions): Ho
       });
     }
     return watchResponse(registry, service, { closing, pingMs });
+  });
+
+  app.get(PROMETHEUS_TARGETS_ROUTE, (c) => {
+    const instances = registry.services().flatMap(({ service }) =>
+      registry.snapshot(service).instances
+    );
+    const itself = { ...self, baseUrl: new URL(c.req.url).origin, metadata: {} };
+    return c.json(targetGroups([itself, ...instances]));
   });
 
   app.put(`${BASE}/:service/instances/:instanceId`, async (c) => {

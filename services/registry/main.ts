@@ -2,7 +2,7 @@
 import { createServiceApp } from "../../shared/http/service_app.ts";
 import type { Service, ServiceContext } from "../../shared/service/service.ts";
 import type { AppConfig } from "../config.ts";
-import { addRegistryRoutes, HEARTBEAT_ROUTE } from "./app.ts";
+import { addRegistryRoutes, HEARTBEAT_ROUTE, PROMETHEUS_TARGETS_ROUTE } from "./app.ts";
 import { type Clock, type InstanceChange, InstanceRegistry } from "./registry.ts";
 
 export interface RegistryDependencies {
@@ -66,10 +66,11 @@ export function createRegistryService(deps: RegistryDependencies): Service {
   });
   metrics.gauge(
     "registry_instances",
-    "Registered instances per service.",
+    "Registered instances per registered service.",
     () =>
       registry.services().map(({ service, instances }) => ({
-        labels: { service },
+        // Not `service`: that is the target label of the registry itself.
+        labels: { registered_service: service },
         value: instances,
       })),
   );
@@ -77,11 +78,12 @@ export function createRegistryService(deps: RegistryDependencies): Service {
   const app = createServiceApp({
     context,
     bodyLimitBytes: config.process.bodyLimitBytes,
-    quietRoutes: [HEARTBEAT_ROUTE],
+    quietRoutes: [HEARTBEAT_ROUTE, PROMETHEUS_TARGETS_ROUTE],
   });
   addRegistryRoutes(app, {
     registry,
     closing: closing.signal,
+    self: { service: context.name, instanceId: context.instanceId, version: context.version },
     ...(deps.pingMs === undefined ? {} : { pingMs: deps.pingMs }),
   });
 

@@ -272,7 +272,7 @@ Deno.test("registry evicts an instance that stops heart-beating, from list and w
     const metrics = await (await fetch(`${registry.url}/metrics`)).text();
     assert.match(metrics, /registry_evictions_total 1\n/);
     assert.match(metrics, /registry_registrations_total 2\n/);
-    assert.match(metrics, /registry_instances\{service="query"\} 1\n/);
+    assert.match(metrics, /registry_instances\{registered_service="query"\} 1\n/);
   } finally {
     clearInterval(beating);
     await watch.close();

@@ -4,6 +4,7 @@ import { bearerAuth } from "../../shared/auth/bearer_auth.ts";
 import type { JwtVerifier } from "../../shared/auth/jwt_verifier.ts";
 import type { ServiceDiscovery } from "../../shared/discovery/service_discovery.ts";
 import type { ConsumerGroupMember, EventLog, TopicSpec } from "../../shared/event_log/event_log.ts";
+import { registerLagGauge } from "../../shared/event_log/lag_gauge.ts";
 import type { TweetCodec } from "../../shared/events/tweet_event.ts";
 import type { WordCountCodec } from "../../shared/events/word_count_event.ts";
 import { createServiceApp } from "../../shared/http/service_app.ts";
@@ -23,6 +24,9 @@ export interface WordCountDependencies {
   /** Verifies access tokens for the audience `wordcount`. */
   readonly verifier: JwtVerifier;
 }
+
+/** Restores take from milliseconds (a fresh topic) to minutes (a long changelog). */
+const RESTORE_BUCKETS = [0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 120, 300];
 
 export function createWordCountService(deps: WordCountDependencies): Service {
   const { config, context, eventLog } = deps;
@@ -47,9 +51,14 @@ export function createWordCountService(deps: WordCountDependencies): Service {
     "Aborted transactions, failed restores and undecodable tweets, by kind.",
   );
   const restoreSeconds = metrics.histogram(
-    "wordcount_restore_seconds",
+    "wordcount_restore_duration_seconds",
     "Time to restore one partition's state store from the changelog.",
+    RESTORE_BUCKETS,
   );
+  // Its consumer group reads both input topics.
+  for (const topic of [topics.tweets, topics.repartition]) {
+    registerLagGauge(metrics, { eventLog, groupId: settings.groupId, topic });
+  }
   metrics.gauge(
     "wordcount_owned_partitions",
     "Repartition partitions whose state this instance has restored and answers for.",
