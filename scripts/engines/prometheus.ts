@@ -48,13 +48,16 @@ export async function preparePrometheus(
   options: { config: string; listen: string },
 ): Promise<EngineProcess> {
   await Deno.mkdir(`${dataDir}/tsdb`, { recursive: true });
-  const configFile = `${dataDir}/prometheus.yml`;
+  // The real path: a data folder reached through a symbolic link (a worktree's
+  // .data) keeps working for a running Prometheus when the link goes away.
+  const dir = await Deno.realPath(dataDir);
+  const configFile = `${dir}/prometheus.yml`;
   await Deno.writeTextFile(configFile, options.config);
   return {
     command: PROMETHEUS_BIN,
     args: [
       `--config.file=${configFile}`,
-      `--storage.tsdb.path=${dataDir}/tsdb`,
+      `--storage.tsdb.path=${dir}/tsdb`,
       "--storage.tsdb.retention.time=2d",
       `--web.listen-address=${options.listen}`,
     ],
