@@ -2,8 +2,9 @@
  * `deno task dev [--engines=embedded|real]`: every service in one process.
  * Embedded (the default) needs nothing installed; `--engines=real` first
  * brings up Kafka, Elasticsearch and Redis on loopback and runs the services
- * on them.
+ * on them, with Zipkin and Prometheus beside them, and prints where to look.
  */
+import { loadConfig } from "../services/config.ts";
 import { ENGINES, engineUp, write } from "./engines/engines.ts";
 
 const MAIN = new URL("../services/main.ts", import.meta.url).pathname;
@@ -15,9 +16,24 @@ export const SERVICE_PERMISSIONS = [
 ] as const;
 /** The engines `--engines=real` needs, and how the services select them. */
 const REAL = {
-  engines: ["kafka", "elasticsearch", "redis"],
+  engines: ["kafka", "elasticsearch", "redis", "zipkin", "prometheus"],
   env: { EVENT_LOG: "kafka", SEARCH_INDEX: "elasticsearch", RATE_LIMIT_STORE: "redis" },
 } as const;
+
+/** The addresses a person opens first, from the settings the services will read. */
+function whereToLook(env: Readonly<Record<string, string | undefined>>): string {
+  const config = loadConfig(env);
+  const host = config.process.host === "0.0.0.0" ? "127.0.0.1" : config.process.host;
+  const rows = [
+    ["Zipkin UI", "http://127.0.0.1:9411/zipkin/"],
+    ["Prometheus UI", "http://127.0.0.1:9090 (targets: /classic/targets)"],
+    ["registry", `http://${host}:${config.registry.port}/api/v1/registry/services`],
+    ["gateway", `http://${host}:${config.gateway.port}`],
+  ];
+  return `Where to look:\n${
+    rows.map(([what, url]) => `  ${what!.padEnd(14)} ${url}`).join("\n")
+  }\n`;
+}
 
 async function main(args: string[]): Promise<number> {
   const engines = args.length === 0
@@ -33,6 +49,7 @@ async function main(args: string[]): Promise<number> {
       ENGINES.filter((engine) => (REAL.engines as readonly string[]).includes(engine.name)),
     );
     env = { ...REAL.env };
+    write(whereToLook({ ...Deno.env.toObject(), ...env }));
   }
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", ...SERVICE_PERMISSIONS, "--env-file=.env", MAIN, "all"],

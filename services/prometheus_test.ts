@@ -9,7 +9,12 @@
  */
 import assert from "node:assert/strict";
 import { preparePrometheus, PROMETHEUS_BIN } from "../scripts/engines/prometheus.ts";
-import { JOB, prometheusConfig, tokenUrl } from "../scripts/engines/prometheus_config.ts";
+import {
+  DEV_CLIENT_SECRET,
+  JOB,
+  prometheusConfig,
+  tokenUrl,
+} from "../scripts/engines/prometheus_config.ts";
 import { waitFor } from "../shared/testing/wait.ts";
 import { passwordGrantToken } from "./identity/_testing.ts";
 
@@ -20,7 +25,6 @@ const PERMISSIONS = [
   "--allow-read",
   "--allow-sys=hostname,osRelease,homedir",
 ];
-const REALM_SECRET = "dev-only-prometheus-secret";
 
 function freePort(): number {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
@@ -124,7 +128,11 @@ Deno.test("Prometheus has every running instance as a healthy target, found thro
   const process = await preparePrometheus(dataDir, {
     config: prometheusConfig({
       registryUrls: [registry],
-      oauth2: { clientId: "prometheus", clientSecret: REALM_SECRET, tokenUrl: tokenUrl(issuer) },
+      oauth2: {
+        clientId: "prometheus",
+        clientSecret: DEV_CLIENT_SECRET,
+        tokenUrl: tokenUrl(issuer),
+      },
       scrapeIntervalSeconds: 1,
       refreshIntervalSeconds: 1,
     }),

@@ -16,12 +16,15 @@
  */
 import { loadConfig } from "../../services/config.ts";
 import { aptInstall, type Engine, EngineError, type EngineProcess, run } from "./engine.ts";
-import { prometheusConfig, type PrometheusConfigOptions, tokenUrl } from "./prometheus_config.ts";
+import {
+  DEV_CLIENT_SECRET,
+  prometheusConfig,
+  type PrometheusConfigOptions,
+  tokenUrl,
+} from "./prometheus_config.ts";
 
 const PORT = 9090;
 export const PROMETHEUS_BIN = "/usr/bin/prometheus";
-/** The realm file's development secret of the `prometheus` client. */
-const DEV_CLIENT_SECRET = "dev-only-prometheus-secret";
 
 /** Scrape targets and credentials from the services' settings in `env`. */
 export function prometheusOptions(

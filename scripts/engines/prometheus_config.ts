@@ -34,6 +34,8 @@ export interface PrometheusConfigOptions {
 
 /** The registry's Prometheus HTTP service discovery path. */
 export const TARGETS_PATH = "/api/v1/registry/prometheus/targets";
+/** The realm file's development secret of the `prometheus` client. */
+export const DEV_CLIENT_SECRET = "dev-only-prometheus-secret";
 /** The scrape job of every registered instance. */
 export const JOB = "twitterapi";
 
@@ -112,4 +114,23 @@ export function prometheusConfig(options: PrometheusConfigOptions): string {
     yaml(config),
     "",
   ].join("\n");
+}
+
+/**
+ * `deno run scripts/engines/prometheus_config.ts <registry-url> <issuer>`
+ * prints the configuration for that registry and issuer, with the realm
+ * file's `prometheus` client (how scripts/container/prometheus.yml is made).
+ */
+if (import.meta.main) {
+  const [registryUrl, issuer] = Deno.args;
+  if (registryUrl === undefined || issuer === undefined) {
+    Deno.stderr.writeSync(
+      new TextEncoder().encode("Usage: prometheus_config.ts <registry-url> <issuer>\n"),
+    );
+    Deno.exit(2);
+  }
+  Deno.stdout.writeSync(new TextEncoder().encode(prometheusConfig({
+    registryUrls: [registryUrl],
+    oauth2: { clientId: "prometheus", clientSecret: DEV_CLIENT_SECRET, tokenUrl: tokenUrl(issuer) },
+  })));
 }
