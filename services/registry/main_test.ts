@@ -325,3 +325,69 @@ Deno.test("registry is ready as soon as it is up", async () => {
     await registry.stop();
   }
 });
+
+Deno.test("registry serves every registered instance, and itself, as Prometheus HTTP service discovery", async () => {
+  const registry = await startTestRegistry();
+  try {
+    await (await register(registry, "query", "query-1", {
+      baseUrl: "http://10.0.0.5:8183",
+      version: "1.2.3",
+      metadata: { "wordcount-partitions": "0,2" },
+    })).body?.cancel();
+    await (await register(registry, "gateway", "gateway-1", {
+      baseUrl: "https://gateway.example/edge",
+      version: "1.2.3",
+      metadata: {},
+    })).body?.cancel();
+    const response = await fetch(`${registry.url}/api/v1/registry/prometheus/targets`);
+    assert.equal(response.status, 200);
+    assert.equal(response.headers.get("content-type"), "application/json");
+    assert.deepEqual(await response.json(), [
+      {
+        targets: [`127.0.0.1:${registry.port}`],
+        labels: {
+          service: "registry",
+          instance: "registry-test",
+          __scheme__: "http",
+          __metrics_path__: "/metrics",
+          __meta_registry_version: "0.0.0-test",
+          __meta_registry_base_url: `http://127.0.0.1:${registry.port}`,
+        },
+      },
+      {
+        targets: ["gateway.example:443"],
+        labels: {
+          service: "gateway",
+          instance: "gateway-1",
+          __scheme__: "https",
+          __metrics_path__: "/edge/metrics",
+          __meta_registry_version: "1.2.3",
+          __meta_registry_base_url: "https://gateway.example/edge",
+        },
+      },
+      {
+        targets: ["10.0.0.5:8183"],
+        labels: {
+          service: "query",
+          instance: "query-1",
+          __scheme__: "http",
+          __metrics_path__: "/metrics",
+          __meta_registry_version: "1.2.3",
+          __meta_registry_base_url: "http://10.0.0.5:8183",
+          __meta_registry_metadata_wordcount_partitions: "0,2",
+        },
+      },
+    ]);
+
+    // A deregistered instance is no target any more.
+    await (await fetch(`${registry.url}${API}/query/instances/query-1`, { method: "DELETE" })).body
+      ?.cancel();
+    const after = await (await fetch(`${registry.url}/api/v1/registry/prometheus/targets`)).json();
+    assert.deepEqual(
+      after.map((group: { labels: { instance: string } }) => group.labels.instance),
+      ["registry-test", "gateway-1"],
+    );
+  } finally {
+    await registry.stop();
+  }
+});
