@@ -21,6 +21,27 @@ const TOPIC_NAME = {
   patternDescription: "a Kafka topic name (letters, digits, '.', '_', '-')",
 } as const;
 
+/**
+ * The OAuth client a service authenticates as, by client credentials:
+ * `<SERVICE>_CLIENT_ID` and `<SERVICE>_CLIENT_SECRET`. Its token registers the
+ * service's instances (the registry admits a client only for the service its
+ * `service:<name>` role names) and reads the registry.
+ */
+function serviceClient(service: string, uses: string) {
+  const prefix = service.toUpperCase();
+  return {
+    clientId: text(`${prefix}_CLIENT_ID`, {
+      default: `${service}-service`,
+      doc: `${service}: OAuth client of the service's own token (client credentials): ${uses}`,
+    }),
+    clientSecret: text(`${prefix}_CLIENT_SECRET`, {
+      default: `dev-only-${service}-service-secret`,
+      doc: `${service}: secret of ${prefix}_CLIENT_ID; the default is the realm file's ` +
+        "development secret",
+    }),
+  };
+}
+
 export const settings = {
   process: {
     host: text("HTTP_HOST", {
@@ -133,6 +154,7 @@ export const settings = {
   },
   identity: {
     port: integer("IDENTITY_PORT", { default: 8090, ...PORT, doc: "identity: HTTP port" }),
+    ...serviceClient("identity", "its registrations"),
     publicUrl: text("IDENTITY_PUBLIC_URL", {
       default: "",
       doc: "identity: base URL of the issuer `<url>/realms/<realm>`; empty: the URL each request " +
@@ -167,6 +189,7 @@ export const settings = {
   },
   gateway: {
     port: integer("GATEWAY_PORT", { default: 9092, ...PORT, doc: "gateway: HTTP port" }),
+    ...serviceClient("gateway", "its registrations and its reads of the registry"),
     routesFile: text("GATEWAY_ROUTES_FILE", {
       default: "",
       doc: "gateway: JSON route table replacing the built-in routes (see " +
@@ -206,6 +229,7 @@ export const settings = {
   },
   stream: {
     port: integer("STREAM_PORT", { default: 8181, ...PORT, doc: "stream: HTTP port" }),
+    ...serviceClient("stream", "its registrations"),
     ratePerSecond: integer("STREAM_RATE_PER_SECOND", {
       default: 10,
       min: 1,
@@ -255,6 +279,7 @@ export const settings = {
   },
   indexer: {
     port: integer("INDEXER_PORT", { default: 8182, ...PORT, doc: "indexer: HTTP port" }),
+    ...serviceClient("indexer", "its registrations"),
     groupId: text("INDEXER_GROUP_ID", {
       default: "twitter-indexer",
       doc: "indexer: consumer group",
@@ -279,6 +304,7 @@ export const settings = {
   },
   wordcount: {
     port: integer("WORDCOUNT_PORT", { default: 8187, ...PORT, doc: "wordcount: HTTP port" }),
+    ...serviceClient("wordcount", "its registrations and its reads of the registry"),
     groupId: text("WORDCOUNT_GROUP_ID", {
       default: "wordcount",
       doc: "wordcount: consumer group; with the instance id, also the transactional id",
@@ -367,17 +393,14 @@ export const settings = {
       max: 60_000,
       doc: "query: the word counts of one search are unavailable after this long",
     }),
-    clientId: text("QUERY_CLIENT_ID", {
-      default: "query-service",
-      doc: "query: OAuth client of the service's own token (client credentials)",
-    }),
-    clientSecret: text("QUERY_CLIENT_SECRET", {
-      default: "dev-only-query-service-secret",
-      doc: "query: secret of QUERY_CLIENT_ID; the default is the realm file's development secret",
-    }),
+    ...serviceClient(
+      "query",
+      "its registrations, its reads of the registry and its calls to the word-count APIs",
+    ),
   },
   analytics: {
     port: integer("ANALYTICS_PORT", { default: 8188, ...PORT, doc: "analytics: HTTP port" }),
+    ...serviceClient("analytics", "its registrations"),
     databaseUrl: text("ANALYTICS_DATABASE_URL", {
       default: "",
       doc: "analytics: PostgreSQL URL of its database (schema `analytics`); empty: an embedded " +
@@ -410,6 +433,31 @@ export const settings = {
 };
 
 export type AppConfig = ConfigOf<typeof settings>;
+
+/** The services that register with the registry, each as its own OAuth client. */
+export const REGISTERING_SERVICES = [
+  "identity",
+  "gateway",
+  "stream",
+  "indexer",
+  "wordcount",
+  "analytics",
+  "query",
+] as const;
+export type RegisteringService = typeof REGISTERING_SERVICES[number];
+
+export function isRegisteringService(name: string): name is RegisteringService {
+  return (REGISTERING_SERVICES as readonly string[]).includes(name);
+}
+
+/** The client id and secret a service authenticates with. */
+export function serviceCredentials(
+  config: AppConfig,
+  service: RegisteringService,
+): { readonly clientId: string; readonly clientSecret: string } {
+  const { clientId, clientSecret } = config[service];
+  return { clientId, clientSecret };
+}
 
 /** Reads and validates the whole configuration; throws `ConfigError`. */
 export function loadConfig(env: Readonly<Record<string, string | undefined>>): AppConfig {

@@ -19,7 +19,12 @@ import { RegistryClient } from "../shared/discovery/registry_client.ts";
 import { MemoryRateLimitStore } from "../shared/rate_limit/memory_rate_limit_store.ts";
 import type { RateLimitStore } from "../shared/rate_limit/rate_limit_store.ts";
 import { RedisRateLimitStore } from "../shared/rate_limit/redis_rate_limit_store.ts";
-import type { AppConfig } from "./config.ts";
+import {
+  type AppConfig,
+  isRegisteringService,
+  type RegisteringService,
+  serviceCredentials,
+} from "./config.ts";
 import { loadWordCountCodec, type WordCountCodec } from "../shared/events/word_count_event.ts";
 import { PGlite } from "@electric-sql/pglite";
 import postgres from "postgres";
@@ -27,6 +32,10 @@ import type { SqlDatabase } from "../shared/database/database.ts";
 import { PgliteDatabase } from "../shared/database/pglite_database.ts";
 import { PostgresDatabase } from "../shared/database/postgres_database.ts";
 import { createJwtVerifier, type JwtVerifier } from "../shared/auth/jwt_verifier.ts";
+import {
+  ClientCredentialsTokenSource,
+  type TokenSource,
+} from "../shared/auth/client_credentials.ts";
 
 /** A URL fit for logs: its user and password masked. */
 function withoutCredentials(url: string): string {
@@ -38,7 +47,8 @@ export class Infrastructure {
   #searchIndex: SearchIndex | undefined;
   #tweetCodec: Promise<TweetCodec> | undefined;
   #wordCountCodec: Promise<WordCountCodec> | undefined;
-  #registry: RegistryClient | undefined;
+  readonly #registries = new Map<string, RegistryClient>();
+  readonly #tokens = new Map<string, TokenSource>();
   #rateLimitStore: RateLimitStore | undefined;
   readonly #databases = new Map<string, SqlDatabase>();
 
@@ -64,14 +74,45 @@ export class Infrastructure {
     return this.#wordCountCodec;
   }
 
-  /** The process's registry client: registers its services and discovers others. */
-  registry(): RegistryClient {
-    this.#registry ??= new RegistryClient({
-      urls: this.config.discovery.registryUrls,
-      heartbeatMs: this.config.discovery.heartbeatMs,
-      logger: this.logger,
-    });
-    return this.#registry;
+  /**
+   * The registry client of one service: it registers that service's
+   * instances and reads the registry with that service's own credentials,
+   * so each registration of a process running several services carries its
+   * own service's identity.
+   */
+  registry(service: string): RegistryClient {
+    if (!isRegisteringService(service)) {
+      throw new TypeError(`Cannot make a registry client for ${service}: it has no OAuth client`);
+    }
+    let client = this.#registries.get(service);
+    if (client === undefined) {
+      client = new RegistryClient({
+        urls: this.config.discovery.registryUrls,
+        heartbeatMs: this.config.discovery.heartbeatMs,
+        logger: this.logger,
+        tokens: this.serviceTokens(service),
+      });
+      this.#registries.set(service, client);
+    }
+    return client;
+  }
+
+  /** Deregisters every service of the process and stops following the registry. */
+  async closeRegistries(): Promise<void> {
+    await Promise.all([...this.#registries.values()].map((client) => client.close()));
+  }
+
+  /** A service's own access tokens, by client credentials at the configured issuer. */
+  serviceTokens(service: RegisteringService): TokenSource {
+    let tokens = this.#tokens.get(service);
+    if (tokens === undefined) {
+      tokens = new ClientCredentialsTokenSource({
+        issuer: this.config.auth.oidcIssuer,
+        ...serviceCredentials(this.config, service),
+      });
+      this.#tokens.set(service, tokens);
+    }
+    return tokens;
   }
 
   /** Verifies the configured issuer's access tokens for one service's audience. */
@@ -99,7 +140,7 @@ export class Infrastructure {
   }
 
   async close(): Promise<void> {
-    await this.#registry?.close();
+    await this.closeRegistries();
     await this.#eventLog?.close();
     await this.#searchIndex?.close();
     await this.#rateLimitStore?.close();

@@ -41,7 +41,14 @@ interface ServiceEntry {
 const SERVICES: Readonly<Record<string, ServiceEntry>> = {
   registry: {
     port: (config) => config.registry.port,
-    create: (config, context) => Promise.resolve(createRegistryService({ config, context })),
+    create: (config, context, infrastructure) =>
+      Promise.resolve(
+        createRegistryService({
+          config,
+          context,
+          verifier: infrastructure.tokenVerifier("registry"),
+        }),
+      ),
     platform: true,
   },
   identity: {
@@ -55,7 +62,7 @@ const SERVICES: Readonly<Record<string, ServiceEntry>> = {
       Promise.resolve(createGatewayService({
         config,
         context,
-        discovery: infrastructure.registry(),
+        discovery: infrastructure.registry("gateway"),
         rateLimitStore: infrastructure.rateLimitStore(),
       })),
   },
@@ -90,7 +97,7 @@ const SERVICES: Readonly<Record<string, ServiceEntry>> = {
         eventLog: infrastructure.eventLog(),
         tweetCodec: await infrastructure.tweetCodec(),
         wordCountCodec: await infrastructure.wordCountCodec(),
-        discovery: infrastructure.registry(),
+        discovery: infrastructure.registry("wordcount"),
         verifier: infrastructure.tokenVerifier("wordcount"),
       }),
   },
@@ -115,7 +122,8 @@ const SERVICES: Readonly<Record<string, ServiceEntry>> = {
         index: infrastructure.searchIndex(),
         verifier: infrastructure.tokenVerifier("query"),
         database: infrastructure.database("query", config.query.databaseUrl),
-        discovery: infrastructure.registry(),
+        discovery: infrastructure.registry("query"),
+        tokens: infrastructure.serviceTokens("query"),
       })),
   },
 };
@@ -160,7 +168,6 @@ async function run(names: readonly string[], config: AppConfig): Promise<void> {
   const processLogger = serviceLogger("main", config.process.instanceId || `main-${Deno.pid}`);
   const infrastructure = new Infrastructure(config, processLogger);
 
-  const registry = infrastructure.registry();
   const running: {
     service: Service;
     url: string;
@@ -197,7 +204,13 @@ async function run(names: readonly string[], config: AppConfig): Promise<void> {
       const register = (metadata: Readonly<Record<string, string>>) => {
         registered = registered
           .then(() =>
-            registry.register({ service: name, instanceId, baseUrl, version: VERSION, metadata })
+            infrastructure.registry(name).register({
+              service: name,
+              instanceId,
+              baseUrl,
+              version: VERSION,
+              metadata,
+            })
           )
           .catch((error) =>
             context.logger.error("Cannot register {service} with the registry", {
@@ -224,7 +237,7 @@ async function run(names: readonly string[], config: AppConfig): Promise<void> {
     shuttingDown = true;
     processLogger.info("Received {signal}; shutting down", { signal });
     // Leave the registry first, so that no new traffic arrives while stopping.
-    await registry.close();
+    await infrastructure.closeRegistries();
     const stopOrder = [
       ...running.filter((entry) => !entry.platform),
       ...running.filter((entry) => entry.platform),

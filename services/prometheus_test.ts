@@ -59,6 +59,19 @@ interface RegisteredInstance {
   version: string;
 }
 
+/** A client-credentials token of the realm's `prometheus` client: the registry's reads need one. */
+async function prometheusToken(issuer: string): Promise<string> {
+  const body = await json<{ access_token: string }>(tokenUrl(issuer), {
+    method: "POST",
+    headers: {
+      "content-type": "application/x-www-form-urlencoded",
+      authorization: `Basic ${btoa(`prometheus:${DEV_CLIENT_SECRET}`)}`,
+    },
+    body: "grant_type=client_credentials",
+  });
+  return body.access_token;
+}
+
 async function json<T>(url: string, init?: RequestInit): Promise<T> {
   const response = await fetch(url, init);
   const body = await response.text();
@@ -66,14 +79,20 @@ async function json<T>(url: string, init?: RequestInit): Promise<T> {
   return JSON.parse(body) as T;
 }
 
-async function registeredInstances(registry: string): Promise<RegisteredInstance[]> {
+async function registeredInstances(
+  registry: string,
+  token: string,
+): Promise<RegisteredInstance[]> {
+  const init = { headers: { authorization: `Bearer ${token}` } };
   const { services } = await json<{ services: { service: string }[] }>(
     `${registry}/api/v1/registry/services`,
+    init,
   );
   const instances: RegisteredInstance[] = [];
   for (const { service } of services) {
     const snapshot = await json<{ instances: RegisteredInstance[] }>(
       `${registry}/api/v1/registry/services/${service}/instances`,
+      init,
     );
     instances.push(...snapshot.instances);
   }
@@ -155,7 +174,9 @@ Deno.test("Prometheus has every running instance as a healthy target, found thro
     // Every service of `all` registered: the registry plus seven instances.
     let instances: RegisteredInstance[] = [];
     await waitFor("every service to register", async () => {
-      instances = await registeredInstances(registry).catch(() => []);
+      const token = await prometheusToken(issuer).catch(() => undefined);
+      if (token === undefined) return false;
+      instances = await registeredInstances(registry, token).catch(() => []);
       return instances.length === 7;
     }, 60_000);
 

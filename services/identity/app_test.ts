@@ -152,12 +152,12 @@ Deno.test("identity client_credentials grant issues a service-account token with
   assert.equal(body.expires_in, 300);
   assert.equal(body.id_token, undefined);
   const claims = await verify(service, body.access_token, "wordcount");
-  assert.deepEqual(audiences(claims), ["analytics", "wordcount"]);
+  assert.deepEqual(audiences(claims), ["analytics", "registry", "wordcount"]);
   assert.equal(claims.sub, "5b0f3c5e-8a4e-4d51-9a39-6f1f3b1c7a01");
   assert.equal(claims.azp, "query-service");
   assert.equal(claims.preferred_username, "service-account-query-service");
   assert.equal(claims.typ, "Bearer");
-  assert.equal(claims.realm_access, undefined);
+  assert.deepEqual(claims.realm_access, { roles: ["service:query"] });
   assert.equal(claims.exp, claims.iat! + 300);
   assert.equal(decode(body.access_token).header.alg, "RS256");
 });
@@ -187,6 +187,7 @@ Deno.test("identity client_credentials accepts client_secret_post as well", asyn
   assert.deepEqual(audiences(decode(body.access_token).claims), [
     "analytics",
     "query",
+    "registry",
     "stream",
     "wordcount",
   ]);
