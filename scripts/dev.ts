@@ -2,7 +2,8 @@
  * `deno task dev [--engines=embedded|real]`: every service in one process.
  * Embedded (the default) needs nothing installed; `--engines=real` first
  * brings up Kafka, Elasticsearch and Redis on loopback and runs the services
- * on them, with Zipkin and Prometheus beside them, and prints where to look.
+ * on them, with Zipkin and Prometheus beside them, shipping every log line to
+ * Elasticsearch, and prints where to look.
  */
 import { loadConfig } from "../services/config.ts";
 import { ENGINES, engineUp, write } from "./engines/engines.ts";
@@ -17,7 +18,12 @@ export const SERVICE_PERMISSIONS = [
 /** The engines `--engines=real` needs, and how the services select them. */
 const REAL = {
   engines: ["kafka", "elasticsearch", "redis", "zipkin", "prometheus"],
-  env: { EVENT_LOG: "kafka", SEARCH_INDEX: "elasticsearch", RATE_LIMIT_STORE: "redis" },
+  env: {
+    EVENT_LOG: "kafka",
+    SEARCH_INDEX: "elasticsearch",
+    RATE_LIMIT_STORE: "redis",
+    LOG_SHIPPING: "elasticsearch",
+  },
 } as const;
 
 /** The addresses a person opens first, from the settings the services will read. */

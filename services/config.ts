@@ -59,6 +59,54 @@ export const settings = {
       doc: "Largest request body any service accepts",
     }),
   },
+  logging: {
+    format: oneOf("LOG_FORMAT", ["auto", "json", "pretty"], {
+      default: "auto",
+      doc: "stdout lines: readable (pretty) or JSON; auto: pretty when stdout is a terminal",
+    }),
+    shipping: oneOf("LOG_SHIPPING", ["memory", "elasticsearch"], {
+      default: "memory",
+      doc: "Log aggregation: recent lines kept in process, or every line shipped to " +
+        "Elasticsearch (stdout gets every line either way)",
+    }),
+    elasticsearchUrl: text("LOG_SHIPPING_ELASTICSEARCH_URL", {
+      default: "",
+      doc: "Log shipping: Elasticsearch base URL; empty: ELASTICSEARCH_URL",
+      pattern: /^(https?:\/\/[^\s/]+(\/.*)?)?$/,
+      patternDescription: "empty or an http(s) URL",
+    }),
+    indexPrefix: text("LOG_SHIPPING_INDEX_PREFIX", {
+      default: "logs-twitterapi",
+      doc: "Log shipping: lines go to daily indices <prefix>-YYYY.MM.DD",
+      pattern: /^[a-z0-9][a-z0-9._-]{0,200}$/,
+      patternDescription: "an index name prefix (lower-case letters, digits, '.', '_', '-')",
+    }),
+    batchSize: integer("LOG_SHIPPING_BATCH_SIZE", {
+      default: 500,
+      min: 1,
+      max: 100_000,
+      doc: "Log shipping: most lines per bulk request",
+    }),
+    flushIntervalMs: integer("LOG_SHIPPING_FLUSH_INTERVAL_MS", {
+      default: 1000,
+      min: 1,
+      max: 60_000,
+      doc: "Log shipping: longest a line waits for its batch to fill",
+    }),
+    queueSize: integer("LOG_SHIPPING_QUEUE_SIZE", {
+      default: 10_000,
+      min: 1,
+      max: 10_000_000,
+      doc: "Log shipping: lines kept while Elasticsearch is down or slow; beyond it lines are " +
+        "dropped and counted (log_records_dropped_total)",
+    }),
+    memoryMaxLines: integer("LOG_MEMORY_MAX_LINES", {
+      default: 10_000,
+      min: 1,
+      max: 10_000_000,
+      doc: "In-process log store (LOG_SHIPPING=memory): recent lines kept for log search",
+    }),
+  },
   eventLog: {
     adapter: oneOf("EVENT_LOG", ["memory", "kafka"], {
       default: "memory",

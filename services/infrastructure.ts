@@ -10,7 +10,12 @@ import type { EventLog } from "../shared/event_log/event_log.ts";
 import { createKafkaClient, KafkaEventLog } from "../shared/event_log/kafka_event_log.ts";
 import { MemoryEventLog } from "../shared/event_log/memory_event_log.ts";
 import { loadTweetCodec, type TweetCodec } from "../shared/events/tweet_event.ts";
-import type { Logger } from "../shared/log/log.ts";
+import { type Logger, logShippingLogger, type Sink } from "../shared/log/log.ts";
+import { ElasticsearchLogReader } from "../shared/log/elasticsearch_log_reader.ts";
+import { ElasticsearchLogSink } from "../shared/log/elasticsearch_log_sink.ts";
+import type { LogReader } from "../shared/log/log_reader.ts";
+import { MemoryLogStore } from "../shared/log/memory_log_store.ts";
+import type { MetricsRegistry } from "../shared/metrics/metrics.ts";
 import { ElasticsearchSearchIndex } from "../shared/search_index/elasticsearch_search_index.ts";
 import { MemorySearchIndex } from "../shared/search_index/memory_search_index.ts";
 import type { SearchIndex } from "../shared/search_index/search_index.ts";
@@ -42,7 +47,24 @@ function withoutCredentials(url: string): string {
   return url.replace(/\/\/[^@/]*@/, "//***@");
 }
 
+/**
+ * Where every log line goes besides stdout, and how to search them: the
+ * configured log aggregation (Elasticsearch, or the in-memory store).
+ */
+export interface LogAggregation {
+  /** Gets every line; disposing it ships what is left and stops (at logging shutdown). */
+  readonly sink: Sink & AsyncDisposable;
+  readonly reader: LogReader;
+  /** Where lines go, for the start-up log (made before logging is configured). */
+  readonly description: string;
+  /** Starts shipping (puts the index template first); call once logging is configured. */
+  start(): void;
+  /** Counts shipped and dropped lines on a service's metrics (none in memory). */
+  registerMetrics(metrics: MetricsRegistry): void;
+}
+
 export class Infrastructure {
+  #logs: LogAggregation | undefined;
   #eventLog: EventLog | undefined;
   #searchIndex: SearchIndex | undefined;
   #tweetCodec: Promise<TweetCodec> | undefined;
@@ -53,6 +75,12 @@ export class Infrastructure {
   readonly #databases = new Map<string, SqlDatabase>();
 
   constructor(readonly config: AppConfig, readonly logger: Logger) {}
+
+  /** The log aggregation: its sink goes to `configureLogging`, its reader to log search. */
+  logs(): LogAggregation {
+    this.#logs ??= this.#createLogs();
+    return this.#logs;
+  }
 
   eventLog(): EventLog {
     this.#eventLog ??= this.#createEventLog();
@@ -145,6 +173,46 @@ export class Infrastructure {
     await this.#searchIndex?.close();
     await this.#rateLimitStore?.close();
     await Promise.all([...this.#databases.values()].map((database) => database.close()));
+  }
+
+  #createLogs(): LogAggregation {
+    const settings = this.config.logging;
+    if (settings.shipping === "elasticsearch") {
+      const url = settings.elasticsearchUrl || this.config.searchIndex.elasticsearchUrl;
+      // The sink retries on its own, with back-off and one line per outage.
+      const client = new Client({ node: url, maxRetries: 0, requestTimeout: 10_000 });
+      const shipping = new ElasticsearchLogSink(client, {
+        // Lines about shipping go to stdout only, never back into the queue.
+        logger: logShippingLogger("main", this.config.process.instanceId || `main-${Deno.pid}`),
+        indexPrefix: settings.indexPrefix,
+        batchSize: settings.batchSize,
+        flushIntervalMs: settings.flushIntervalMs,
+        maxQueueSize: settings.queueSize,
+        target: `Elasticsearch at ${withoutCredentials(url)}`,
+      });
+      return {
+        sink: Object.assign(shipping.sink, {
+          [Symbol.asyncDispose]: async () => {
+            await shipping.close();
+            await client.close();
+          },
+        }),
+        reader: new ElasticsearchLogReader(client, { indexPrefix: settings.indexPrefix }),
+        description: `shipped to Elasticsearch at ${withoutCredentials(url)}, indices ` +
+          `${settings.indexPrefix}-YYYY.MM.DD (LOG_SHIPPING=elasticsearch)`,
+        start: () => shipping.start(),
+        registerMetrics: (metrics) => shipping.registerMetrics(metrics),
+      };
+    }
+    const store = new MemoryLogStore({ maxEntries: settings.memoryMaxLines });
+    return {
+      sink: Object.assign(store.sink, { [Symbol.asyncDispose]: () => Promise.resolve() }),
+      reader: store,
+      description: `the last ${settings.memoryMaxLines} lines kept in process for log search ` +
+        "(LOG_SHIPPING=memory)",
+      start: () => {},
+      registerMetrics: () => {},
+    };
   }
 
   #createDatabase(service: string, url: string): SqlDatabase {

@@ -4,7 +4,12 @@
  */
 import { ConfigError, listSettings } from "../shared/config/setting.ts";
 import { serveApp } from "../shared/http/serve.ts";
-import { configureLogging, serviceLogger, shutdownLogging } from "../shared/log/log.ts";
+import {
+  configureLogging,
+  type LogFormat,
+  serviceLogger,
+  shutdownLogging,
+} from "../shared/log/log.ts";
 import { MetricsRegistry } from "../shared/metrics/metrics.ts";
 import type { Service, ServiceContext } from "../shared/service/service.ts";
 import { configureTracing, serviceTracer, shutdownTracing } from "../shared/trace/tracing.ts";
@@ -153,6 +158,15 @@ function advertisedHost(config: AppConfig): string {
   return host.includes(":") ? `[${host}]` : host;
 }
 
+/** Readable coloured lines for a person at a terminal, JSON lines for everything else. */
+function stdoutFormat(setting: AppConfig["logging"]["format"]): {
+  format: LogFormat;
+  colors: boolean;
+} {
+  const format = setting === "auto" ? (Deno.stdout.isTerminal() ? "pretty" : "json") : setting;
+  return { format, colors: !Deno.noColor && Deno.stdout.isTerminal() };
+}
+
 /** The selected service names, or undefined when the arguments are wrong. */
 export function selectServices(args: readonly string[]): string[] | undefined {
   if (args.length === 0) return undefined;
@@ -164,9 +178,19 @@ export function selectServices(args: readonly string[]): string[] | undefined {
 
 async function run(names: readonly string[], config: AppConfig): Promise<void> {
   configureTracing();
-  await configureLogging({ level: config.process.logLevel });
   const processLogger = serviceLogger("main", config.process.instanceId || `main-${Deno.pid}`);
   const infrastructure = new Infrastructure(config, processLogger);
+  const logs = infrastructure.logs();
+  await configureLogging({
+    level: config.process.logLevel,
+    ...stdoutFormat(config.logging.format),
+    sinks: [logs.sink],
+  });
+  processLogger.info("Logs: stdout ({format}) and {where}", {
+    format: stdoutFormat(config.logging.format).format,
+    where: logs.description,
+  });
+  logs.start();
 
   const running: {
     service: Service;
@@ -185,6 +209,7 @@ async function run(names: readonly string[], config: AppConfig): Promise<void> {
       metrics: new MetricsRegistry(),
       tracer: serviceTracer(name),
     };
+    logs.registerMetrics(context.metrics);
     const service = await entry.create(config, context, infrastructure);
     const server = serveApp(service.app, {
       hostname: config.process.host,

@@ -51,6 +51,8 @@ const SETTINGS = {
   KAFKA_BROKERS: "kafka:9092",
   SEARCH_INDEX: "elasticsearch",
   ELASTICSEARCH_URL: "http://elasticsearch:9200",
+  LOG_SHIPPING: "elasticsearch",
+  LOG_FORMAT: "json",
   REDIS_URL: "redis://redis:6379",
   RATE_LIMIT_STORE: "redis",
   OIDC_ISSUER: "http://keycloak:9091/realms/twitterapi",

@@ -45,6 +45,8 @@ export const REGISTRY_API = "/api/v1/registry";
 const BASE = `${REGISTRY_API}/services`;
 /** Prometheus HTTP service discovery: every Prometheus polls it every few seconds. */
 export const PROMETHEUS_TARGETS_ROUTE = `${REGISTRY_API}/prometheus/targets`;
+/** Registrations: logged at debug, the registry logs each change itself. */
+export const INSTANCE_ROUTE = `${BASE}/:service/instances/:instanceId`;
 /** Renewals, every second per instance: logged at debug. */
 export const HEARTBEAT_ROUTE = `${BASE}/:service/instances/:instanceId/heartbeat`;
 /** Events a slow watcher may fall behind by before it is dropped (it reconnects and resyncs). */
@@ -238,7 +240,7 @@ export function addRegistryRoutes(app: Hono, options: RegistryRoutesOptions): Ho
     return c.json(targetGroups([itself, ...instances]));
   });
 
-  app.put(`${BASE}/:service/instances/:instanceId`, async (c) => {
+  app.put(INSTANCE_ROUTE, async (c) => {
     const { service, instanceId } = pathParams(c, true);
     requireServiceRole(c as unknown as Context<BearerAuthEnv>, service);
     const check = checkRegistration(await readJsonObject(c.req.raw));
@@ -270,7 +272,7 @@ export function addRegistryRoutes(app: Hono, options: RegistryRoutesOptions): Ho
     return c.body(null, 204);
   });
 
-  app.delete(`${BASE}/:service/instances/:instanceId`, (c) => {
+  app.delete(INSTANCE_ROUTE, (c) => {
     const { service, instanceId } = pathParams(c, true);
     requireServiceRole(c as unknown as Context<BearerAuthEnv>, service);
     if (registry.deregister(service, instanceId) === undefined) {

@@ -6,6 +6,7 @@ import type { AppConfig } from "../config.ts";
 import {
   addRegistryRoutes,
   HEARTBEAT_ROUTE,
+  INSTANCE_ROUTE,
   PROMETHEUS_TARGETS_ROUTE,
   requireRegistryToken,
 } from "./app.ts";
@@ -90,7 +91,7 @@ export function createRegistryService(deps: RegistryDependencies): Service {
   const app = createServiceApp({
     context,
     bodyLimitBytes: config.process.bodyLimitBytes,
-    quietRoutes: [HEARTBEAT_ROUTE, PROMETHEUS_TARGETS_ROUTE],
+    quietRoutes: [HEARTBEAT_ROUTE, INSTANCE_ROUTE, PROMETHEUS_TARGETS_ROUTE],
   });
   requireRegistryToken(app, deps.verifier);
   addRegistryRoutes(app, {
