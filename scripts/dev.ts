@@ -1,9 +1,9 @@
 /**
  * `deno task dev [--engines=embedded|real]`: every service in one process.
  * Embedded (the default) needs nothing installed; `--engines=real` first
- * brings up Kafka, Elasticsearch and Redis on loopback and runs the services
- * on them, with Zipkin and Prometheus beside them, shipping every log line to
- * Elasticsearch, and prints where to look.
+ * brings up Kafka, Elasticsearch, Redis, Zipkin and Prometheus on loopback and
+ * runs the services on them, shipping every log line to Elasticsearch and
+ * exporting their traces to Zipkin, and prints where to look.
  */
 import { loadConfig } from "../services/config.ts";
 import { ENGINES, engineUp, write } from "./engines/engines.ts";
@@ -13,6 +13,8 @@ export const SERVICE_PERMISSIONS = [
   "--allow-net",
   "--allow-env",
   "--allow-read",
+  // The last good configuration each service read from the config service.
+  "--allow-write=.data/config-cache",
   "--allow-sys=hostname,osRelease,homedir",
 ] as const;
 /** The engines `--engines=real` needs, and how the services select them. */
@@ -22,6 +24,7 @@ const REAL = {
     EVENT_LOG: "kafka",
     SEARCH_INDEX: "elasticsearch",
     RATE_LIMIT_STORE: "redis",
+    ZIPKIN_URL: "http://127.0.0.1:9411",
     LOG_SHIPPING: "elasticsearch",
   },
 } as const;
@@ -31,7 +34,7 @@ function whereToLook(env: Readonly<Record<string, string | undefined>>): string 
   const config = loadConfig(env);
   const host = config.process.host === "0.0.0.0" ? "127.0.0.1" : config.process.host;
   const rows = [
-    ["Zipkin UI", "http://127.0.0.1:9411/zipkin/"],
+    ["Zipkin UI", `${REAL.env.ZIPKIN_URL}/zipkin/`],
     ["Prometheus UI", "http://127.0.0.1:9090 (targets: /classic/targets)"],
     ["registry", `http://${host}:${config.registry.port}/api/v1/registry/services`],
     ["gateway", `http://${host}:${config.gateway.port}`],
@@ -39,6 +42,15 @@ function whereToLook(env: Readonly<Record<string, string | undefined>>): string 
   return `Where to look:\n${
     rows.map(([what, url]) => `  ${what!.padEnd(14)} ${url}`).join("\n")
   }\n`;
+}
+
+/**
+ * The services read their settings from the config service of the same
+ * process (services/config/repository), so editing its files changes them
+ * live. A variable set in the shell wins.
+ */
+function configEnv(): Record<string, string> {
+  return { CONFIG_URL: Deno.env.get("CONFIG_URL") ?? "http://127.0.0.1:8888" };
 }
 
 async function main(args: string[]): Promise<number> {
@@ -49,12 +61,12 @@ async function main(args: string[]): Promise<number> {
     write("Usage: deno task dev [--engines=embedded|real]\n");
     return 2;
   }
-  let env: Record<string, string> = {};
+  let env: Record<string, string> = configEnv();
   if (engines === "real") {
     await engineUp(
       ENGINES.filter((engine) => (REAL.engines as readonly string[]).includes(engine.name)),
     );
-    env = { ...REAL.env };
+    env = { ...env, ...REAL.env };
     write(whereToLook({ ...Deno.env.toObject(), ...env }));
   }
   const child = new Deno.Command(Deno.execPath(), {

@@ -36,7 +36,15 @@ import postgres from "postgres";
 import type { SqlDatabase } from "../shared/database/database.ts";
 import { PgliteDatabase } from "../shared/database/pglite_database.ts";
 import { PostgresDatabase } from "../shared/database/postgres_database.ts";
+import { TracedSqlDatabase } from "../shared/database/traced_database.ts";
 import { createJwtVerifier, type JwtVerifier } from "../shared/auth/jwt_verifier.ts";
+import { ZipkinExporter } from "@opentelemetry/exporter-zipkin";
+import type { SpanExporter } from "@opentelemetry/sdk-trace";
+import { MemorySpanStore } from "../shared/trace/memory_span_store.ts";
+import { MemoryTraceReader } from "../shared/trace/memory_trace_reader.ts";
+import type { TraceReader } from "../shared/trace/trace_reader.ts";
+import type { Tracer, TracingOptions } from "../shared/trace/tracing.ts";
+import { ZipkinTraceReader } from "../shared/trace/zipkin_trace_reader.ts";
 import {
   ClientCredentialsTokenSource,
   type TokenSource,
@@ -67,14 +75,45 @@ export class Infrastructure {
   #logs: LogAggregation | undefined;
   #eventLog: EventLog | undefined;
   #searchIndex: SearchIndex | undefined;
+  readonly #tracedSearchIndexes = new Map<Tracer, SearchIndex>();
   #tweetCodec: Promise<TweetCodec> | undefined;
   #wordCountCodec: Promise<WordCountCodec> | undefined;
   readonly #registries = new Map<string, RegistryClient>();
   readonly #tokens = new Map<string, TokenSource>();
   #rateLimitStore: RateLimitStore | undefined;
   readonly #databases = new Map<string, SqlDatabase>();
+  #spanExporter: SpanExporter | undefined;
+  #spanStore: MemorySpanStore | undefined;
+  #traceReader: TraceReader | undefined;
 
   constructor(readonly config: AppConfig, readonly logger: Logger) {}
+
+  /**
+   * Where every service's spans go and how many are sampled: Zipkin's
+   * exporter with ZIPKIN_URL, else the process's bounded memory span store.
+   */
+  tracingOptions(): TracingOptions {
+    const settings = this.config.tracing;
+    return {
+      sampleRatio: settings.sampleRatio,
+      export: {
+        exporter: this.#spanExporterOf(),
+        maxQueueSize: settings.exportQueueSize,
+        maxBatchSize: settings.exportBatchSize,
+        scheduledDelayMs: settings.exportIntervalMs,
+        exportTimeoutMs: settings.exportTimeoutMs,
+      },
+    };
+  }
+
+  /** Reads the recorded traces from where they are exported: Zipkin, or the memory store. */
+  traceReader(): TraceReader {
+    this.#spanExporterOf();
+    this.#traceReader ??= this.#spanStore === undefined
+      ? new ZipkinTraceReader({ url: this.config.tracing.zipkinUrl })
+      : new MemoryTraceReader(this.#spanStore);
+    return this.#traceReader;
+  }
 
   /** The log aggregation: its sink goes to `configureLogging`, its reader to log search. */
   logs(): LogAggregation {
@@ -87,8 +126,21 @@ export class Infrastructure {
     return this.#eventLog;
   }
 
-  searchIndex(): SearchIndex {
-    this.#searchIndex ??= this.#createSearchIndex();
+  /**
+   * The search index. On Elasticsearch each calling service gets its own
+   * adapter and client, so that its calls are spans of its own tracer; the
+   * in-process index is one, shared, since it holds the documents.
+   */
+  searchIndex(tracer?: Tracer): SearchIndex {
+    if (this.config.searchIndex.adapter === "elasticsearch" && tracer !== undefined) {
+      let index = this.#tracedSearchIndexes.get(tracer);
+      if (index === undefined) {
+        index = this.#createSearchIndex(tracer);
+        this.#tracedSearchIndexes.set(tracer, index);
+      }
+      return index;
+    }
+    this.#searchIndex ??= this.#createSearchIndex(tracer);
     return this.#searchIndex;
   }
 
@@ -148,8 +200,9 @@ export class Infrastructure {
     return createJwtVerifier({ issuer: this.config.auth.oidcIssuer, audience });
   }
 
-  rateLimitStore(): RateLimitStore {
-    this.#rateLimitStore ??= this.#createRateLimitStore();
+  /** The rate-limit store; Redis calls are spans of `tracer` (the gateway's). */
+  rateLimitStore(tracer?: Tracer): RateLimitStore {
+    this.#rateLimitStore ??= this.#createRateLimitStore(tracer);
     return this.#rateLimitStore;
   }
 
@@ -158,10 +211,10 @@ export class Infrastructure {
    * embedded PGlite in memory (its data lives in this process only). One
    * per service, even when two services name the same server.
    */
-  database(service: string, url: string): SqlDatabase {
+  database(service: string, url: string, tracer?: Tracer): SqlDatabase {
     let database = this.#databases.get(service);
     if (database === undefined) {
-      database = this.#createDatabase(service, url);
+      database = this.#createDatabase(service, url, tracer);
       this.#databases.set(service, database);
     }
     return database;
@@ -171,8 +224,31 @@ export class Infrastructure {
     await this.closeRegistries();
     await this.#eventLog?.close();
     await this.#searchIndex?.close();
+    await Promise.all([...this.#tracedSearchIndexes.values()].map((index) => index.close()));
     await this.#rateLimitStore?.close();
     await Promise.all([...this.#databases.values()].map((database) => database.close()));
+  }
+
+  #spanExporterOf(): SpanExporter {
+    if (this.#spanExporter !== undefined) return this.#spanExporter;
+    const settings = this.config.tracing;
+    if (settings.zipkinUrl !== "") {
+      const url = `${settings.zipkinUrl.replace(/\/$/, "")}/api/v2/spans`;
+      this.logger.info(
+        "Traces: exported to Zipkin at {url}, {ratio} of new traces sampled (ZIPKIN_URL)",
+        { url, ratio: settings.sampleRatio },
+      );
+      this.#spanExporter = new ZipkinExporter({ url });
+    } else {
+      this.logger.info(
+        "Traces: the last {spans} spans kept in memory, {ratio} of new traces sampled " +
+          "(ZIPKIN_URL is empty)",
+        { spans: settings.memoryMaxSpans, ratio: settings.sampleRatio },
+      );
+      this.#spanStore = new MemorySpanStore({ maxSpans: settings.memoryMaxSpans });
+      this.#spanExporter = this.#spanStore;
+    }
+    return this.#spanExporter;
   }
 
   #createLogs(): LogAggregation {
@@ -215,23 +291,28 @@ export class Infrastructure {
     };
   }
 
-  #createDatabase(service: string, url: string): SqlDatabase {
+  #createDatabase(service: string, url: string, tracer: Tracer | undefined): SqlDatabase {
+    const traced = tracer === undefined ? {} : { tracer };
     if (url === "") {
       this.logger.info(
         "{service} database: embedded PGlite in memory; its data lives in this process only",
         { service },
       );
-      return new PgliteDatabase(new PGlite());
+      return new TracedSqlDatabase(new PgliteDatabase(new PGlite()), traced);
     }
     this.logger.info("{service} database: PostgreSQL at {url}", {
       service,
       url: withoutCredentials(url),
     });
+    const { hostname, port } = new URL(url);
     // Connects on first use; the service retries its migrations until the server answers.
-    return new PostgresDatabase(postgres(url, { max: 10, connect_timeout: 5, onnotice: () => {} }));
+    return new TracedSqlDatabase(
+      new PostgresDatabase(postgres(url, { max: 10, connect_timeout: 5, onnotice: () => {} })),
+      { ...traced, serverAddress: hostname, serverPort: port === "" ? 5432 : Number(port) },
+    );
   }
 
-  #createRateLimitStore(): RateLimitStore {
+  #createRateLimitStore(tracer: Tracer | undefined): RateLimitStore {
     const settings = this.config.rateLimit;
     if (settings.store === "redis") {
       this.logger.info("Rate limits: Redis at {url} (RATE_LIMIT_STORE=redis)", {
@@ -246,7 +327,7 @@ export class Infrastructure {
         maxRetriesPerRequest: 1,
       });
       client.on("error", () => {});
-      return new RedisRateLimitStore(client);
+      return new RedisRateLimitStore(client, tracer === undefined ? {} : { tracer });
     }
     this.logger.info("Rate limits: in process (RATE_LIMIT_STORE=memory)");
     return new MemoryRateLimitStore();
@@ -286,18 +367,19 @@ export class Infrastructure {
     });
   }
 
-  #createSearchIndex(): SearchIndex {
+  #createSearchIndex(tracer: Tracer | undefined): SearchIndex {
     const settings = this.config.searchIndex;
     if (settings.adapter === "elasticsearch") {
-      this.logger.info(
-        "Search index: Elasticsearch at {url}, index {index} (SEARCH_INDEX=elasticsearch)",
-        {
-          url: settings.elasticsearchUrl,
-          index: settings.elasticsearchIndex,
-        },
-      );
+      if (this.#tracedSearchIndexes.size === 0 && this.#searchIndex === undefined) {
+        this.logger.info(
+          "Search index: Elasticsearch at {url}, index {index} (SEARCH_INDEX=elasticsearch)",
+          { url: settings.elasticsearchUrl, index: settings.elasticsearchIndex },
+        );
+      }
       return new ElasticsearchSearchIndex(new Client({ node: settings.elasticsearchUrl }), {
         index: settings.elasticsearchIndex,
+        serverUrl: settings.elasticsearchUrl,
+        ...(tracer === undefined ? {} : { tracer }),
       });
     }
     this.logger.info(

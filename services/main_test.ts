@@ -68,6 +68,7 @@ Deno.test("selectServices() accepts service names or all, in start order", () =>
   assert.deepEqual(selectServices(["all"]), [
     "registry",
     "identity",
+    "config",
     "gateway",
     "stream",
     "indexer",
@@ -97,6 +98,7 @@ Deno.test("main runs all services, serves searchable tweets and shuts down on SI
     REGISTRY_URLS: `http://127.0.0.1:${registryPort}`,
     IDENTITY_PORT: String(identityPort),
     OIDC_ISSUER: `http://127.0.0.1:${identityPort}/realms/twitterapi`,
+    CONFIG_PORT: "0",
     GATEWAY_PORT: "0",
     STREAM_PORT: "0",
     INDEXER_PORT: "0",
@@ -116,7 +118,7 @@ Deno.test("main runs all services, serves searchable tweets and shuts down on SI
     await log.until((line) => {
       const match = /^(\w+) listening on (http:\/\/\S+)$/.exec(String(line.message));
       if (match) urls[match[1]!] = match[2]!;
-      return Object.keys(urls).length === 8;
+      return Object.keys(urls).length === 9;
     });
 
     // Ready once started: wordcount joins its group and restores its partitions,
@@ -175,6 +177,7 @@ Deno.test("main runs all services, serves searchable tweets and shuts down on SI
       return JSON.stringify(names) ===
         JSON.stringify([
           "analytics",
+          "config",
           "gateway",
           "identity",
           "indexer",

@@ -35,6 +35,7 @@ const SERVICE_ENGINES = Object.keys(ENGINES).filter((engine) => engine !== "prom
 const SERVICES = {
   registry: 8761,
   identity: 8090,
+  config: 8888,
   gateway: 9092,
   stream: 8181,
   indexer: 8182,

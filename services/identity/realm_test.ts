@@ -20,9 +20,8 @@ Deno.test("the realm file has the seed's roles and demo users, with their roles"
     "app_user_role",
     "app_admin_role",
     "app_super_user_role",
-    ...["identity", "gateway", "stream", "indexer", "wordcount", "analytics", "query"].map(
-      (service) => `service:${service}`,
-    ),
+    ...["identity", "config", "gateway", "stream", "indexer", "wordcount", "analytics", "query"]
+      .map((service) => `service:${service}`),
   ]);
   const roles = (username: string) => [...realm.users.get(username)!.roles].sort();
   assert.deepEqual(roles("app_user"), ["app_user_role"]);
@@ -36,13 +35,14 @@ Deno.test("the realm file's clients carry one audience per service API", () => {
   assert.equal(console.publicClient, true);
   assert.equal(console.secret, undefined);
   assert.equal(console.directAccessGrantsEnabled, true);
-  assert.deepEqual(console.audiences, ["query", "stream", "wordcount", "analytics"]);
+  assert.deepEqual(console.audiences, ["config", "query", "stream", "wordcount", "analytics"]);
   assert.ok(console.redirectUris.every((uri) => uri.startsWith("http://")));
   const query = realm.clients.get("query-service")!;
   assert.equal(query.publicClient, false);
   assert.equal(query.serviceAccountsEnabled, true);
-  assert.deepEqual(query.audiences, ["wordcount", "analytics", "registry"]);
+  assert.deepEqual(query.audiences, ["config", "wordcount", "analytics", "registry"]);
   assert.deepEqual(realm.clients.get("gateway-service")!.audiences, [
+    "config",
     "query",
     "stream",
     "wordcount",
@@ -53,7 +53,16 @@ Deno.test("the realm file's clients carry one audience per service API", () => {
 });
 
 Deno.test("the realm file gives every service its own client, allowed to register only itself", () => {
-  const services = ["identity", "gateway", "stream", "indexer", "wordcount", "analytics", "query"];
+  const services = [
+    "identity",
+    "config",
+    "gateway",
+    "stream",
+    "indexer",
+    "wordcount",
+    "analytics",
+    "query",
+  ];
   for (const service of services) {
     const client = realm.clients.get(`${service}-service`)!;
     assert.equal(client.serviceAccountsEnabled, true, service);

@@ -94,6 +94,29 @@ export function correlatingSink(...sinks: Sink[]): Sink & AsyncDisposable {
   return Object.assign(correlate, { [Symbol.asyncDispose]: dispose });
 }
 
+const LEVEL_ORDER: Readonly<Record<LogLevel, number>> = {
+  trace: 0,
+  debug: 1,
+  info: 2,
+  warning: 3,
+  error: 4,
+  fatal: 5,
+};
+let processLevel: LogLevel = "info";
+/** Levels of services whose configuration set their own (a live refresh changes them). */
+const serviceLevels = new Map<string, LogLevel>();
+
+/** Sets the lowest level logged for one service's logger, at once. */
+export function setServiceLogLevel(service: string, level: LogLevel): void {
+  serviceLevels.set(service, level);
+}
+
+function levelFilter(record: LogRecord): boolean {
+  const service = record.category[1];
+  const lowest = (service === undefined ? undefined : serviceLevels.get(service)) ?? processLevel;
+  return LEVEL_ORDER[record.level] >= LEVEL_ORDER[lowest];
+}
+
 /** Configures process-wide logging; call once at start-up. */
 export async function configureLogging(options: LoggingOptions = {}): Promise<void> {
   const formatter = options.format === "pretty"
@@ -113,6 +136,7 @@ export async function configureLogging(options: LoggingOptions = {}): Promise<vo
     },
   });
   const level = options.level ?? "info";
+  processLevel = level;
   await configure({
     reset: true,
     sinks: {
@@ -120,8 +144,10 @@ export async function configureLogging(options: LoggingOptions = {}): Promise<vo
       stdout: correlatingSink((record) => stream(record)),
       all: correlatingSink(stream, ...options.sinks ?? []),
     },
+    filters: { level: levelFilter },
     loggers: [
-      { category: ["twitterapi"], sinks: ["all"], lowestLevel: level },
+      // Every level reaches the filter, which applies each service's live level.
+      { category: ["twitterapi"], sinks: ["all"], filters: ["level"], lowestLevel: "trace" },
       {
         category: [...LOG_SHIPPING_CATEGORY],
         sinks: ["stdout"],
