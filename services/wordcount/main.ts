@@ -24,6 +24,9 @@ export interface WordCountDependencies {
   readonly verifier: JwtVerifier;
 }
 
+/** Restores take from milliseconds (a fresh topic) to minutes (a long changelog). */
+const RESTORE_BUCKETS = [0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 120, 300];
+
 export function createWordCountService(deps: WordCountDependencies): Service {
   const { config, context } = deps;
   const { logger, metrics } = context;
@@ -61,8 +64,9 @@ export function createWordCountService(deps: WordCountDependencies): Service {
     "Aborted transactions, failed restores and undecodable tweets, by kind.",
   );
   const restoreSeconds = metrics.histogram(
-    "wordcount_restore_seconds",
+    "wordcount_restore_duration_seconds",
     "Time to restore one partition's state store from the changelog.",
+    RESTORE_BUCKETS,
   );
   metrics.gauge(
     "wordcount_owned_partitions",

@@ -12,6 +12,7 @@ import { MetricsRegistry } from "../../shared/metrics/metrics.ts";
 import { configureTracing, serviceTracer } from "../../shared/trace/tracing.ts";
 import { serviceLogger } from "../../shared/log/log.ts";
 import type { ServiceContext } from "../../shared/service/service.ts";
+import { TEST_VERSION } from "../../shared/testing/test_context.ts";
 import { createTestIssuer } from "../../shared/testing/test_issuer.ts";
 import { waitFor } from "../../shared/testing/wait.ts";
 import type { EventLog } from "../../shared/event_log/event_log.ts";
@@ -36,6 +37,7 @@ function context(instanceId: string): ServiceContext {
   return {
     name: "wordcount",
     instanceId,
+    version: TEST_VERSION,
     logger: serviceLogger("wordcount", instanceId),
     metrics: new MetricsRegistry(),
     tracer: serviceTracer("wordcount"),
