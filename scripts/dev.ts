@@ -11,6 +11,8 @@ export const SERVICE_PERMISSIONS = [
   "--allow-net",
   "--allow-env",
   "--allow-read",
+  // The embedded PGlite's cluster template (PGLITE_TEMPLATE_FILE's default folder).
+  "--allow-write=.data/pglite",
   "--allow-sys=hostname,osRelease,homedir",
 ] as const;
 /** The engines `--engines=real` needs, and how the services select them. */

@@ -21,10 +21,10 @@ import type { RateLimitStore } from "../shared/rate_limit/rate_limit_store.ts";
 import { RedisRateLimitStore } from "../shared/rate_limit/redis_rate_limit_store.ts";
 import type { AppConfig } from "./config.ts";
 import { loadWordCountCodec, type WordCountCodec } from "../shared/events/word_count_event.ts";
-import { PGlite } from "@electric-sql/pglite";
 import postgres from "postgres";
 import type { SqlDatabase } from "../shared/database/database.ts";
 import { PgliteDatabase } from "../shared/database/pglite_database.ts";
+import { startPglite } from "../shared/database/pglite_thread.ts";
 import { PostgresDatabase } from "../shared/database/postgres_database.ts";
 import { createJwtVerifier, type JwtVerifier } from "../shared/auth/jwt_verifier.ts";
 
@@ -86,8 +86,10 @@ export class Infrastructure {
 
   /**
    * A service's own database: PostgreSQL at `url`, or with `url` empty an
-   * embedded PGlite in memory (its data lives in this process only). One
-   * per service, even when two services name the same server.
+   * embedded PGlite in memory (its data lives in this process only), on a
+   * worker thread of its own so that its start never stalls the services.
+   * One per service, even when two services name the same server: each
+   * embedded database is a cluster and a thread of its own.
    */
   database(service: string, url: string): SqlDatabase {
     let database = this.#databases.get(service);
@@ -108,11 +110,13 @@ export class Infrastructure {
 
   #createDatabase(service: string, url: string): SqlDatabase {
     if (url === "") {
+      const templateFile = this.config.process.pgliteTemplateFile;
       this.logger.info(
-        "{service} database: embedded PGlite in memory; its data lives in this process only",
-        { service },
+        "{service} database: embedded PGlite in memory on a worker thread; its data lives in " +
+          "this process only (empty cluster from {template})",
+        { service, template: templateFile || "initdb" },
       );
-      return new PgliteDatabase(new PGlite());
+      return new PgliteDatabase(startPglite({ templateFile }));
     }
     this.logger.info("{service} database: PostgreSQL at {url}", {
       service,
