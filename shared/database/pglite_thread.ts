@@ -5,6 +5,15 @@
  */
 import { PGliteWorker } from "@electric-sql/pglite/worker";
 
+/** The field of a result that carries a statement's error across the thread (see the worker). */
+export const FAILURE = "pgliteFailure";
+
+/** Throws the statement error the worker sent in place of the messages, if any. */
+function throwFailure(messages: readonly unknown[]): void {
+  const failure = (messages[0] as { [FAILURE]?: { message: string } } | undefined)?.[FAILURE];
+  if (failure !== undefined) throw Object.assign(new Error(failure.message), failure);
+}
+
 export interface PgliteThreadOptions {
   /**
    * A tar of an empty cluster, written on first start and loaded on later
@@ -26,6 +35,18 @@ export function startPglite(options: PgliteThreadOptions = {}): PGliteWorker {
     id: `pglite-${crypto.randomUUID()}`,
     meta: { templateFile: options.templateFile ?? "" },
   });
+  const execProtocol = pg.execProtocol.bind(pg);
+  const execProtocolStream = pg.execProtocolStream.bind(pg);
+  pg.execProtocol = async (...args: Parameters<PGliteWorker["execProtocol"]>) => {
+    const result = await execProtocol(...args);
+    throwFailure(result.messages);
+    return result;
+  };
+  pg.execProtocolStream = async (...args: Parameters<PGliteWorker["execProtocolStream"]>) => {
+    const messages = await execProtocolStream(...args);
+    throwFailure(messages);
+    return messages;
+  };
   const close = pg.close.bind(pg);
   let closed: Promise<void> | undefined;
   pg.close = () => {
