@@ -334,53 +334,58 @@ export class BalancedClient {
       "peer.service.instance_id": instance.instanceId,
       ...(attempt > 0 ? { "http.request.resend_count": attempt } : {}),
     };
-    return inSpan(this.#tracer, `${method} ${service}`, { kind: SpanKind.CLIENT, attributes }, async (span) => {
-      const timeout = new AbortController();
-      const callerSignal = init.signal ?? undefined;
-      const signal = callerSignal === undefined
-        ? timeout.signal
-        : AbortSignal.any([callerSignal, timeout.signal]);
-      // Built before sending, so that an invalid request throws as itself
-      // rather than passing for a network failure of the instance.
-      const outgoing = new Request(url, { ...init, method, signal });
-      // The request's own copy of the caller's headers takes the trace context.
-      for (const [name, value] of Object.entries(injectTraceContext({}))) {
-        outgoing.headers.set(name, value);
-      }
-      const timer = setTimeout(() => {
-        timeout.abort(
-          new DOMException(`No response within ${this.#options.timeoutMs} ms`, "TimeoutError"),
-        );
-      }, this.#options.timeoutMs);
-      state.outstanding += 1;
-      let response: Response;
-      try {
-        response = await fetch(outgoing);
-      } catch (cause) {
-        if (callerSignal?.aborted) throw callerSignal.reason;
-        const failure = timeout.signal.aborted ? "timeout" : "network";
+    return inSpan(
+      this.#tracer,
+      `${method} ${service}`,
+      { kind: SpanKind.CLIENT, attributes },
+      async (span) => {
+        const timeout = new AbortController();
+        const callerSignal = init.signal ?? undefined;
+        const signal = callerSignal === undefined
+          ? timeout.signal
+          : AbortSignal.any([callerSignal, timeout.signal]);
+        // Built before sending, so that an invalid request throws as itself
+        // rather than passing for a network failure of the instance.
+        const outgoing = new Request(url, { ...init, method, signal });
+        // The request's own copy of the caller's headers takes the trace context.
+        for (const [name, value] of Object.entries(injectTraceContext({}))) {
+          outgoing.headers.set(name, value);
+        }
+        const timer = setTimeout(() => {
+          timeout.abort(
+            new DOMException(`No response within ${this.#options.timeoutMs} ms`, "TimeoutError"),
+          );
+        }, this.#options.timeoutMs);
+        state.outstanding += 1;
+        let response: Response;
+        try {
+          response = await fetch(outgoing);
+        } catch (cause) {
+          if (callerSignal?.aborted) throw callerSignal.reason;
+          const failure = timeout.signal.aborted ? "timeout" : "network";
+          this.#recordFailure(service, instance, instances, states);
+          span.setAttribute("error.type", failure);
+          span.setStatus({ code: SpanStatusCode.ERROR });
+          return { instanceId: instance.instanceId, url, failure, cause };
+        } finally {
+          clearTimeout(timer);
+          state.outstanding -= 1;
+        }
+        const { status } = response;
+        span.setAttribute("http.response.status_code", status);
+        if (status >= 400) span.setStatus({ code: SpanStatusCode.ERROR });
+        if (status < 500) {
+          state.consecutiveFailures = 0;
+          state.ejections = 0;
+          return response;
+        }
         this.#recordFailure(service, instance, instances, states);
-        span.setAttribute("error.type", failure);
-        span.setStatus({ code: SpanStatusCode.ERROR });
-        return { instanceId: instance.instanceId, url, failure, cause };
-      } finally {
-        clearTimeout(timer);
-        state.outstanding -= 1;
-      }
-      const { status } = response;
-      span.setAttribute("http.response.status_code", status);
-      if (status >= 400) span.setStatus({ code: SpanStatusCode.ERROR });
-      if (status < 500) {
-        state.consecutiveFailures = 0;
-        state.ejections = 0;
-        return response;
-      }
-      this.#recordFailure(service, instance, instances, states);
-      if (!RETRYABLE_STATUSES.has(status)) return response;
-      // Cancelling a small body that has arrived keeps the connection pooled.
-      await response.body?.cancel();
-      return { instanceId: instance.instanceId, url, failure: "status", status };
-    });
+        if (!RETRYABLE_STATUSES.has(status)) return response;
+        // Cancelling a small body that has arrived keeps the connection pooled.
+        await response.body?.cancel();
+        return { instanceId: instance.instanceId, url, failure: "status", status };
+      },
+    );
   }
 
   #statesOf(service: string, instances: readonly ServiceInstance[]): Map<string, InstanceState> {
