@@ -1,8 +1,9 @@
 /**
  * `deno task dev [--engines=embedded|real]`: every service in one process.
  * Embedded (the default) needs nothing installed; `--engines=real` first
- * brings up Kafka, Elasticsearch and Redis on loopback and runs the services
- * on them.
+ * brings up Kafka, Elasticsearch, Redis and Zipkin on loopback and runs the
+ * services on them, shipping every log line to Elasticsearch and exporting
+ * their traces to Zipkin.
  */
 import { ENGINES, engineUp, write } from "./engines/engines.ts";
 
@@ -11,15 +12,31 @@ export const SERVICE_PERMISSIONS = [
   "--allow-net",
   "--allow-env",
   "--allow-read",
-  // The embedded PGlite's cluster template (PGLITE_TEMPLATE_FILE's default folder).
-  "--allow-write=.data/pglite",
+  // The last good configuration each service read from the config service, and the
+  // embedded PGlite's cluster template (PGLITE_TEMPLATE_FILE's default folder).
+  "--allow-write=.data/config-cache,.data/pglite",
   "--allow-sys=hostname,osRelease,homedir",
 ] as const;
 /** The engines `--engines=real` needs, and how the services select them. */
 const REAL = {
-  engines: ["kafka", "elasticsearch", "redis"],
-  env: { EVENT_LOG: "kafka", SEARCH_INDEX: "elasticsearch", RATE_LIMIT_STORE: "redis" },
+  engines: ["kafka", "elasticsearch", "redis", "zipkin"],
+  env: {
+    EVENT_LOG: "kafka",
+    SEARCH_INDEX: "elasticsearch",
+    RATE_LIMIT_STORE: "redis",
+    ZIPKIN_URL: "http://127.0.0.1:9411",
+    LOG_SHIPPING: "elasticsearch",
+  },
 } as const;
+
+/**
+ * The services read their settings from the config service of the same
+ * process (services/config/repository), so editing its files changes them
+ * live. A variable set in the shell wins.
+ */
+function configEnv(): Record<string, string> {
+  return { CONFIG_URL: Deno.env.get("CONFIG_URL") ?? "http://127.0.0.1:8888" };
+}
 
 async function main(args: string[]): Promise<number> {
   const engines = args.length === 0
@@ -29,12 +46,13 @@ async function main(args: string[]): Promise<number> {
     write("Usage: deno task dev [--engines=embedded|real]\n");
     return 2;
   }
-  let env: Record<string, string> = {};
+  let env: Record<string, string> = configEnv();
   if (engines === "real") {
     await engineUp(
       ENGINES.filter((engine) => (REAL.engines as readonly string[]).includes(engine.name)),
     );
-    env = { ...REAL.env };
+    env = { ...env, ...REAL.env };
+    write(`Traces: Zipkin UI at ${REAL.env.ZIPKIN_URL}\n`);
   }
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", ...SERVICE_PERMISSIONS, "--env-file=.env", MAIN, "all"],

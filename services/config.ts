@@ -7,19 +7,50 @@ import {
   boolean,
   ConfigError,
   type ConfigOf,
+  decimal,
   instant,
   integer,
   list,
+  listSettings,
   loadSettings,
   oneOf,
   text,
 } from "../shared/config/setting.ts";
+import { parseKeyItems } from "./config/cipher.ts";
 
 const PORT = { min: 0, max: 65535 } as const;
 const TOPIC_NAME = {
   pattern: /^[a-zA-Z0-9._-]{1,249}$/,
   patternDescription: "a Kafka topic name (letters, digits, '.', '_', '-')",
 } as const;
+
+/**
+ * The development key of `{cipher}` secrets in services/config/repository:
+ * public, so those secrets are development secrets only. Replace it (and
+ * re-encrypt) for anything else; see README.
+ */
+const DEV_ENCRYPT_KEY = "dev-only:NLHd+z0zQ5iffcOCbtmCzIc/+/lN8uAEV1RYo5z4QKg=";
+
+/**
+ * The OAuth client a service authenticates as, by client credentials:
+ * `<SERVICE>_CLIENT_ID` and `<SERVICE>_CLIENT_SECRET`. Its token registers the
+ * service's instances (the registry admits a client only for the service its
+ * `service:<name>` role names) and reads the registry.
+ */
+function serviceClient(service: string, uses: string) {
+  const prefix = service.toUpperCase();
+  return {
+    clientId: text(`${prefix}_CLIENT_ID`, {
+      default: `${service}-service`,
+      doc: `${service}: OAuth client of the service's own token (client credentials): ${uses}`,
+    }),
+    clientSecret: text(`${prefix}_CLIENT_SECRET`, {
+      default: `dev-only-${service}-service-secret`,
+      doc: `${service}: secret of ${prefix}_CLIENT_ID; the default is the realm file's ` +
+        "development secret",
+    }),
+  };
+}
 
 export const settings = {
   process: {
@@ -41,6 +72,101 @@ export const settings = {
       default: ".data/pglite/cluster-0.5.16.tar",
       doc: "Embedded PGlite: an empty cluster saved on first start and copied into memory on " +
         "later ones (initdb once); empty: initdb on every start",
+    }),
+  },
+  tracing: {
+    zipkinUrl: text("ZIPKIN_URL", {
+      default: "",
+      doc: "Zipkin base URL every service exports spans to (`/api/v2/spans`) and traces are read " +
+        "from; empty: no export, the last TRACE_MEMORY_MAX_SPANS spans stay in memory",
+      pattern: /^https?:\/\/[^\s/]+\/?$/,
+      patternDescription: "an http(s) URL without a path, like http://127.0.0.1:9411",
+    }),
+    sampleRatio: decimal("TRACE_SAMPLE_RATIO", {
+      default: 1,
+      min: 0,
+      max: 1,
+      doc: "Share of new traces recorded (0 to 1); a request with a `traceparent` follows its " +
+        "caller's decision",
+    }),
+    exportBatchSize: integer("TRACE_EXPORT_BATCH_SIZE", {
+      default: 512,
+      min: 1,
+      max: 100_000,
+      doc: "Spans per export request at most (a full batch leaves at once)",
+    }),
+    exportIntervalMs: integer("TRACE_EXPORT_INTERVAL_MS", {
+      default: 1000,
+      min: 10,
+      max: 60_000,
+      doc: "Longest a finished span waits for its batch to be exported",
+    }),
+    exportQueueSize: integer("TRACE_EXPORT_QUEUE_SIZE", {
+      default: 2048,
+      min: 1,
+      max: 1_000_000,
+      doc: "Spans waiting for export per service at most; beyond it spans are dropped and " +
+        "counted (tracing_spans_dropped_total)",
+    }),
+    exportTimeoutMs: integer("TRACE_EXPORT_TIMEOUT_MS", {
+      default: 10_000,
+      min: 100,
+      max: 600_000,
+      doc: "An export unanswered for this long fails and its spans are counted lost",
+    }),
+    memoryMaxSpans: integer("TRACE_MEMORY_MAX_SPANS", {
+      default: 10_000,
+      min: 1,
+      max: 10_000_000,
+      doc: "Without ZIPKIN_URL: spans kept in memory for reading (the oldest are forgotten)",
+    }),
+  },
+  logging: {
+    format: oneOf("LOG_FORMAT", ["auto", "json", "pretty"], {
+      default: "auto",
+      doc: "stdout lines: readable (pretty) or JSON; auto: pretty when stdout is a terminal",
+    }),
+    shipping: oneOf("LOG_SHIPPING", ["memory", "elasticsearch"], {
+      default: "memory",
+      doc: "Log aggregation: recent lines kept in process, or every line shipped to " +
+        "Elasticsearch (stdout gets every line either way)",
+    }),
+    elasticsearchUrl: text("LOG_SHIPPING_ELASTICSEARCH_URL", {
+      default: "",
+      doc: "Log shipping: Elasticsearch base URL; empty: ELASTICSEARCH_URL",
+      pattern: /^(https?:\/\/[^\s/]+(\/.*)?)?$/,
+      patternDescription: "empty or an http(s) URL",
+    }),
+    indexPrefix: text("LOG_SHIPPING_INDEX_PREFIX", {
+      default: "logs-twitterapi",
+      doc: "Log shipping: lines go to daily indices <prefix>-YYYY.MM.DD",
+      pattern: /^[a-z0-9][a-z0-9._-]{0,200}$/,
+      patternDescription: "an index name prefix (lower-case letters, digits, '.', '_', '-')",
+    }),
+    batchSize: integer("LOG_SHIPPING_BATCH_SIZE", {
+      default: 500,
+      min: 1,
+      max: 100_000,
+      doc: "Log shipping: most lines per bulk request",
+    }),
+    flushIntervalMs: integer("LOG_SHIPPING_FLUSH_INTERVAL_MS", {
+      default: 1000,
+      min: 1,
+      max: 60_000,
+      doc: "Log shipping: longest a line waits for its batch to fill",
+    }),
+    queueSize: integer("LOG_SHIPPING_QUEUE_SIZE", {
+      default: 10_000,
+      min: 1,
+      max: 10_000_000,
+      doc: "Log shipping: lines kept while Elasticsearch is down or slow; beyond it lines are " +
+        "dropped and counted (log_records_dropped_total)",
+    }),
+    memoryMaxLines: integer("LOG_MEMORY_MAX_LINES", {
+      default: 10_000,
+      min: 1,
+      max: 10_000_000,
+      doc: "In-process log store (LOG_SHIPPING=memory): recent lines kept for log search",
     }),
   },
   eventLog: {
@@ -138,6 +264,7 @@ export const settings = {
   },
   identity: {
     port: integer("IDENTITY_PORT", { default: 8090, ...PORT, doc: "identity: HTTP port" }),
+    ...serviceClient("identity", "its registrations"),
     publicUrl: text("IDENTITY_PUBLIC_URL", {
       default: "",
       doc: "identity: base URL of the issuer `<url>/realms/<realm>`; empty: the URL each request " +
@@ -170,12 +297,76 @@ export const settings = {
         "password (development only)",
     }),
   },
+  configServer: {
+    port: integer("CONFIG_PORT", { default: 8888, ...PORT, doc: "config: HTTP port" }),
+    ...serviceClient("config", "its registrations"),
+    repository: text("CONFIG_REPOSITORY", {
+      default: "",
+      doc: "config: folder of `application.*`, `{application}.*` and `{application}-{profile}.*` " +
+        "YAML or JSON files; empty: services/config/repository",
+    }),
+    encryptKeys: list("CONFIG_ENCRYPT_KEYS", {
+      default: [DEV_ENCRYPT_KEY],
+      doc: "config: AES-256 keys of `{cipher}` secrets, `<key id>:<base64 of 32 bytes>` items; " +
+        "the default is the development key (replace it, see README)",
+    }),
+    encryptActiveKey: text("CONFIG_ENCRYPT_ACTIVE_KEY", {
+      default: "",
+      doc: "config: key id `POST /encrypt` uses; empty: the first of CONFIG_ENCRYPT_KEYS",
+    }),
+  },
+  configClient: {
+    url: text("CONFIG_URL", {
+      default: "",
+      doc: "Config service every service (but registry, identity and config) loads its " +
+        "settings from at start and follows; empty: the environment only",
+      pattern: /^(https?:\/\/[^\s/]+(\/\S*[^/\s])?)?$/,
+      patternDescription: "empty or an http(s) URL without a trailing '/'",
+    }),
+    applications: list("CONFIG_APPLICATIONS", {
+      default: [],
+      doc: "Services that load their settings from CONFIG_URL; empty: every service but " +
+        "registry, identity and config",
+    }),
+    profile: text("CONFIG_PROFILE", {
+      default: "default",
+      doc: "Profiles the services ask the config service for (comma-separated, the last wins)",
+      pattern: /^[a-z0-9][a-z0-9_-]*(,[a-z0-9][a-z0-9_-]*)*$/,
+      patternDescription: "comma-separated profile names (lower-case letters, digits, '_', '-')",
+    }),
+    startTimeoutMs: integer("CONFIG_START_TIMEOUT_MS", {
+      default: 20_000,
+      min: 0,
+      max: 600_000,
+      doc: "How long a service retries an unreachable config service at start before it starts " +
+        "from its cached copy, or stops without one",
+    }),
+    pollMs: integer("CONFIG_POLL_MS", {
+      default: 1_000,
+      min: 100,
+      max: 600_000,
+      doc: "While the config service's watch stream is down, how often a service polls it (with " +
+        "If-None-Match)",
+    }),
+    cacheDir: text("CONFIG_CACHE_DIR", {
+      default: ".data/config-cache",
+      doc: "Where each service keeps the last configuration it applied, for a start while the " +
+        "config service is down",
+    }),
+  },
   gateway: {
     port: integer("GATEWAY_PORT", { default: 9092, ...PORT, doc: "gateway: HTTP port" }),
+    ...serviceClient("gateway", "its registrations and its reads of the registry"),
     routesFile: text("GATEWAY_ROUTES_FILE", {
       default: "",
       doc: "gateway: JSON route table replacing the built-in routes (see " +
         "services/gateway/routes.ts); empty: the built-in routes",
+    }),
+    rateLimits: list("GATEWAY_RATE_LIMITS", {
+      default: [],
+      doc:
+        "gateway: `<policy>=<limit>/<window ms>` items overriding the route table's rate-limit " +
+        "policies (refreshable)",
     }),
     trustForwardedFor: boolean("GATEWAY_TRUST_FORWARDED_FOR", {
       default: false,
@@ -211,6 +402,7 @@ export const settings = {
   },
   stream: {
     port: integer("STREAM_PORT", { default: 8181, ...PORT, doc: "stream: HTTP port" }),
+    ...serviceClient("stream", "its registrations"),
     ratePerSecond: integer("STREAM_RATE_PER_SECOND", {
       default: 10,
       min: 1,
@@ -260,6 +452,7 @@ export const settings = {
   },
   indexer: {
     port: integer("INDEXER_PORT", { default: 8182, ...PORT, doc: "indexer: HTTP port" }),
+    ...serviceClient("indexer", "its registrations"),
     groupId: text("INDEXER_GROUP_ID", {
       default: "twitter-indexer",
       doc: "indexer: consumer group",
@@ -284,6 +477,7 @@ export const settings = {
   },
   wordcount: {
     port: integer("WORDCOUNT_PORT", { default: 8187, ...PORT, doc: "wordcount: HTTP port" }),
+    ...serviceClient("wordcount", "its registrations and its reads of the registry"),
     groupId: text("WORDCOUNT_GROUP_ID", {
       default: "wordcount",
       doc: "wordcount: consumer group; with the instance id, also the transactional id",
@@ -372,17 +566,14 @@ export const settings = {
       max: 60_000,
       doc: "query: the word counts of one search are unavailable after this long",
     }),
-    clientId: text("QUERY_CLIENT_ID", {
-      default: "query-service",
-      doc: "query: OAuth client of the service's own token (client credentials)",
-    }),
-    clientSecret: text("QUERY_CLIENT_SECRET", {
-      default: "dev-only-query-service-secret",
-      doc: "query: secret of QUERY_CLIENT_ID; the default is the realm file's development secret",
-    }),
+    ...serviceClient(
+      "query",
+      "its registrations, its reads of the registry and its calls to the word-count APIs",
+    ),
   },
   analytics: {
     port: integer("ANALYTICS_PORT", { default: 8188, ...PORT, doc: "analytics: HTTP port" }),
+    ...serviceClient("analytics", "its registrations"),
     databaseUrl: text("ANALYTICS_DATABASE_URL", {
       default: "",
       doc: "analytics: PostgreSQL URL of its database (schema `analytics`); empty: an embedded " +
@@ -416,6 +607,90 @@ export const settings = {
 
 export type AppConfig = ConfigOf<typeof settings>;
 
+/** Every setting's variable name. */
+export const SETTING_NAMES: readonly string[] = listSettings(settings).map((setting) =>
+  setting.env
+);
+
+/**
+ * Settings whose new value from the config service applies while running;
+ * every other change is reported as "restart required".
+ */
+export const REFRESHABLE: ReadonlySet<string> = new Set([
+  "LOG_LEVEL",
+  "GATEWAY_RATE_LIMITS",
+  "STREAM_RATE_PER_SECOND",
+  "STREAM_KEYWORDS",
+  "QUERY_DEFAULT_PAGE_SIZE",
+  "QUERY_MAX_PAGE_SIZE",
+  "QUERY_GRANT_CACHE_TTL_MS",
+]);
+
+/**
+ * Settings the config service's repository must not set: they configure the
+ * process (engines shared by its services, addresses, the config client
+ * itself), so they come from the environment.
+ */
+export const ENVIRONMENT_ONLY: ReadonlySet<string> = new Set(
+  [
+    settings.process,
+    settings.eventLog,
+    settings.searchIndex,
+    settings.rateLimit,
+    settings.discovery,
+    settings.auth,
+    settings.configServer,
+    settings.configClient,
+  ].flatMap((group) => listSettings(group).map((setting) => setting.env))
+    .filter((name) => name !== "LOG_LEVEL")
+    // A service's own credentials read its configuration: they cannot come from it.
+    .concat(SETTING_NAMES.filter((name) => /_CLIENT_(ID|SECRET)$/.test(name))),
+);
+
+/** `<policy>=<limit>/<window ms>` items of GATEWAY_RATE_LIMITS; throws `RangeError`. */
+export function parseRateLimitOverrides(
+  items: readonly string[],
+): Map<string, { limit: number; windowMs: number }> {
+  const overrides = new Map<string, { limit: number; windowMs: number }>();
+  for (const item of items) {
+    const match = /^([A-Za-z0-9._-]+)=([1-9][0-9]{0,9})\/([1-9][0-9]{0,8})$/.exec(item);
+    if (match === null) {
+      throw new RangeError(
+        `must be <policy>=<limit>/<window ms> items like tweets=600/60000, got '${item}'`,
+      );
+    }
+    if (overrides.has(match[1]!)) throw new RangeError(`names policy '${match[1]}' twice`);
+    overrides.set(match[1]!, { limit: Number(match[2]), windowMs: Number(match[3]) });
+  }
+  return overrides;
+}
+
+/** The services that register with the registry, each as its own OAuth client. */
+export const REGISTERING_SERVICES = [
+  "identity",
+  "config",
+  "gateway",
+  "stream",
+  "indexer",
+  "wordcount",
+  "analytics",
+  "query",
+] as const;
+export type RegisteringService = typeof REGISTERING_SERVICES[number];
+
+export function isRegisteringService(name: string): name is RegisteringService {
+  return (REGISTERING_SERVICES as readonly string[]).includes(name);
+}
+
+/** The client id and secret a service authenticates with. */
+export function serviceCredentials(
+  config: AppConfig,
+  service: RegisteringService,
+): { readonly clientId: string; readonly clientSecret: string } {
+  const { clientId, clientSecret } = service === "config" ? config.configServer : config[service];
+  return { clientId, clientSecret };
+}
+
 /** Reads and validates the whole configuration; throws `ConfigError`. */
 export function loadConfig(env: Readonly<Record<string, string | undefined>>): AppConfig {
   const config = loadSettings(settings, env);
@@ -436,6 +711,20 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): A
         config.wordcount.windows.join(",")
       }'`,
     }]);
+  }
+  try {
+    parseRateLimitOverrides(config.gateway.rateLimits);
+  } catch (error) {
+    throw new ConfigError([{ env: "GATEWAY_RATE_LIMITS", message: (error as Error).message }]);
+  }
+  try {
+    const keys = parseKeyItems(config.configServer.encryptKeys);
+    const active = config.configServer.encryptActiveKey;
+    if (active !== "" && !keys.some((key) => key.id === active)) {
+      throw new RangeError(`names no key of CONFIG_ENCRYPT_KEYS, got '${active}'`);
+    }
+  } catch (error) {
+    throw new ConfigError([{ env: "CONFIG_ENCRYPT_KEYS", message: (error as Error).message }]);
   }
   return config;
 }

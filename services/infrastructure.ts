@@ -10,7 +10,12 @@ import type { EventLog } from "../shared/event_log/event_log.ts";
 import { createKafkaClient, KafkaEventLog } from "../shared/event_log/kafka_event_log.ts";
 import { MemoryEventLog } from "../shared/event_log/memory_event_log.ts";
 import { loadTweetCodec, type TweetCodec } from "../shared/events/tweet_event.ts";
-import type { Logger } from "../shared/log/log.ts";
+import { type Logger, logShippingLogger, type Sink } from "../shared/log/log.ts";
+import { ElasticsearchLogReader } from "../shared/log/elasticsearch_log_reader.ts";
+import { ElasticsearchLogSink } from "../shared/log/elasticsearch_log_sink.ts";
+import type { LogReader } from "../shared/log/log_reader.ts";
+import { MemoryLogStore } from "../shared/log/memory_log_store.ts";
+import type { MetricsRegistry } from "../shared/metrics/metrics.ts";
 import { ElasticsearchSearchIndex } from "../shared/search_index/elasticsearch_search_index.ts";
 import { MemorySearchIndex } from "../shared/search_index/memory_search_index.ts";
 import type { SearchIndex } from "../shared/search_index/search_index.ts";
@@ -19,38 +24,123 @@ import { RegistryClient } from "../shared/discovery/registry_client.ts";
 import { MemoryRateLimitStore } from "../shared/rate_limit/memory_rate_limit_store.ts";
 import type { RateLimitStore } from "../shared/rate_limit/rate_limit_store.ts";
 import { RedisRateLimitStore } from "../shared/rate_limit/redis_rate_limit_store.ts";
-import type { AppConfig } from "./config.ts";
+import {
+  type AppConfig,
+  isRegisteringService,
+  type RegisteringService,
+  serviceCredentials,
+} from "./config.ts";
 import { loadWordCountCodec, type WordCountCodec } from "../shared/events/word_count_event.ts";
 import postgres from "postgres";
 import type { SqlDatabase } from "../shared/database/database.ts";
 import { PgliteDatabase } from "../shared/database/pglite_database.ts";
 import { startPglite } from "../shared/database/pglite_thread.ts";
 import { PostgresDatabase } from "../shared/database/postgres_database.ts";
+import { TracedSqlDatabase } from "../shared/database/traced_database.ts";
 import { createJwtVerifier, type JwtVerifier } from "../shared/auth/jwt_verifier.ts";
+import { ZipkinExporter } from "@opentelemetry/exporter-zipkin";
+import type { SpanExporter } from "@opentelemetry/sdk-trace";
+import { MemorySpanStore } from "../shared/trace/memory_span_store.ts";
+import { MemoryTraceReader } from "../shared/trace/memory_trace_reader.ts";
+import type { TraceReader } from "../shared/trace/trace_reader.ts";
+import type { Tracer, TracingOptions } from "../shared/trace/tracing.ts";
+import { ZipkinTraceReader } from "../shared/trace/zipkin_trace_reader.ts";
+import {
+  ClientCredentialsTokenSource,
+  type TokenSource,
+} from "../shared/auth/client_credentials.ts";
 
 /** A URL fit for logs: its user and password masked. */
 function withoutCredentials(url: string): string {
   return url.replace(/\/\/[^@/]*@/, "//***@");
 }
 
+/**
+ * Where every log line goes besides stdout, and how to search them: the
+ * configured log aggregation (Elasticsearch, or the in-memory store).
+ */
+export interface LogAggregation {
+  /** Gets every line; disposing it ships what is left and stops (at logging shutdown). */
+  readonly sink: Sink & AsyncDisposable;
+  readonly reader: LogReader;
+  /** Where lines go, for the start-up log (made before logging is configured). */
+  readonly description: string;
+  /** Starts shipping (puts the index template first); call once logging is configured. */
+  start(): void;
+  /** Counts shipped and dropped lines on a service's metrics (none in memory). */
+  registerMetrics(metrics: MetricsRegistry): void;
+}
+
 export class Infrastructure {
+  #logs: LogAggregation | undefined;
   #eventLog: EventLog | undefined;
   #searchIndex: SearchIndex | undefined;
+  readonly #tracedSearchIndexes = new Map<Tracer, SearchIndex>();
   #tweetCodec: Promise<TweetCodec> | undefined;
   #wordCountCodec: Promise<WordCountCodec> | undefined;
-  #registry: RegistryClient | undefined;
+  readonly #registries = new Map<string, RegistryClient>();
+  readonly #tokens = new Map<string, TokenSource>();
   #rateLimitStore: RateLimitStore | undefined;
   readonly #databases = new Map<string, SqlDatabase>();
+  #spanExporter: SpanExporter | undefined;
+  #spanStore: MemorySpanStore | undefined;
+  #traceReader: TraceReader | undefined;
 
   constructor(readonly config: AppConfig, readonly logger: Logger) {}
+
+  /**
+   * Where every service's spans go and how many are sampled: Zipkin's
+   * exporter with ZIPKIN_URL, else the process's bounded memory span store.
+   */
+  tracingOptions(): TracingOptions {
+    const settings = this.config.tracing;
+    return {
+      sampleRatio: settings.sampleRatio,
+      export: {
+        exporter: this.#spanExporterOf(),
+        maxQueueSize: settings.exportQueueSize,
+        maxBatchSize: settings.exportBatchSize,
+        scheduledDelayMs: settings.exportIntervalMs,
+        exportTimeoutMs: settings.exportTimeoutMs,
+      },
+    };
+  }
+
+  /** Reads the recorded traces from where they are exported: Zipkin, or the memory store. */
+  traceReader(): TraceReader {
+    this.#spanExporterOf();
+    this.#traceReader ??= this.#spanStore === undefined
+      ? new ZipkinTraceReader({ url: this.config.tracing.zipkinUrl })
+      : new MemoryTraceReader(this.#spanStore);
+    return this.#traceReader;
+  }
+
+  /** The log aggregation: its sink goes to `configureLogging`, its reader to log search. */
+  logs(): LogAggregation {
+    this.#logs ??= this.#createLogs();
+    return this.#logs;
+  }
 
   eventLog(): EventLog {
     this.#eventLog ??= this.#createEventLog();
     return this.#eventLog;
   }
 
-  searchIndex(): SearchIndex {
-    this.#searchIndex ??= this.#createSearchIndex();
+  /**
+   * The search index. On Elasticsearch each calling service gets its own
+   * adapter and client, so that its calls are spans of its own tracer; the
+   * in-process index is one, shared, since it holds the documents.
+   */
+  searchIndex(tracer?: Tracer): SearchIndex {
+    if (this.config.searchIndex.adapter === "elasticsearch" && tracer !== undefined) {
+      let index = this.#tracedSearchIndexes.get(tracer);
+      if (index === undefined) {
+        index = this.#createSearchIndex(tracer);
+        this.#tracedSearchIndexes.set(tracer, index);
+      }
+      return index;
+    }
+    this.#searchIndex ??= this.#createSearchIndex(tracer);
     return this.#searchIndex;
   }
 
@@ -64,14 +154,45 @@ export class Infrastructure {
     return this.#wordCountCodec;
   }
 
-  /** The process's registry client: registers its services and discovers others. */
-  registry(): RegistryClient {
-    this.#registry ??= new RegistryClient({
-      urls: this.config.discovery.registryUrls,
-      heartbeatMs: this.config.discovery.heartbeatMs,
-      logger: this.logger,
-    });
-    return this.#registry;
+  /**
+   * The registry client of one service: it registers that service's
+   * instances and reads the registry with that service's own credentials,
+   * so each registration of a process running several services carries its
+   * own service's identity.
+   */
+  registry(service: string): RegistryClient {
+    if (!isRegisteringService(service)) {
+      throw new TypeError(`Cannot make a registry client for ${service}: it has no OAuth client`);
+    }
+    let client = this.#registries.get(service);
+    if (client === undefined) {
+      client = new RegistryClient({
+        urls: this.config.discovery.registryUrls,
+        heartbeatMs: this.config.discovery.heartbeatMs,
+        logger: this.logger,
+        tokens: this.serviceTokens(service),
+      });
+      this.#registries.set(service, client);
+    }
+    return client;
+  }
+
+  /** Deregisters every service of the process and stops following the registry. */
+  async closeRegistries(): Promise<void> {
+    await Promise.all([...this.#registries.values()].map((client) => client.close()));
+  }
+
+  /** A service's own access tokens, by client credentials at the configured issuer. */
+  serviceTokens(service: RegisteringService): TokenSource {
+    let tokens = this.#tokens.get(service);
+    if (tokens === undefined) {
+      tokens = new ClientCredentialsTokenSource({
+        issuer: this.config.auth.oidcIssuer,
+        ...serviceCredentials(this.config, service),
+      });
+      this.#tokens.set(service, tokens);
+    }
+    return tokens;
   }
 
   /** Verifies the configured issuer's access tokens for one service's audience. */
@@ -79,8 +200,9 @@ export class Infrastructure {
     return createJwtVerifier({ issuer: this.config.auth.oidcIssuer, audience });
   }
 
-  rateLimitStore(): RateLimitStore {
-    this.#rateLimitStore ??= this.#createRateLimitStore();
+  /** The rate-limit store; Redis calls are spans of `tracer` (the gateway's). */
+  rateLimitStore(tracer?: Tracer): RateLimitStore {
+    this.#rateLimitStore ??= this.#createRateLimitStore(tracer);
     return this.#rateLimitStore;
   }
 
@@ -91,24 +213,88 @@ export class Infrastructure {
    * One per service, even when two services name the same server: each
    * embedded database is a cluster and a thread of its own.
    */
-  database(service: string, url: string): SqlDatabase {
+  database(service: string, url: string, tracer?: Tracer): SqlDatabase {
     let database = this.#databases.get(service);
     if (database === undefined) {
-      database = this.#createDatabase(service, url);
+      database = this.#createDatabase(service, url, tracer);
       this.#databases.set(service, database);
     }
     return database;
   }
 
   async close(): Promise<void> {
-    await this.#registry?.close();
+    await this.closeRegistries();
     await this.#eventLog?.close();
     await this.#searchIndex?.close();
+    await Promise.all([...this.#tracedSearchIndexes.values()].map((index) => index.close()));
     await this.#rateLimitStore?.close();
     await Promise.all([...this.#databases.values()].map((database) => database.close()));
   }
 
-  #createDatabase(service: string, url: string): SqlDatabase {
+  #spanExporterOf(): SpanExporter {
+    if (this.#spanExporter !== undefined) return this.#spanExporter;
+    const settings = this.config.tracing;
+    if (settings.zipkinUrl !== "") {
+      const url = `${settings.zipkinUrl.replace(/\/$/, "")}/api/v2/spans`;
+      this.logger.info(
+        "Traces: exported to Zipkin at {url}, {ratio} of new traces sampled (ZIPKIN_URL)",
+        { url, ratio: settings.sampleRatio },
+      );
+      this.#spanExporter = new ZipkinExporter({ url });
+    } else {
+      this.logger.info(
+        "Traces: the last {spans} spans kept in memory, {ratio} of new traces sampled " +
+          "(ZIPKIN_URL is empty)",
+        { spans: settings.memoryMaxSpans, ratio: settings.sampleRatio },
+      );
+      this.#spanStore = new MemorySpanStore({ maxSpans: settings.memoryMaxSpans });
+      this.#spanExporter = this.#spanStore;
+    }
+    return this.#spanExporter;
+  }
+
+  #createLogs(): LogAggregation {
+    const settings = this.config.logging;
+    if (settings.shipping === "elasticsearch") {
+      const url = settings.elasticsearchUrl || this.config.searchIndex.elasticsearchUrl;
+      // The sink retries on its own, with back-off and one line per outage.
+      const client = new Client({ node: url, maxRetries: 0, requestTimeout: 10_000 });
+      const shipping = new ElasticsearchLogSink(client, {
+        // Lines about shipping go to stdout only, never back into the queue.
+        logger: logShippingLogger("main", this.config.process.instanceId || `main-${Deno.pid}`),
+        indexPrefix: settings.indexPrefix,
+        batchSize: settings.batchSize,
+        flushIntervalMs: settings.flushIntervalMs,
+        maxQueueSize: settings.queueSize,
+        target: `Elasticsearch at ${withoutCredentials(url)}`,
+      });
+      return {
+        sink: Object.assign(shipping.sink, {
+          [Symbol.asyncDispose]: async () => {
+            await shipping.close();
+            await client.close();
+          },
+        }),
+        reader: new ElasticsearchLogReader(client, { indexPrefix: settings.indexPrefix }),
+        description: `shipped to Elasticsearch at ${withoutCredentials(url)}, indices ` +
+          `${settings.indexPrefix}-YYYY.MM.DD (LOG_SHIPPING=elasticsearch)`,
+        start: () => shipping.start(),
+        registerMetrics: (metrics) => shipping.registerMetrics(metrics),
+      };
+    }
+    const store = new MemoryLogStore({ maxEntries: settings.memoryMaxLines });
+    return {
+      sink: Object.assign(store.sink, { [Symbol.asyncDispose]: () => Promise.resolve() }),
+      reader: store,
+      description: `the last ${settings.memoryMaxLines} lines kept in process for log search ` +
+        "(LOG_SHIPPING=memory)",
+      start: () => {},
+      registerMetrics: () => {},
+    };
+  }
+
+  #createDatabase(service: string, url: string, tracer: Tracer | undefined): SqlDatabase {
+    const traced = tracer === undefined ? {} : { tracer };
     if (url === "") {
       const templateFile = this.config.process.pgliteTemplateFile;
       this.logger.info(
@@ -116,17 +302,21 @@ export class Infrastructure {
           "this process only (empty cluster from {template})",
         { service, template: templateFile || "initdb" },
       );
-      return new PgliteDatabase(startPglite({ templateFile }));
+      return new TracedSqlDatabase(new PgliteDatabase(startPglite({ templateFile })), traced);
     }
     this.logger.info("{service} database: PostgreSQL at {url}", {
       service,
       url: withoutCredentials(url),
     });
+    const { hostname, port } = new URL(url);
     // Connects on first use; the service retries its migrations until the server answers.
-    return new PostgresDatabase(postgres(url, { max: 10, connect_timeout: 5, onnotice: () => {} }));
+    return new TracedSqlDatabase(
+      new PostgresDatabase(postgres(url, { max: 10, connect_timeout: 5, onnotice: () => {} })),
+      { ...traced, serverAddress: hostname, serverPort: port === "" ? 5432 : Number(port) },
+    );
   }
 
-  #createRateLimitStore(): RateLimitStore {
+  #createRateLimitStore(tracer: Tracer | undefined): RateLimitStore {
     const settings = this.config.rateLimit;
     if (settings.store === "redis") {
       this.logger.info("Rate limits: Redis at {url} (RATE_LIMIT_STORE=redis)", {
@@ -141,7 +331,7 @@ export class Infrastructure {
         maxRetriesPerRequest: 1,
       });
       client.on("error", () => {});
-      return new RedisRateLimitStore(client);
+      return new RedisRateLimitStore(client, tracer === undefined ? {} : { tracer });
     }
     this.logger.info("Rate limits: in process (RATE_LIMIT_STORE=memory)");
     return new MemoryRateLimitStore();
@@ -181,18 +371,19 @@ export class Infrastructure {
     });
   }
 
-  #createSearchIndex(): SearchIndex {
+  #createSearchIndex(tracer: Tracer | undefined): SearchIndex {
     const settings = this.config.searchIndex;
     if (settings.adapter === "elasticsearch") {
-      this.logger.info(
-        "Search index: Elasticsearch at {url}, index {index} (SEARCH_INDEX=elasticsearch)",
-        {
-          url: settings.elasticsearchUrl,
-          index: settings.elasticsearchIndex,
-        },
-      );
+      if (this.#tracedSearchIndexes.size === 0 && this.#searchIndex === undefined) {
+        this.logger.info(
+          "Search index: Elasticsearch at {url}, index {index} (SEARCH_INDEX=elasticsearch)",
+          { url: settings.elasticsearchUrl, index: settings.elasticsearchIndex },
+        );
+      }
       return new ElasticsearchSearchIndex(new Client({ node: settings.elasticsearchUrl }), {
         index: settings.elasticsearchIndex,
+        serverUrl: settings.elasticsearchUrl,
+        ...(tracer === undefined ? {} : { tracer }),
       });
     }
     this.logger.info(

@@ -2,14 +2,31 @@
  * The one entry point: `main.ts <service...>|all` runs any set of services in
  * one process. It is also what `deno compile` turns into the single binary.
  */
+import type { RefreshableConfig } from "../shared/config/refreshable_config.ts";
+import { ConfigServiceError, loadRemoteConfig } from "../shared/config/remote_config.ts";
 import { ConfigError, listSettings } from "../shared/config/setting.ts";
 import { serveApp } from "../shared/http/serve.ts";
-import { configureLogging, serviceLogger, shutdownLogging } from "../shared/log/log.ts";
+import {
+  configureLogging,
+  type LogFormat,
+  serviceLogger,
+  setServiceLogLevel,
+  shutdownLogging,
+} from "../shared/log/log.ts";
 import { MetricsRegistry } from "../shared/metrics/metrics.ts";
 import type { Service, ServiceContext } from "../shared/service/service.ts";
 import { configureTracing, serviceTracer, shutdownTracing } from "../shared/trace/tracing.ts";
 import { createAnalyticsService } from "./analytics/main.ts";
-import { type AppConfig, loadConfig, settings } from "./config.ts";
+import {
+  type AppConfig,
+  ENVIRONMENT_ONLY,
+  isRegisteringService,
+  loadConfig,
+  REFRESHABLE,
+  SETTING_NAMES,
+  settings,
+} from "./config.ts";
+import { createConfigService } from "./config/main.ts";
 import { createGatewayService } from "./gateway/main.ts";
 import { createIdentityService } from "./identity/main.ts";
 import { createIndexerService } from "./indexer/main.ts";
@@ -24,12 +41,17 @@ type ServiceFactory = (
   config: AppConfig,
   context: ServiceContext,
   infrastructure: Infrastructure,
+  /** The live configuration, when it comes from the config service. */
+  configuration: RefreshableConfig<AppConfig> | undefined,
 ) => Promise<Service>;
 
 interface ServiceEntry {
   readonly port: (config: AppConfig) => number;
   readonly create: ServiceFactory;
-  /** Platform services (registry, identity) stop last: the others depend on them. */
+  /**
+   * Platform services (registry, identity, config) stop last: the others
+   * depend on them. They read the environment only, never the config service.
+   */
   readonly platform?: boolean;
 }
 
@@ -41,7 +63,14 @@ interface ServiceEntry {
 const SERVICES: Readonly<Record<string, ServiceEntry>> = {
   registry: {
     port: (config) => config.registry.port,
-    create: (config, context) => Promise.resolve(createRegistryService({ config, context })),
+    create: (config, context, infrastructure) =>
+      Promise.resolve(
+        createRegistryService({
+          config,
+          context,
+          verifier: infrastructure.tokenVerifier("registry"),
+        }),
+      ),
     platform: true,
   },
   identity: {
@@ -49,22 +78,30 @@ const SERVICES: Readonly<Record<string, ServiceEntry>> = {
     create: (config, context) => createIdentityService({ config, context }),
     platform: true,
   },
+  config: {
+    port: (config) => config.configServer.port,
+    create: (config, context, infrastructure) =>
+      createConfigService({ config, context, verifier: infrastructure.tokenVerifier("config") }),
+    platform: true,
+  },
   gateway: {
     port: (config) => config.gateway.port,
-    create: (config, context, infrastructure) =>
+    create: (config, context, infrastructure, configuration) =>
       Promise.resolve(createGatewayService({
         config,
         context,
-        discovery: infrastructure.registry(),
-        rateLimitStore: infrastructure.rateLimitStore(),
+        discovery: infrastructure.registry("gateway"),
+        rateLimitStore: infrastructure.rateLimitStore(context.tracer),
+        ...(configuration === undefined ? {} : { configuration }),
       })),
   },
   stream: {
     port: (config) => config.stream.port,
-    create: async (config, context, infrastructure) =>
+    create: async (config, context, infrastructure, configuration) =>
       createStreamService({
         config,
         context,
+        ...(configuration === undefined ? {} : { configuration }),
         eventLog: infrastructure.eventLog(),
         codec: await infrastructure.tweetCodec(),
         verifier: infrastructure.tokenVerifier("stream"),
@@ -77,7 +114,7 @@ const SERVICES: Readonly<Record<string, ServiceEntry>> = {
         config,
         context,
         eventLog: infrastructure.eventLog(),
-        index: infrastructure.searchIndex(),
+        index: infrastructure.searchIndex(context.tracer),
         codec: await infrastructure.tweetCodec(),
       }),
   },
@@ -90,7 +127,7 @@ const SERVICES: Readonly<Record<string, ServiceEntry>> = {
         eventLog: infrastructure.eventLog(),
         tweetCodec: await infrastructure.tweetCodec(),
         wordCountCodec: await infrastructure.wordCountCodec(),
-        discovery: infrastructure.registry(),
+        discovery: infrastructure.registry("wordcount"),
         verifier: infrastructure.tokenVerifier("wordcount"),
       }),
   },
@@ -101,21 +138,27 @@ const SERVICES: Readonly<Record<string, ServiceEntry>> = {
         config,
         context,
         eventLog: infrastructure.eventLog(),
-        database: infrastructure.database("analytics", config.analytics.databaseUrl),
+        database: infrastructure.database(
+          "analytics",
+          config.analytics.databaseUrl,
+          context.tracer,
+        ),
         codec: await infrastructure.wordCountCodec(),
         verifier: infrastructure.tokenVerifier("analytics"),
       }),
   },
   query: {
     port: (config) => config.query.port,
-    create: (config, context, infrastructure) =>
+    create: (config, context, infrastructure, configuration) =>
       Promise.resolve(createQueryService({
         config,
         context,
-        index: infrastructure.searchIndex(),
+        ...(configuration === undefined ? {} : { configuration }),
+        index: infrastructure.searchIndex(context.tracer),
         verifier: infrastructure.tokenVerifier("query"),
-        database: infrastructure.database("query", config.query.databaseUrl),
-        discovery: infrastructure.registry(),
+        database: infrastructure.database("query", config.query.databaseUrl, context.tracer),
+        discovery: infrastructure.registry("query"),
+        tokens: infrastructure.serviceTokens("query"),
       })),
   },
 };
@@ -145,6 +188,15 @@ function advertisedHost(config: AppConfig): string {
   return host.includes(":") ? `[${host}]` : host;
 }
 
+/** Readable coloured lines for a person at a terminal, JSON lines for everything else. */
+function stdoutFormat(setting: AppConfig["logging"]["format"]): {
+  format: LogFormat;
+  colors: boolean;
+} {
+  const format = setting === "auto" ? (Deno.stdout.isTerminal() ? "pretty" : "json") : setting;
+  return { format, colors: !Deno.noColor && Deno.stdout.isTerminal() };
+}
+
 /** The selected service names, or undefined when the arguments are wrong. */
 export function selectServices(args: readonly string[]): string[] | undefined {
   if (args.length === 0) return undefined;
@@ -154,13 +206,74 @@ export function selectServices(args: readonly string[]): string[] | undefined {
   return Object.keys(SERVICES).filter((name) => selected.has(name));
 }
 
-async function run(names: readonly string[], config: AppConfig): Promise<void> {
-  configureTracing();
-  await configureLogging({ level: config.process.logLevel });
+/**
+ * A service's configuration from the config service (under the environment),
+ * followed while it runs; undefined without CONFIG_URL. Exits with a clear
+ * message when neither the service nor a cached copy answers.
+ */
+async function remoteConfiguration(
+  name: string,
+  config: AppConfig,
+  environment: Readonly<Record<string, string>>,
+  logger: ServiceContext["logger"],
+  infrastructure: Infrastructure,
+) {
+  const { url, applications } = config.configClient;
+  if (url === "" || SERVICES[name]!.platform === true || !isRegisteringService(name)) {
+    return undefined;
+  }
+  if (applications.length > 0 && !applications.includes(name)) return undefined;
+  try {
+    const remote = await loadRemoteConfig({
+      url: config.configClient.url,
+      application: name,
+      profile: config.configClient.profile,
+      // The service's own client (realm role service:<name>): see services/config/app.ts mayRead.
+      tokens: infrastructure.serviceTokens(name),
+      environment,
+      load: loadConfig,
+      names: SETTING_NAMES,
+      refreshable: REFRESHABLE,
+      environmentOnly: ENVIRONMENT_ONLY,
+      cacheDir: config.configClient.cacheDir,
+      startTimeoutMs: config.configClient.startTimeoutMs,
+      pollMs: config.configClient.pollMs,
+      logger,
+    });
+    const configuration = remote.config;
+    setServiceLogLevel(name, configuration.current.process.logLevel);
+    configuration.subscribe({
+      apply: (next) => setServiceLogLevel(name, next.process.logLevel),
+    });
+    return remote;
+  } catch (error) {
+    if (!(error instanceof ConfigError || error instanceof ConfigServiceError)) throw error;
+    writeError(`${name}: ${error.message}\n`);
+    Deno.exit(1);
+  }
+}
+
+async function run(
+  names: readonly string[],
+  config: AppConfig,
+  environment: Readonly<Record<string, string>>,
+): Promise<void> {
   const processLogger = serviceLogger("main", config.process.instanceId || `main-${Deno.pid}`);
   const infrastructure = new Infrastructure(config, processLogger);
+  const logs = infrastructure.logs();
+  await configureLogging({
+    level: config.process.logLevel,
+    ...stdoutFormat(config.logging.format),
+    sinks: [logs.sink],
+  });
+  processLogger.info("Logs: stdout ({format}) and {where}", {
+    format: stdoutFormat(config.logging.format).format,
+    where: logs.description,
+  });
+  logs.start();
+  configureTracing(infrastructure.tracingOptions());
 
-  const registry = infrastructure.registry();
+  const followed: { close(): void }[] = [];
   const running: {
     service: Service;
     url: string;
@@ -170,17 +283,25 @@ async function run(names: readonly string[], config: AppConfig): Promise<void> {
   for (const name of names) {
     const entry = SERVICES[name]!;
     const instanceId = config.process.instanceId || `${name}-${Deno.hostname()}-${Deno.pid}`;
-    const context = {
+    const logger = serviceLogger(name, instanceId);
+    const remote = await remoteConfiguration(name, config, environment, logger, infrastructure);
+    if (remote !== undefined) followed.push(remote);
+    const configuration = remote?.config;
+    const metrics = new MetricsRegistry();
+    const context: ServiceContext = {
       name,
       instanceId,
-      logger: serviceLogger(name, instanceId),
-      metrics: new MetricsRegistry(),
-      tracer: serviceTracer(name),
+      logger,
+      metrics,
+      tracer: serviceTracer(name, metrics),
+      ...(configuration === undefined ? {} : { configStatus: () => configuration.status }),
     };
-    const service = await entry.create(config, context, infrastructure);
+    logs.registerMetrics(context.metrics);
+    const serviceConfig = configuration?.current ?? config;
+    const service = await entry.create(serviceConfig, context, infrastructure, configuration);
     const server = serveApp(service.app, {
       hostname: config.process.host,
-      port: entry.port(config),
+      port: entry.port(serviceConfig),
     });
     context.logger.info("{service} listening on {url}", { service: name, url: server.url });
     running.push({
@@ -196,7 +317,13 @@ async function run(names: readonly string[], config: AppConfig): Promise<void> {
       const register = (metadata: Readonly<Record<string, string>>) => {
         registered = registered
           .then(() =>
-            registry.register({ service: name, instanceId, baseUrl, version: VERSION, metadata })
+            infrastructure.registry(name).register({
+              service: name,
+              instanceId,
+              baseUrl,
+              version: VERSION,
+              metadata,
+            })
           )
           .catch((error) =>
             context.logger.error("Cannot register {service} with the registry", {
@@ -222,8 +349,9 @@ async function run(names: readonly string[], config: AppConfig): Promise<void> {
     }
     shuttingDown = true;
     processLogger.info("Received {signal}; shutting down", { signal });
+    for (const remote of followed) remote.close();
     // Leave the registry first, so that no new traffic arrives while stopping.
-    await registry.close();
+    await infrastructure.closeRegistries();
     const stopOrder = [
       ...running.filter((entry) => !entry.platform),
       ...running.filter((entry) => entry.platform),
@@ -267,14 +395,15 @@ if (import.meta.main) {
     writeError(USAGE);
     Deno.exit(2);
   }
+  const environment = Deno.env.toObject();
   let config: AppConfig;
   try {
-    config = loadConfig(Deno.env.toObject());
+    config = loadConfig(environment);
   } catch (error) {
     if (!(error instanceof ConfigError)) throw error;
     writeError(`${error.message}\n`);
     Deno.exit(1);
   }
-  await run(names, config);
+  await run(names, config, environment);
   Deno.exit(0);
 }

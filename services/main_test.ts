@@ -4,9 +4,11 @@
  */
 import assert from "node:assert/strict";
 import { mockUserId } from "../shared/events/mock_users.ts";
+import { importKeycloakTestRealm } from "../shared/testing/keycloak.ts";
 import { waitFor } from "../shared/testing/wait.ts";
 import { tokenize } from "../shared/text/tokenize.ts";
-import { passwordGrantToken } from "./identity/_testing.ts";
+import realmFile from "../shared/auth/twitterapi-realm.json" with { type: "json" };
+import { basic, devSecret, form, passwordGrantToken } from "./identity/_testing.ts";
 import { selectServices } from "./main.ts";
 
 const MAIN = new URL("./main.ts", import.meta.url).pathname;
@@ -25,6 +27,17 @@ function spawnMain(args: string[], env: Record<string, string>) {
     stdout: "piped",
     stderr: "piped",
   }).spawn();
+}
+
+/** A client-credentials token of a realm client, from the token endpoint. */
+async function clientToken(tokenEndpoint: string, clientId: string): Promise<string> {
+  const response = await fetch(
+    tokenEndpoint,
+    form({ grant_type: "client_credentials" }, basic(clientId, devSecret(clientId))),
+  );
+  const body = await response.json();
+  assert.equal(response.status, 200, JSON.stringify(body));
+  return body.access_token;
 }
 
 /** The child's JSON log lines, read on demand and all kept. */
@@ -55,6 +68,7 @@ Deno.test("selectServices() accepts service names or all, in start order", () =>
   assert.deepEqual(selectServices(["all"]), [
     "registry",
     "identity",
+    "config",
     "gateway",
     "stream",
     "indexer",
@@ -84,6 +98,7 @@ Deno.test("main runs all services, serves searchable tweets and shuts down on SI
     REGISTRY_URLS: `http://127.0.0.1:${registryPort}`,
     IDENTITY_PORT: String(identityPort),
     OIDC_ISSUER: `http://127.0.0.1:${identityPort}/realms/twitterapi`,
+    CONFIG_PORT: "0",
     GATEWAY_PORT: "0",
     STREAM_PORT: "0",
     INDEXER_PORT: "0",
@@ -103,7 +118,7 @@ Deno.test("main runs all services, serves searchable tweets and shuts down on SI
     await log.until((line) => {
       const match = /^(\w+) listening on (http:\/\/\S+)$/.exec(String(line.message));
       if (match) urls[match[1]!] = match[2]!;
-      return Object.keys(urls).length === 8;
+      return Object.keys(urls).length === 9;
     });
 
     // Ready once started: wordcount joins its group and restores its partitions,
@@ -146,13 +161,23 @@ Deno.test("main runs all services, serves searchable tweets and shuts down on SI
       visible.data.every((tweet: { author: { id: string } }) => granted.has(tweet.author.id)),
     );
 
+    // Prometheus's client reads the registry; nobody reads it without a token.
+    const reader = {
+      authorization: `Bearer ${await clientToken(tokenEndpoint, "prometheus")}`,
+    };
+    const anonymousRead = await fetch(`${urls.registry}/api/v1/registry/services`);
+    assert.equal(anonymousRead.status, 401);
+    await anonymousRead.body?.cancel();
     await waitFor("every service registered", async () => {
-      const response = await fetch(`${urls.registry}/api/v1/registry/services`);
+      const response = await fetch(`${urls.registry}/api/v1/registry/services`, {
+        headers: reader,
+      });
       const { services } = await response.json();
       const names = services.map((entry: { service: string }) => entry.service).sort();
       return JSON.stringify(names) ===
         JSON.stringify([
           "analytics",
+          "config",
           "gateway",
           "identity",
           "indexer",
@@ -162,13 +187,16 @@ Deno.test("main runs all services, serves searchable tweets and shuts down on SI
         ]);
     });
     const registered =
-      await (await fetch(`${urls.registry}/api/v1/registry/services/query/instances`))
+      await (await fetch(`${urls.registry}/api/v1/registry/services/query/instances`, {
+        headers: reader,
+      }))
         .json();
     assert.equal(registered.instances[0].baseUrl, urls.query);
     // wordcount publishes the partitions it answers for, and answers counts of the 200 tweets.
     await waitFor("wordcount's partitions in the registry", async () => {
       const response = await fetch(
         `${urls.registry}/api/v1/registry/services/wordcount/instances`,
+        { headers: reader },
       );
       const { instances } = await response.json();
       return instances[0]?.metadata["wordcount-partitions"] === "0,1,2";
@@ -200,6 +228,12 @@ Deno.test("main runs all services, serves searchable tweets and shuts down on SI
     const anonymous = await fetch(`${urls.gateway}/api/v2/tweets?text=kafka`);
     assert.equal(anonymous.status, 401);
     await anonymous.body?.cancel();
+    // The registry is not reachable through the gateway, whatever the token.
+    for (const path of ["/api/v1/registry/services", "/api/v1/registry/services/query/instances"]) {
+      const response = await fetch(`${urls.gateway}${path}`, { headers: reader });
+      assert.equal(response.status, 404, path);
+      await response.body?.cancel();
+    }
 
     const status = await (await fetch(`${urls.stream}/api/v1/stream`, { headers: admin })).json();
     assert.equal(status.state, "completed");
@@ -220,6 +254,11 @@ Deno.test("main runs all services, serves searchable tweets and shuts down on SI
   for (const line of lines) {
     assert.ok(typeof line.service === "string" && typeof line.instance === "string");
   }
+  assert.deepEqual(
+    lines.filter((line) => /refuses the credentials/.test(String(line.message))),
+    [],
+    "no registration was refused",
+  );
   const requestLines = lines.filter((line) => line.path === "/api/v1/tweets");
   assert.ok(requestLines.length > 0);
   for (const line of requestLines) assert.match(String(line.traceId), /^[0-9a-f]{32}$/);
@@ -282,4 +321,128 @@ Deno.test("main reports an unreachable Kafka on /ready and retries it, never fal
   clearTimeout(watchdog);
   await stderr;
   assert.equal(code, 0);
+});
+
+Deno.test("services renew short-lived tokens from the identity service and stay registered", async () => {
+  const registryPort = freePort();
+  const identityPort = freePort();
+  // Tokens of two seconds: each service's token source fetches a new one every second.
+  const realm = await Deno.makeTempFile({ suffix: ".json" });
+  await Deno.writeTextFile(realm, JSON.stringify({ ...realmFile, accessTokenLifespan: 2 }));
+  const child = spawnMain(["registry", "identity", "gateway", "stream"], {
+    REGISTRY_PORT: String(registryPort),
+    REGISTRY_URLS: `http://127.0.0.1:${registryPort}`,
+    REGISTRY_TTL_MS: "1500",
+    IDENTITY_PORT: String(identityPort),
+    IDENTITY_REALM_FILE: realm,
+    OIDC_ISSUER: `http://127.0.0.1:${identityPort}/realms/twitterapi`,
+    GATEWAY_PORT: "0",
+    STREAM_PORT: "0",
+    STREAM_AUTO_START: "false",
+  });
+  const log = new LogLines(child.stdout.pipeThrough(new TextDecoderStream()).getReader());
+  const stderr = new Response(child.stderr).text();
+  const watchdog = setTimeout(() => child.kill("SIGKILL"), 60_000);
+  const registry = `http://127.0.0.1:${registryPort}`;
+  try {
+    await log.until((line) => /^stream listening on /.test(String(line.message)));
+    const tokenEndpoint =
+      `http://127.0.0.1:${identityPort}/realms/twitterapi/protocol/openid-connect/token`;
+    const names = async () => {
+      const reader = { authorization: `Bearer ${await clientToken(tokenEndpoint, "prometheus")}` };
+      const response = await fetch(`${registry}/api/v1/registry/services`, { headers: reader });
+      const { services } = await response.json();
+      return services.map((entry: { service: string }) => entry.service).sort().join(",");
+    };
+    await waitFor(
+      "every service registered",
+      async () => await names() === "gateway,identity,stream",
+    );
+    // Six token lifetimes, the instances listed throughout.
+    const until = Date.now() + 12_000;
+    await waitFor("six token lifetimes", async () => {
+      assert.equal(await names(), "gateway,identity,stream");
+      return Date.now() > until;
+    }, 20_000);
+    const identityMetrics = await (await fetch(`http://127.0.0.1:${identityPort}/metrics`)).text();
+    const tokenRequests = [...identityMetrics.matchAll(
+      /http_requests_total\{method="POST",route="[^"]*token[^"]*",status="200"\} (\d+)/g,
+    )].reduce((sum, match) => sum + Number(match[1]), 0);
+    // Three services, a new token each second for twelve seconds, and the test's own.
+    assert.ok(tokenRequests >= 30, `${tokenRequests} tokens issued`);
+    const registryMetrics = await (await fetch(`${registry}/metrics`)).text();
+    assert.doesNotMatch(registryMetrics, /registry_evictions_total [1-9]/);
+  } finally {
+    child.kill("SIGTERM");
+  }
+  await log.until((line) => line.message === "Shut down cleanly");
+  await log.reader.cancel();
+  const { code } = await child.status;
+  clearTimeout(watchdog);
+  await stderr;
+  await Deno.remove(realm);
+  assert.equal(code, 0);
+  assert.deepEqual(
+    log.lines.filter((line) => /^(Evicted|Registry .* refuses)/.test(String(line.message))),
+    [],
+  );
+});
+
+Deno.test("main registers and discovers every service with Keycloak's tokens", async () => {
+  // The realm file as it is now, imported into a Keycloak realm of its own.
+  await using realm = await importKeycloakTestRealm();
+  const registryPort = freePort();
+  const child = spawnMain(["registry", "gateway", "stream", "indexer"], {
+    REGISTRY_PORT: String(registryPort),
+    REGISTRY_URLS: `http://127.0.0.1:${registryPort}`,
+    OIDC_ISSUER: realm.issuer,
+    GATEWAY_PORT: "0",
+    STREAM_PORT: "0",
+    INDEXER_PORT: "0",
+    STREAM_AUTO_START: "false",
+  });
+  const log = new LogLines(child.stdout.pipeThrough(new TextDecoderStream()).getReader());
+  const stderr = new Response(child.stderr).text();
+  const watchdog = setTimeout(() => child.kill("SIGKILL"), 90_000);
+  const urls: Record<string, string> = {};
+  try {
+    await log.until((line) => {
+      const match = /^(\w+) listening on (http:\/\/\S+)$/.exec(String(line.message));
+      if (match) urls[match[1]!] = match[2]!;
+      return Object.keys(urls).length === 4;
+    });
+    const tokenEndpoint = `${realm.issuer}/protocol/openid-connect/token`;
+    const reader = { authorization: `Bearer ${await clientToken(tokenEndpoint, "prometheus")}` };
+    await waitFor("every service registered", async () => {
+      const response = await fetch(`${urls.registry}/api/v1/registry/services`, {
+        headers: reader,
+      });
+      const { services } = await response.json();
+      return services.map((entry: { service: string }) => entry.service).sort().join(",") ===
+        "gateway,indexer,stream";
+    }, 30_000);
+    // Through the gateway, found through the registry, with a Keycloak user's token.
+    const admin = {
+      authorization: `Bearer ${await passwordGrantToken(tokenEndpoint, "app_admin")}`,
+    };
+    await waitFor("the stream through the gateway", async () => {
+      const response = await fetch(`${urls.gateway}/api/v1/stream`, { headers: admin });
+      await response.body?.cancel();
+      return response.status === 200;
+    }, 30_000);
+  } finally {
+    child.kill("SIGTERM");
+  }
+  await log.until((line) => line.message === "Shut down cleanly");
+  await log.reader.cancel();
+  const { code } = await child.status;
+  clearTimeout(watchdog);
+  await stderr;
+  assert.equal(code, 0);
+  assert.deepEqual(
+    log.lines.filter((line) =>
+      /refuses the credentials|Cannot get the token/.test(String(line.message))
+    ),
+    [],
+  );
 });

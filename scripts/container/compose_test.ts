@@ -29,6 +29,7 @@ const ENGINES = {
 const SERVICES = {
   registry: 8761,
   identity: 8090,
+  config: 8888,
   gateway: 9092,
   stream: 8181,
   indexer: 8182,
@@ -45,6 +46,8 @@ const SETTINGS = {
   KAFKA_BROKERS: "kafka:9092",
   SEARCH_INDEX: "elasticsearch",
   ELASTICSEARCH_URL: "http://elasticsearch:9200",
+  LOG_SHIPPING: "elasticsearch",
+  LOG_FORMAT: "json",
   REDIS_URL: "redis://redis:6379",
   RATE_LIMIT_STORE: "redis",
   OIDC_ISSUER: "http://keycloak:9091/realms/twitterapi",

@@ -7,9 +7,13 @@
  * dev-file database and the import folder under `data`), so every data folder
  * gets its own copy of the cached distribution: hard links for the jars,
  * which Keycloak only reads, and real copies of what it writes. The realm
- * file `shared/auth/twitterapi-realm.json` is imported at start-up; a realm
- * that exists already is kept as it is (delete the data folder to import a
- * changed realm file again).
+ * file `shared/auth/twitterapi-realm.json` is imported at start-up. Keycloak
+ * keeps a realm that exists already as it is, so when the file changed since
+ * the last import (its SHA-256 is kept beside the imported copy) the next
+ * start drops the development database (`data/h2`: the realms and the
+ * bootstrap admin, nothing else) and imports the file afresh. A Keycloak that
+ * is running keeps its realm until it is restarted (`deno task engines down
+ * keycloak`, then `up`).
  *
  * The bootstrap admin defaults to admin/admin: development secrets, only for
  * this loopback engine; `KC_BOOTSTRAP_ADMIN_USERNAME` and
@@ -79,7 +83,19 @@ export const keycloak: Engine = {
     const home = `${dataDir}/keycloak-${VERSIONS.keycloak}`;
     if (!(await exists(home))) await copyDistribution(home);
     await Deno.mkdir(`${home}/data/import`, { recursive: true });
-    await Deno.copyFile(REALM_FILE, `${home}/data/import/${REALM}-realm.json`);
+    const realm = await Deno.readFile(REALM_FILE);
+    const digest = Array.from(
+      new Uint8Array(await crypto.subtle.digest("SHA-256", realm)),
+      (byte) => byte.toString(16).padStart(2, "0"),
+    ).join("");
+    const stamp = `${home}/data/import/${REALM}-realm.sha256`;
+    const imported = await Deno.readTextFile(stamp).catch(() => undefined);
+    if (imported !== digest) {
+      // Keycloak would skip the realm it has; without its database it imports the file again.
+      await Deno.remove(`${home}/data/h2`, { recursive: true }).catch(() => {});
+    }
+    await Deno.writeFile(`${home}/data/import/${REALM}-realm.json`, realm);
+    await Deno.writeTextFile(stamp, digest);
     return {
       command: `${home}/bin/kc.sh`,
       args: [

@@ -31,6 +31,11 @@ export interface GatewayRoutesOptions {
   readonly metrics: MetricsRegistry;
   /** For the issuer's discovery document and key set. */
   readonly fetch?: typeof fetch;
+  /**
+   * The live limit and window of a policy, read on every request (the
+   * configuration's GATEWAY_RATE_LIMITS); undefined: the route table's.
+   */
+  readonly rateLimitOverride?: (policy: string) => { limit: number; windowMs: number } | undefined;
 }
 
 export interface GatewayRoutes {
@@ -66,7 +71,12 @@ export function createGatewayRoutes(options: GatewayRoutesOptions): GatewayRoute
     if (found === undefined) {
       found = rateLimit({
         store: options.rateLimitStore,
-        policy: { name: policy, limit, windowMs },
+        policy: () => {
+          const override = options.rateLimitOverride?.(policy);
+          return override === undefined
+            ? { name: policy, limit, windowMs }
+            : { name: policy, limit: override.limit, windowMs: override.windowMs };
+        },
         logger,
         metrics: options.metrics,
         ...(options.trustForwardedFor ? { trustForwardedFor: true } : {}),

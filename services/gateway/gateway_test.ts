@@ -14,6 +14,7 @@ import { startTestServer, type TestServer } from "../../shared/testing/http_serv
 import { testContext } from "../../shared/testing/test_context.ts";
 import { waitFor } from "../../shared/testing/wait.ts";
 import { loadConfig } from "../config.ts";
+import { createServiceApp } from "../../shared/http/service_app.ts";
 import { passwordGrantToken, testIdentity } from "../identity/_testing.ts";
 import { createGatewayService } from "./main.ts";
 import { DEFAULT_BREAKER, DEFAULT_ROUTES, type GatewayRoute } from "./routes.ts";
@@ -103,6 +104,21 @@ function route(overrides: Partial<GatewayRoute> & Pick<GatewayRoute, "prefix">):
     fallback: { retryAfterSec: 10 },
     ...overrides,
   };
+}
+
+/** A GET with the request target exactly as given, over a fresh connection. */
+async function rawGet(base: string, target: string, authorization: string): Promise<string> {
+  const { hostname, port } = new URL(base);
+  const conn = await Deno.connect({ hostname, port: Number(port) });
+  try {
+    const request = `GET ${target} HTTP/1.1\r\nHost: ${hostname}:${port}\r\n` +
+      `Authorization: ${authorization}\r\nConnection: close\r\n\r\n`;
+    await conn.write(new TextEncoder().encode(request));
+    return await new Response(conn.readable).text();
+  } catch (error) {
+    conn.close();
+    throw error;
+  }
 }
 
 function bearer(token: string): Record<string, string> {
@@ -425,4 +441,55 @@ Deno.test("gateway default routes cover every service's public paths", () => {
       ["/api/v1/analytics", "analytics", { mode: "authenticated", audience: "analytics" }],
     ],
   );
+});
+
+Deno.test("gateway proxies only the public API: upstream /metrics, /ready and the registry stay out of reach", async () => {
+  await withGateway({}, async ({ url, discovery, token }) => {
+    // Real service apps upstream, with their own /health, /ready and /metrics.
+    const operational: string[] = [];
+    const upstreams = ["query", "stream", "wordcount", "analytics", "registry", "identity"].map(
+      (service) => {
+        const app = createServiceApp({ context: testContext(service) });
+        app.use("*", async (c, next) => {
+          await next();
+          if (/^\/(health|ready|metrics)$/.test(c.req.routePath)) operational.push(c.req.path);
+        });
+        app.all("/api/*", (c) => c.json({ service, path: c.req.path }));
+        const server = serveApp(app, { hostname: "127.0.0.1", port: 0 });
+        discovery.add(service, { url: server.url } as TestServer);
+        return server;
+      },
+    );
+    try {
+      const user = bearer(await token("app_admin"));
+      const registryPaths = [
+        "/api/v1/registry/services",
+        "/api/v1/registry/services/query/instances",
+        "/api/v1/registry/services/query/watch",
+        "/api/v1/registry/prometheus/targets",
+      ];
+      for (const path of registryPaths) {
+        await assertProblem(await fetch(`${url}${path}`, { headers: user }), 404, "not-found");
+      }
+      // Encoded dots, slashes and backslashes stay inside one path segment upstream.
+      const tricks = [
+        "/api/v1/tweets/%2e%2e/%2e%2e/%2e%2e/metrics",
+        "/api/v1/tweets/..%2f..%2f..%2fready",
+        "/api/v1/tweets/%2E%2E%2F%2E%2E%2F%2E%2E%2Fmetrics",
+        "/api/v1/stream/..%2f..%2f..%2fmetrics",
+        "/api/v1/words/..%5c..%5c..%5cready",
+        "/api/v1/analytics/%252e%252e/%252e%252e/%252e%252e/metrics",
+      ];
+      for (const path of tricks) {
+        // Sent as written: fetch would resolve the dot segments before sending.
+        const answer = await rawGet(url, path, user.authorization!);
+        assert.match(answer, /^HTTP\/1\.1 \d{3}/, path);
+        // At most the gateway's own (the URL resolves %2e%2e as ..), never an upstream's.
+        assert.doesNotMatch(answer, /service_info\{service="(?!gateway")/, path);
+      }
+      assert.deepEqual(operational, [], "no upstream's /health, /ready or /metrics was reached");
+    } finally {
+      await Promise.all(upstreams.map((server) => server.shutdown()));
+    }
+  });
 });

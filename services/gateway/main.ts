@@ -9,7 +9,9 @@ import { createServiceApp } from "../../shared/http/service_app.ts";
 import type { ServiceDiscovery } from "../../shared/discovery/service_discovery.ts";
 import type { RateLimitStore } from "../../shared/rate_limit/rate_limit_store.ts";
 import type { Service, ServiceContext } from "../../shared/service/service.ts";
-import type { AppConfig } from "../config.ts";
+import type { RefreshableConfig } from "../../shared/config/refreshable_config.ts";
+import { ConfigError } from "../../shared/config/setting.ts";
+import { type AppConfig, parseRateLimitOverrides } from "../config.ts";
 import { createGatewayRoutes } from "./app.ts";
 import { ServiceBreakers } from "./breaker.ts";
 import type { BreakerOptions, GatewayRoute } from "./routes.ts";
@@ -28,6 +30,29 @@ export interface GatewayDependencies {
    * @default the file `config.gateway.routesFile`, else `DEFAULT_ROUTES`
    */
   readonly routes?: readonly GatewayRoute[];
+  /** The live configuration: its rate limits apply to running routes. */
+  readonly configuration?: RefreshableConfig<AppConfig>;
+}
+
+type RateLimitOverrides = ReturnType<typeof parseRateLimitOverrides>;
+
+/** GATEWAY_RATE_LIMITS of `config`, checked against the route table; throws `ConfigError`. */
+export function rateLimitOverrides(
+  config: AppConfig,
+  routes: readonly GatewayRoute[],
+): RateLimitOverrides {
+  const overrides = parseRateLimitOverrides(config.gateway.rateLimits);
+  const policies = new Set(routes.flatMap((route) => route.rateLimit?.policy ?? []));
+  const unknown = [...overrides.keys()].filter((policy) => !policies.has(policy));
+  if (unknown.length > 0) {
+    throw new ConfigError([{
+      env: "GATEWAY_RATE_LIMITS",
+      message: `names policies the route table does not have: ${unknown.join(", ")} (it has ${
+        [...policies].join(", ")
+      })`,
+    }]);
+  }
+  return overrides;
 }
 
 /** The gateway's route table from configuration; throws `RouteTableError` for a bad file. */
@@ -41,6 +66,28 @@ export function gatewayRoutes(config: AppConfig): readonly GatewayRoute[] {
 export function createGatewayService(deps: GatewayDependencies): Service {
   const { config, context, discovery } = deps;
   const routes = deps.routes ?? gatewayRoutes(config);
+  let overrides = rateLimitOverrides(config, routes);
+  deps.configuration?.subscribe({
+    validate: (next) => void rateLimitOverrides(next, routes),
+    apply(next) {
+      const applied = rateLimitOverrides(next, routes);
+      const changed = [...new Set([...applied.keys(), ...overrides.keys()])].filter((policy) =>
+        JSON.stringify(applied.get(policy)) !== JSON.stringify(overrides.get(policy))
+      );
+      overrides = applied;
+      if (changed.length > 0) {
+        context.logger.info("Rate limits changed for {policies}: {limits}", {
+          policies: changed,
+          limits: changed.map((policy) => {
+            const limit = applied.get(policy);
+            return limit === undefined
+              ? `${policy}: the route table's`
+              : `${policy}: ${limit.limit} per ${limit.windowMs} ms`;
+          }),
+        });
+      }
+    },
+  });
 
   const breakerOptions = new Map<string, BreakerOptions>();
   for (const route of routes) {
@@ -80,6 +127,7 @@ export function createGatewayService(deps: GatewayDependencies): Service {
     breakers,
     logger: context.logger,
     metrics: context.metrics,
+    rateLimitOverride: (policy) => overrides.get(policy),
     ...(deps.fetch === undefined ? {} : { fetch: deps.fetch }),
   });
   const app = createServiceApp({

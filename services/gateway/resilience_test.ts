@@ -64,7 +64,7 @@ function namedHandler(name: string): TestHandler {
 async function startUpstream(
   registry: TestRegistry,
   name: string,
-  options: { heartbeatMs: number; handler?: TestHandler },
+  options: { heartbeatMs: number; handler?: TestHandler; service?: string },
 ): Promise<Upstream> {
   const server = startTestServer(options.handler ?? namedHandler(name));
   const relay = startKillableRelay(server.url);
@@ -73,6 +73,7 @@ async function startUpstream(
     urls: [registry.url],
     heartbeatMs: options.heartbeatMs,
     logger: testContext(name).logger,
+    tokens: registry.issuer.serviceTokens(options.service ?? SERVICE),
     // A crashed process sends nothing: neither heartbeats nor its deregistration.
     fetch: (input, init) =>
       crashed ? Promise.reject(new TypeError(`${name} has crashed`)) : fetch(input, init),
@@ -119,6 +120,7 @@ async function startGateway(options: {
   const discovery = new RegistryClient({
     urls: [options.registry.url],
     logger: context.logger,
+    tokens: options.registry.issuer.serviceTokens("gateway"),
   });
   const store = options.store ?? new MemoryRateLimitStore();
   const gateway = createGatewayService({
@@ -381,6 +383,7 @@ Deno.test("gateway stops calling an instance as soon as it deregisters, long bef
     await first.deregister();
     const listed = await (await fetch(
       `${registry.url}/api/v1/registry/services/${SERVICE}/instances`,
+      { headers: await registry.issuer.authorization({ audience: "registry", roles: [] }) },
     )).json();
     assert.deepEqual(
       listed.instances.map((instance: { instanceId: string }) => instance.instanceId),
@@ -704,6 +707,65 @@ Deno.test("gateway breaker opens on a crashed service, reopens on a failed probe
     assert.equal(second.server.requests.length, 1);
   } finally {
     await gateway.stop();
+    await registry.stop();
+  }
+});
+
+Deno.test("an impostor registered under another service's name never receives a request", async () => {
+  const registry = await startTestRegistry();
+  await using genuine = await startUpstream(registry, "things-1", { heartbeatMs: 100 });
+  const impostor = startTestServer(namedHandler("impostor"));
+  const tokens = registry.issuer.serviceTokens("stream");
+  const gateway = await startGateway({ registry, routes: [route()] });
+  try {
+    // Straight to the registry: anonymous, with a user's token, with another service's client.
+    const attempts: [string, Record<string, string>, number][] = [
+      ["anonymous", {}, 401],
+      [
+        "a user's token",
+        await registry.issuer.authorization({
+          audience: ["registry", "query"],
+          username: "app_user",
+        }),
+        403,
+      ],
+      ["the stream service's client", { authorization: `Bearer ${await tokens.token()}` }, 403],
+    ];
+    for (const [who, headers, status] of attempts) {
+      const response = await fetch(
+        `${registry.url}/api/v1/registry/services/${SERVICE}/instances/evil`,
+        {
+          method: "PUT",
+          headers: { "content-type": "application/json", ...headers },
+          body: JSON.stringify({ baseUrl: impostor.url, version: "evil" }),
+        },
+      );
+      assert.equal(response.status, status, who);
+      assert.equal(response.headers.get("content-type"), PROBLEM_CONTENT_TYPE, who);
+      await response.body?.cancel();
+    }
+    // And through a registry client of its own, heart-beating with the stream client's token.
+    await using _impostor = await startUpstream(registry, "things-evil", {
+      heartbeatMs: 100,
+      handler: namedHandler("impostor"),
+      service: "stream",
+    });
+    await waitFor(
+      "the gateway to discover the genuine instance",
+      async () => (await known(gateway)).length === 1,
+    );
+    const token = await registry.issuer.authorization({ audience: "query" });
+    for (let i = 0; i < 40; i++) {
+      const response = await fetch(`${gateway.url}${PREFIX}/${i}`, { headers: token });
+      assert.equal(response.status, 200);
+      assert.equal((await response.json()).instance, "things-1");
+    }
+    assert.deepEqual(await known(gateway), ["things-1"]);
+    assert.equal(impostor.requests.length, 0, "the impostor's server received no request");
+    assert.equal(genuine.server.requests.length, 40);
+  } finally {
+    await gateway.stop();
+    await impostor.shutdown();
     await registry.stop();
   }
 });

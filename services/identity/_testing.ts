@@ -5,37 +5,19 @@ import { testContext } from "../../shared/testing/test_context.ts";
 import { loadConfig } from "../config.ts";
 import { createIdentityService, type IdentityService } from "./main.ts";
 
-export const REALM = "twitterapi";
-export const CONSOLE = "twitterapi-console";
+export {
+  basic,
+  CONSOLE,
+  devPassword,
+  devSecret,
+  form,
+  passwordGrantToken,
+  PEOPLE,
+  REALM,
+  SERVICE_CLIENTS,
+} from "../../shared/testing/realm.ts";
 export const REDIRECT_URI = "http://127.0.0.1:8400/callback";
 export const LIFESPAN_MS = realmFile.accessTokenLifespan * 1000;
-
-/** The realm file's own development password of a user. */
-export function devPassword(username: string): string {
-  const user = realmFile.users.find((candidate) => candidate.username === username);
-  const password = user?.credentials?.[0]?.value;
-  if (password === undefined) throw new Error(`The realm file has no password for ${username}`);
-  return password;
-}
-
-/** The realm file's own development secret of a client. */
-export function devSecret(clientId: string): string {
-  const client = realmFile.clients.find((candidate) => candidate.clientId === clientId);
-  if (client === undefined || !("secret" in client)) {
-    throw new Error(`The realm file has no secret for ${clientId}`);
-  }
-  return client.secret;
-}
-
-/** The realm file's users that people log in as. */
-export const PEOPLE = realmFile.users
-  .filter((user) => !("serviceAccountClientId" in user))
-  .map((user) => user.username);
-
-/** The realm file's confidential clients with service accounts. */
-export const SERVICE_CLIENTS = realmFile.clients
-  .filter((client) => client.serviceAccountsEnabled)
-  .map((client) => client.clientId);
 
 /** A copy of the realm file, for tests that change it. */
 export function realmCopy(): typeof realmFile {
@@ -59,23 +41,6 @@ export async function testIdentity(
     ...(options.realm === undefined ? {} : { realm: options.realm }),
   });
   return { service, clock };
-}
-
-export function form(
-  params: Record<string, string>,
-  headers: Record<string, string> = {},
-): RequestInit {
-  return {
-    method: "POST",
-    headers: { "content-type": "application/x-www-form-urlencoded", ...headers },
-    body: new URLSearchParams(params).toString(),
-  };
-}
-
-export function basic(clientId: string, secret: string): Record<string, string> {
-  return {
-    authorization: `Basic ${btoa(`${encodeURIComponent(clientId)}:${encodeURIComponent(secret)}`)}`,
-  };
 }
 
 export interface Pkce {
@@ -108,22 +73,4 @@ export function audiences(claims: ReturnType<typeof decodeJwt>): string[] {
 export function realmRoles(claims: ReturnType<typeof decodeJwt>): string[] {
   const access = claims.realm_access as { roles?: string[] } | undefined;
   return [...access?.roles ?? []].sort();
-}
-
-/** An access token for a development user, by the password grant of the console client. */
-export async function passwordGrantToken(tokenEndpoint: string, username: string): Promise<string> {
-  const response = await fetch(
-    tokenEndpoint,
-    form({
-      grant_type: "password",
-      client_id: CONSOLE,
-      username,
-      password: devPassword(username),
-    }),
-  );
-  const body = await response.json();
-  if (response.status !== 200) {
-    throw new Error(`Cannot get a token for ${username}: ${JSON.stringify(body)}`);
-  }
-  return body.access_token;
 }

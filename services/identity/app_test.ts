@@ -152,12 +152,12 @@ Deno.test("identity client_credentials grant issues a service-account token with
   assert.equal(body.expires_in, 300);
   assert.equal(body.id_token, undefined);
   const claims = await verify(service, body.access_token, "wordcount");
-  assert.deepEqual(audiences(claims), ["analytics", "wordcount"]);
+  assert.deepEqual(audiences(claims), ["analytics", "config", "registry", "wordcount"]);
   assert.equal(claims.sub, "5b0f3c5e-8a4e-4d51-9a39-6f1f3b1c7a01");
   assert.equal(claims.azp, "query-service");
   assert.equal(claims.preferred_username, "service-account-query-service");
   assert.equal(claims.typ, "Bearer");
-  assert.equal(claims.realm_access, undefined);
+  assert.deepEqual(claims.realm_access, { roles: ["service:query"] });
   assert.equal(claims.exp, claims.iat! + 300);
   assert.equal(decode(body.access_token).header.alg, "RS256");
 });
@@ -172,7 +172,9 @@ Deno.test("identity client_credentials accepts client_secret_post as well", asyn
   assert.equal(response.status, 200);
   assert.deepEqual(audiences(decode(body.access_token).claims), [
     "analytics",
+    "config",
     "query",
+    "registry",
     "stream",
     "wordcount",
   ]);
@@ -229,7 +231,7 @@ Deno.test("identity password grant issues Keycloak-shaped tokens for each demo u
     assert.equal(claims.preferred_username, username);
     assert.equal(claims.scope, "profile email");
     assert.deepEqual(realmRoles(claims), roles);
-    assert.deepEqual(audiences(claims), ["analytics", "query", "stream", "wordcount"]);
+    assert.deepEqual(audiences(claims), ["analytics", "config", "query", "stream", "wordcount"]);
     assert.match(claims.sub!, /^[0-9a-f-]{36}$/);
     const again = await passwordGrant(service, username);
     assert.equal(decode(again.body.access_token).claims.sub, claims.sub, "sub is stable");

@@ -54,7 +54,15 @@ export async function createIdentityService(deps: IdentityDependencies): Promise
     retentionMs: realm.accessTokenLifespanSeconds * 1000,
     now,
   });
-  const app = createServiceApp({ context, bodyLimitBytes: config.process.bodyLimitBytes });
+  const app = createServiceApp({
+    context,
+    bodyLimitBytes: config.process.bodyLimitBytes,
+    // Every verifier fetches these (and again on every unknown key): machine traffic.
+    quietRoutes: [
+      `/realms/${realm.name}/.well-known/openid-configuration`,
+      `/realms/${realm.name}/protocol/openid-connect/certs`,
+    ],
+  });
   addIdentityRoutes(app, {
     realm,
     keys,

@@ -16,7 +16,13 @@ const realm = parseRealm(realmFile);
 
 Deno.test("the realm file has the seed's roles and demo users, with their roles", () => {
   assert.equal(realm.name, "twitterapi");
-  assert.deepEqual(realm.roles, ["app_user_role", "app_admin_role", "app_super_user_role"]);
+  assert.deepEqual(realm.roles, [
+    "app_user_role",
+    "app_admin_role",
+    "app_super_user_role",
+    ...["identity", "config", "gateway", "stream", "indexer", "wordcount", "analytics", "query"]
+      .map((service) => `service:${service}`),
+  ]);
   const roles = (username: string) => [...realm.users.get(username)!.roles].sort();
   assert.deepEqual(roles("app_user"), ["app_user_role"]);
   assert.deepEqual(roles("app_admin"), ["app_admin_role", "app_user_role"]);
@@ -29,18 +35,54 @@ Deno.test("the realm file's clients carry one audience per service API", () => {
   assert.equal(console.publicClient, true);
   assert.equal(console.secret, undefined);
   assert.equal(console.directAccessGrantsEnabled, true);
-  assert.deepEqual(console.audiences, ["query", "stream", "wordcount", "analytics"]);
+  assert.deepEqual(console.audiences, ["config", "query", "stream", "wordcount", "analytics"]);
   assert.ok(console.redirectUris.every((uri) => uri.startsWith("http://")));
   const query = realm.clients.get("query-service")!;
   assert.equal(query.publicClient, false);
   assert.equal(query.serviceAccountsEnabled, true);
-  assert.deepEqual(query.audiences, ["wordcount", "analytics"]);
+  assert.deepEqual(query.audiences, ["config", "wordcount", "analytics", "registry"]);
   assert.deepEqual(realm.clients.get("gateway-service")!.audiences, [
+    "config",
     "query",
     "stream",
     "wordcount",
     "analytics",
+    "registry",
   ]);
+  assert.deepEqual(realm.clients.get("prometheus")!.audiences, ["registry"]);
+});
+
+Deno.test("the realm file gives every service its own client, allowed to register only itself", () => {
+  const services = [
+    "identity",
+    "config",
+    "gateway",
+    "stream",
+    "indexer",
+    "wordcount",
+    "analytics",
+    "query",
+  ];
+  for (const service of services) {
+    const client = realm.clients.get(`${service}-service`)!;
+    assert.equal(client.serviceAccountsEnabled, true, service);
+    assert.ok(client.audiences.includes("registry"), service);
+    const account = [...realm.users.values()].find((user) =>
+      user.serviceAccountClientId === client.clientId
+    )!;
+    assert.deepEqual(tokenRoles(account, client), [`service:${service}`], service);
+  }
+  // Prometheus reads the registry and registers nothing; no person can register anything.
+  const prometheus = realm.clients.get("prometheus")!;
+  const account = [...realm.users.values()].find((user) =>
+    user.serviceAccountClientId === "prometheus"
+  )!;
+  assert.deepEqual(tokenRoles(account, prometheus), []);
+  const console = realm.clients.get("twitterapi-console")!;
+  for (const user of realm.users.values()) {
+    if (user.serviceAccountClientId !== undefined) continue;
+    assert.ok(!tokenRoles(user, console).some((role) => role.startsWith("service:")));
+  }
 });
 
 Deno.test("development secrets in the realm file are marked dev-only", () => {

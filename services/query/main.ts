@@ -15,6 +15,8 @@ import { createServiceApp } from "../../shared/http/service_app.ts";
 import type { SearchIndex, Visibility } from "../../shared/search_index/search_index.ts";
 import type { Service, ServiceContext } from "../../shared/service/service.ts";
 import type { AppConfig } from "../config.ts";
+import type { RefreshableConfig } from "../../shared/config/refreshable_config.ts";
+import { ConfigError } from "../../shared/config/setting.ts";
 import { addQueryRoutes } from "./app.ts";
 import { seedDevGrants } from "./dev_grants.ts";
 import { addPermissionRoutes } from "./permission_routes.ts";
@@ -43,6 +45,19 @@ export interface QueryDependencies {
    * @default client credentials of `config.query.clientId` at `config.auth.oidcIssuer`
    */
   readonly tokens?: TokenSource;
+  /** The live configuration: page sizes and the grant cache's TTL follow it. */
+  readonly configuration?: RefreshableConfig<AppConfig>;
+}
+
+/** 400-free paging: the default page size must fit the largest; throws `ConfigError`. */
+function checkPaging(config: AppConfig): void {
+  const { defaultPageSize, maxPageSize } = config.query;
+  if (defaultPageSize > maxPageSize) {
+    throw new ConfigError([{
+      env: "QUERY_DEFAULT_PAGE_SIZE",
+      message: `must not exceed QUERY_MAX_PAGE_SIZE (${maxPageSize}), got ${defaultPageSize}`,
+    }]);
+  }
 }
 
 function starting(): ProblemError {
@@ -64,6 +79,15 @@ export function createQueryService(deps: QueryDependencies): Service {
     load: (userId) => store.visibilityOf(userId),
     maxUsers: settings.grantCacheMaxUsers,
     ttlMs: settings.grantCacheTtlMs,
+  });
+  checkPaging(config);
+  let paging = { defaultPageSize: settings.defaultPageSize, maxPageSize: settings.maxPageSize };
+  deps.configuration?.subscribe({
+    validate: checkPaging,
+    apply(next) {
+      paging = { defaultPageSize: next.query.defaultPageSize, maxPageSize: next.query.maxPageSize };
+      cache.setTtlMs(next.query.grantCacheTtlMs);
+    },
   });
   let migrated = false;
   let stopWatching: (() => Promise<void>) | undefined;
@@ -129,8 +153,12 @@ export function createQueryService(deps: QueryDependencies): Service {
       return cache.visibilityOf(token.subject);
     },
     wordCounts,
-    defaultPageSize: settings.defaultPageSize,
-    maxPageSize: settings.maxPageSize,
+    get defaultPageSize() {
+      return paging.defaultPageSize;
+    },
+    get maxPageSize() {
+      return paging.maxPageSize;
+    },
     v1DeprecatedAt: settings.v1DeprecatedAt,
   });
   const stopping = new AbortController();

@@ -162,6 +162,7 @@ export interface VisibilityCacheOptions {
  */
 export class VisibilityCache {
   readonly #options: VisibilityCacheOptions;
+  #ttlMs: number;
   readonly #now: () => number;
   readonly #entries = new Map<string, { visibility: Visibility; loadedAt: number }>();
   readonly #loading = new Map<string, Promise<Visibility>>();
@@ -170,7 +171,13 @@ export class VisibilityCache {
 
   constructor(options: VisibilityCacheOptions) {
     this.#options = options;
+    this.#ttlMs = options.ttlMs;
     this.#now = options.now ?? (() => performance.now());
+  }
+
+  /** Changes the longest age of an entry, for entries cached already too. */
+  setTtlMs(ttlMs: number): void {
+    this.#ttlMs = ttlMs;
   }
 
   get size(): number {
@@ -179,7 +186,7 @@ export class VisibilityCache {
 
   async visibilityOf(userId: string): Promise<Visibility> {
     const entry = this.#entries.get(userId);
-    if (entry !== undefined && this.#now() - entry.loadedAt < this.#options.ttlMs) {
+    if (entry !== undefined && this.#now() - entry.loadedAt < this.#ttlMs) {
       // Re-inserting keeps the map in least-recently-used order.
       this.#entries.delete(userId);
       this.#entries.set(userId, entry);

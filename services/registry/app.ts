@@ -1,9 +1,12 @@
 /**
  * The registry API: `/api/v1/registry/services/...`. Instances register,
  * renew by heartbeat and deregister; clients list them or watch them as
- * server-sent events.
+ * server-sent events. Every route needs an access token for the audience
+ * `registry`; changing a service's instances needs its role `service:<name>`.
  */
-import type { Context, Hono } from "hono";
+import type { Context, Hono, MiddlewareHandler } from "hono";
+import { bearerAuth, type BearerAuthEnv } from "../../shared/auth/bearer_auth.ts";
+import type { JwtVerifier } from "../../shared/auth/jwt_verifier.ts";
 import {
   checkRegistration,
   INSTANCE_ID_PATTERN,
@@ -27,7 +30,11 @@ export interface RegistryRoutesOptions {
   readonly pingMs?: number;
 }
 
-const BASE = "/api/v1/registry/services";
+/** Every route under it needs a token; see `requireRegistryToken`. */
+export const REGISTRY_API = "/api/v1/registry";
+const BASE = `${REGISTRY_API}/services`;
+/** Registrations: logged at debug, the registry logs each change itself. */
+export const INSTANCE_ROUTE = `${BASE}/:service/instances/:instanceId`;
 /** Renewals, every second per instance: logged at debug. */
 export const HEARTBEAT_ROUTE = `${BASE}/:service/instances/:instanceId/heartbeat`;
 /** Events a slow watcher may fall behind by before it is dropped (it reconnects and resyncs). */
@@ -58,6 +65,50 @@ function pathParams(c: Context, withInstance: boolean) {
   }
   if (errors.length > 0) throw invalidParameters(errors);
   return { service, instanceId };
+}
+
+/**
+ * Every route of the registry API, reads included (the table names every
+ * instance's address), needs a valid access token for the audience
+ * `registry`: 401 with `WWW-Authenticate` otherwise. Added before any route,
+ * so it covers every route under `/api/v1/registry`, whoever adds it.
+ */
+export function requireRegistryToken(app: Hono, verifier: JwtVerifier): void {
+  const authenticated = bearerAuth({ verifier }) as unknown as MiddlewareHandler;
+  app.use(REGISTRY_API, authenticated);
+  app.use(`${REGISTRY_API}/*`, authenticated);
+}
+
+/** The realm role that allows a client to register, renew and deregister instances of `service`. */
+export function serviceRole(service: string): string {
+  return `service:${service}`;
+}
+
+/**
+ * 403 unless the verified token carries `service:<service>`: a client may
+ * change the instances of its own service only, so the instances the registry
+ * lists are the ones their services' credentials registered.
+ */
+function requireServiceRole(c: Context<BearerAuthEnv>, service: string): void {
+  const token = c.get("accessToken");
+  const role = serviceRole(service);
+  if (token.roles.includes(role)) return;
+  const who = token.clientId ?? token.username ?? token.subject;
+  const own = token.roles.filter((name) => name.startsWith("service:"));
+  throw new ProblemError({
+    status: 403,
+    code: "forbidden",
+    title: "Permission denied",
+    detail: `The client ${who} may not change the instances of ${service}: ` +
+      (own.length === 0
+        ? "its token carries no service role"
+        : `its token carries ${own.join(", ")}, not ${role}`),
+    extensions: { requiredRoles: [role] },
+    headers: {
+      "www-authenticate": `Bearer realm="twitterapi", error="insufficient_scope", ` +
+        `error_description="The token does not carry the role ${role}"`,
+    },
+  });
 }
 
 function unknownInstance(service: string, instanceId: string): ProblemError {
@@ -169,8 +220,9 @@ export function addRegistryRoutes(app: Hono, options: RegistryRoutesOptions): Ho
     return watchResponse(registry, service, { closing, pingMs });
   });
 
-  app.put(`${BASE}/:service/instances/:instanceId`, async (c) => {
+  app.put(INSTANCE_ROUTE, async (c) => {
     const { service, instanceId } = pathParams(c, true);
+    requireServiceRole(c as unknown as Context<BearerAuthEnv>, service);
     const check = checkRegistration(await readJsonObject(c.req.raw));
     if (!check.ok) {
       throw new ProblemError({
@@ -193,14 +245,16 @@ export function addRegistryRoutes(app: Hono, options: RegistryRoutesOptions): Ho
 
   app.put(HEARTBEAT_ROUTE, (c) => {
     const { service, instanceId } = pathParams(c, true);
+    requireServiceRole(c as unknown as Context<BearerAuthEnv>, service);
     if (registry.renew(service, instanceId) === undefined) {
       throw unknownInstance(service, instanceId);
     }
     return c.body(null, 204);
   });
 
-  app.delete(`${BASE}/:service/instances/:instanceId`, (c) => {
+  app.delete(INSTANCE_ROUTE, (c) => {
     const { service, instanceId } = pathParams(c, true);
+    requireServiceRole(c as unknown as Context<BearerAuthEnv>, service);
     if (registry.deregister(service, instanceId) === undefined) {
       throw unknownInstance(service, instanceId);
     }

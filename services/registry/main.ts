@@ -1,13 +1,20 @@
 /** The registry service: heartbeat-based service discovery (seed: Eureka). */
+import type { JwtVerifier } from "../../shared/auth/jwt_verifier.ts";
 import { createServiceApp } from "../../shared/http/service_app.ts";
 import type { Service, ServiceContext } from "../../shared/service/service.ts";
 import type { AppConfig } from "../config.ts";
-import { addRegistryRoutes, HEARTBEAT_ROUTE } from "./app.ts";
+import { addRegistryRoutes, HEARTBEAT_ROUTE, INSTANCE_ROUTE, requireRegistryToken } from "./app.ts";
 import { type Clock, type InstanceChange, InstanceRegistry } from "./registry.ts";
 
 export interface RegistryDependencies {
   readonly config: AppConfig;
   readonly context: ServiceContext;
+  /**
+   * Verifies the tokens of the registry API (audience `registry`); the
+   * issuer's keys are fetched on the first request, so a registry started
+   * beside its issuer does not wait for it.
+   */
+  readonly verifier: JwtVerifier;
   /** @default systemClock */
   readonly clock?: Clock;
   /**
@@ -77,8 +84,9 @@ export function createRegistryService(deps: RegistryDependencies): Service {
   const app = createServiceApp({
     context,
     bodyLimitBytes: config.process.bodyLimitBytes,
-    quietRoutes: [HEARTBEAT_ROUTE],
+    quietRoutes: [HEARTBEAT_ROUTE, INSTANCE_ROUTE],
   });
+  requireRegistryToken(app, deps.verifier);
   addRegistryRoutes(app, {
     registry,
     closing: closing.signal,

@@ -1,28 +1,70 @@
 import assert from "node:assert/strict";
 import { readServerSentEvents } from "../../shared/discovery/registry_client.ts";
 import { waitFor } from "../../shared/testing/wait.ts";
+import { createJwtVerifier } from "../../shared/auth/jwt_verifier.ts";
+import { testContext } from "../../shared/testing/test_context.ts";
+import { createTestIssuer } from "../../shared/testing/test_issuer.ts";
+import { loadConfig } from "../config.ts";
 import { startTestRegistry, type TestRegistry } from "./_testing.ts";
+import { createRegistryService } from "./main.ts";
 
 const API = "/api/v1/registry/services";
 
 type Registry = TestRegistry;
 
+/** The credentials of `<service>-service`: audience `registry`, role `service:<service>`. */
+async function serviceAuth(registry: Registry, service: string) {
+  return { authorization: `Bearer ${await registry.issuer.serviceTokens(service).token()}` };
+}
+
+/** A read of the registry API with a reader's token (audience `registry`, no service role). */
+async function read(registry: Registry, path: string): Promise<Response> {
+  const headers = await registry.issuer.authorization({ audience: "registry", roles: [] });
+  return await fetch(`${registry.url}${path}`, { headers });
+}
+
+/** A change by the service's own client. */
+async function change(
+  registry: Registry,
+  method: string,
+  path: string,
+  service: string,
+  init: { headers?: Record<string, string>; body?: string } = {},
+): Promise<Response> {
+  return await fetch(`${registry.url}${path}`, {
+    method,
+    headers: { ...await serviceAuth(registry, service), ...init.headers },
+    ...(init.body === undefined ? {} : { body: init.body }),
+  });
+}
+
 function register(registry: Registry, service: string, id: string, body: unknown) {
-  return fetch(`${registry.url}${API}/${service}/instances/${encodeURIComponent(id)}`, {
-    method: "PUT",
+  return change(registry, "PUT", `${API}/${service}/instances/${encodeURIComponent(id)}`, service, {
     headers: { "content-type": "application/json" },
     body: JSON.stringify(body),
   });
 }
 
 function heartbeat(registry: Registry, service: string, id: string) {
-  return fetch(`${registry.url}${API}/${service}/instances/${encodeURIComponent(id)}/heartbeat`, {
-    method: "PUT",
-  });
+  return change(
+    registry,
+    "PUT",
+    `${API}/${service}/instances/${encodeURIComponent(id)}/heartbeat`,
+    service,
+  );
+}
+
+function deregister(registry: Registry, service: string, id: string) {
+  return change(
+    registry,
+    "DELETE",
+    `${API}/${service}/instances/${encodeURIComponent(id)}`,
+    service,
+  );
 }
 
 async function listIds(registry: Registry, service: string): Promise<string[]> {
-  const body = await (await fetch(`${registry.url}${API}/${service}/instances`)).json();
+  const body = await (await read(registry, `${API}/${service}/instances`)).json();
   return body.instances.map((instance: { instanceId: string }) => instance.instanceId);
 }
 
@@ -34,7 +76,7 @@ interface Snapshot {
 
 /** A watch stream read event by event. */
 async function openWatch(registry: Registry, service: string) {
-  const response = await fetch(`${registry.url}${API}/${service}/watch`);
+  const response = await read(registry, `${API}/${service}/watch`);
   assert.equal(response.status, 200);
   assert.equal(response.headers.get("content-type"), "text/event-stream; charset=utf-8");
   const events = readServerSentEvents(response.body!);
@@ -108,25 +150,24 @@ Deno.test("registry API registers, lists, replaces and deregisters instances", a
         .status,
       201,
     );
-    const list = await (await fetch(`${registry.url}${API}/query/instances`)).json();
+    const list = await (await read(registry, `${API}/query/instances`)).json();
     assert.equal(list.service, "query");
     assert.deepEqual(
       list.instances.map((i: Record<string, unknown>) => [i.instanceId, i.version, i.metadata]),
       [["query-2", "1.2.3", { zone: "a" }], ["query-host:1", "1.2.4", { zone: "a" }]],
     );
     assert.match(list.instances[0].lastHeartbeatAt, /Z$/);
-    const services = await (await fetch(`${registry.url}${API}`)).json();
+    const services = await (await read(registry, API)).json();
     assert.deepEqual(services.services, [
       { service: "indexer", instances: 1 },
       { service: "query", instances: 2 },
     ]);
     assert.deepEqual(await listIds(registry, "unknown"), []);
 
-    const url = `${registry.url}${API}/query/instances/query-2`;
-    const deleted = await fetch(url, { method: "DELETE" });
+    const deleted = await deregister(registry, "query", "query-2");
     assert.equal(deleted.status, 204);
     await deleted.body?.cancel();
-    const again = await fetch(url, { method: "DELETE" });
+    const again = await deregister(registry, "query", "query-2");
     assert.equal(again.status, 404);
     assert.equal((await again.json()).type, "urn:twitterapi:problem:unknown-instance");
     assert.deepEqual(await listIds(registry, "query"), ["query-host:1"]);
@@ -172,21 +213,19 @@ Deno.test("registry API refuses invalid names, ids and bodies with 400 problems"
       const named = problem.errors.map((e: Record<string, string>) => e.parameter ?? e.field);
       assert.ok(named.includes(field), `${field} in ${JSON.stringify(problem)}`);
     }
-    const notJson = await fetch(`${registry.url}${API}/query/instances/q1`, {
-      method: "PUT",
+    const notJson = await change(registry, "PUT", `${API}/query/instances/q1`, "query", {
       headers: { "content-type": "application/json" },
       body: "{",
     });
     assert.equal(notJson.status, 400);
     assert.equal((await notJson.json()).type, "urn:twitterapi:problem:invalid-body");
-    const text = await fetch(`${registry.url}${API}/query/instances/q1`, {
-      method: "PUT",
+    const text = await change(registry, "PUT", `${API}/query/instances/q1`, "query", {
       body: "x",
     });
     assert.equal(text.status, 415);
     await text.body?.cancel();
     for (const path of [`${API}/Bad/instances`, `${API}/Bad/watch`]) {
-      const response = await fetch(`${registry.url}${path}`);
+      const response = await read(registry, path);
       assert.equal(response.status, 400, path);
       assert.equal((await response.json()).type, "urn:twitterapi:problem:invalid-parameter");
     }
@@ -208,8 +247,7 @@ Deno.test("registry heartbeat renews a known instance and answers 404 for an unk
     const renewed = await heartbeat(registry, "query", "q1");
     assert.equal(renewed.status, 204);
     await renewed.body?.cancel();
-    const [listed] = (await (await fetch(`${registry.url}${API}/query/instances`)).json())
-      .instances;
+    const [listed] = (await (await read(registry, `${API}/query/instances`)).json()).instances;
     assert.ok(Date.parse(listed.lastHeartbeatAt) > Date.parse(first.lastHeartbeatAt));
     assert.equal(listed.registeredAt, first.registeredAt);
   } finally {
@@ -230,8 +268,7 @@ Deno.test("registry watch delivers the full list at once and after every change"
     assert.deepEqual((await watch.next())?.instances.map((i) => i.instanceId), ["q1", "q2"]);
     await register(registry, "query", "q1", { ...BODY, version: "2" });
     assert.deepEqual((await watch.next())?.instances.map((i) => i.version), ["2", "1.2.3"]);
-    await (await fetch(`${registry.url}${API}/query/instances/q2`, { method: "DELETE" })).body
-      ?.cancel();
+    await (await deregister(registry, "query", "q2")).body?.cancel();
     assert.deepEqual((await watch.next())?.instances.map((i) => i.instanceId), ["q1"]);
   } finally {
     await watch.close();
@@ -250,7 +287,9 @@ Deno.test("registry evicts an instance that stops heart-beating, from list and w
     await register(registry, "query", "alive", BODY);
     await register(registry, "query", "silent", BODY);
     beating = setInterval(() => {
-      heartbeat(registry, "query", "alive").then((response) => response.body?.cancel());
+      heartbeat(registry, "query", "alive").then((response) => response.body?.cancel()).catch(
+        () => {}, // one in flight when the registry stops
+      );
     }, 50);
     await watch.until((s) => s.instances.length === 2);
     const silentSince = Date.now();
@@ -283,7 +322,7 @@ Deno.test("registry evicts an instance that stops heart-beating, from list and w
 Deno.test("registry watch pings, and ends when the client goes away", async () => {
   const registry = await startTestRegistry({ pingMs: 20 });
   try {
-    const response = await fetch(`${registry.url}${API}/query/watch`);
+    const response = await read(registry, `${API}/query/watch`);
     const reader = response.body!.pipeThrough(new TextDecoderStream()).getReader();
     let text = "";
     while (!text.includes(": ping\n\n")) {
@@ -309,7 +348,7 @@ Deno.test("registry stop() ends open watch streams, so the server shuts down", a
   await registry.service.stop();
   assert.equal(await first.next(), undefined);
   assert.equal(await second.next(), undefined);
-  const refused = await fetch(`${registry.url}${API}/query/watch`);
+  const refused = await read(registry, `${API}/query/watch`);
   assert.equal(refused.status, 503);
   await refused.body?.cancel();
   await within(5000, "the server shutdown", registry.stop());
@@ -323,5 +362,132 @@ Deno.test("registry is ready as soon as it is up", async () => {
     assert.deepEqual(await response.json(), { status: "ready", checks: {} });
   } finally {
     await registry.stop();
+  }
+});
+
+Deno.test("registry API refuses changes without a token, with a user's token and for another service", async () => {
+  const registry = await startTestRegistry();
+  try {
+    const path = `${API}/query/instances/impostor-1`;
+    const body = JSON.stringify(BODY);
+    const json = { "content-type": "application/json" };
+    const attempts: [string, Record<string, string>, number, string][] = [
+      ["anonymous", {}, 401, 'Bearer realm="twitterapi"'],
+      [
+        "a user's token",
+        await registry.issuer.authorization({
+          audience: ["query", "registry"],
+          roles: ["app_user_role", "app_super_user_role"],
+          username: "app_user",
+        }),
+        403,
+        "insufficient_scope",
+      ],
+      ["another service's client", await serviceAuth(registry, "stream"), 403, "not service:query"],
+      [
+        "a token for another audience",
+        await registry.issuer.authorization({ audience: "query", roles: ["service:query"] }),
+        401,
+        "invalid_token",
+      ],
+    ];
+    for (const [who, headers, status, expected] of attempts) {
+      for (
+        const [method, target] of [["PUT", path], ["PUT", `${path}/heartbeat`], [
+          "DELETE",
+          path,
+        ]] as const
+      ) {
+        const response = await fetch(`${registry.url}${target}`, {
+          method,
+          headers: { ...json, ...headers },
+          ...(method === "PUT" && !target.endsWith("/heartbeat") ? { body } : {}),
+        });
+        const problem = await response.json();
+        assert.equal(
+          response.status,
+          status,
+          `${who}: ${method} ${target}: ${JSON.stringify(problem)}`,
+        );
+        assert.equal(response.headers.get("content-type"), "application/problem+json");
+        const challenge = `${response.headers.get("www-authenticate")} ${problem.detail}`;
+        assert.ok(challenge.includes(expected), `${who}: ${challenge}`);
+      }
+    }
+    assert.deepEqual(await listIds(registry, "query"), []);
+    assert.equal((await register(registry, "query", "query-1", BODY)).status, 201);
+    // Nobody but query's client renews or removes query's instance.
+    const foreign = await fetch(`${registry.url}${API}/query/instances/query-1`, {
+      method: "DELETE",
+      headers: await serviceAuth(registry, "indexer"),
+    });
+    assert.equal(foreign.status, 403);
+    await foreign.body?.cancel();
+    assert.deepEqual(await listIds(registry, "query"), ["query-1"]);
+  } finally {
+    await registry.stop();
+  }
+});
+
+Deno.test("registry API answers reads only with a token for the audience registry", async () => {
+  const registry = await startTestRegistry();
+  try {
+    await (await register(registry, "query", "query-1", BODY)).body?.cancel();
+    const paths = [API, `${API}/query/instances`, `${API}/query/watch`, "/api/v1/registry/other"];
+    for (const path of paths) {
+      const anonymous = await fetch(`${registry.url}${path}`);
+      assert.equal(anonymous.status, 401, path);
+      assert.equal(anonymous.headers.get("www-authenticate"), 'Bearer realm="twitterapi"');
+      assert.equal((await anonymous.json()).type, "urn:twitterapi:problem:unauthorized");
+      const elsewhere = await fetch(`${registry.url}${path}`, {
+        headers: await registry.issuer.authorization({ audience: "query" }),
+      });
+      assert.equal(elsewhere.status, 401, path);
+      await elsewhere.body?.cancel();
+    }
+    // A reader needs no service role: Prometheus's client reads every service.
+    const listed = await read(registry, `${API}/query/instances`);
+    assert.equal(listed.status, 200);
+    assert.equal((await listed.json()).instances.length, 1);
+    // The operational endpoints stay open to the process's own probes.
+    const health = await fetch(`${registry.url}/health`);
+    assert.equal(health.status, 200);
+    await health.body?.cancel();
+  } finally {
+    await registry.stop();
+  }
+});
+
+Deno.test("registry starts without its issuer and answers 503 until the issuer's keys can be read", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const deadPort = listener.addr.port;
+  listener.close();
+  // The issuer is read on the first request, never at start: start() does not wait for it.
+  const service = createRegistryService({
+    config: loadConfig({}),
+    context: testContext("registry"),
+    verifier: createJwtVerifier({
+      issuer: `http://127.0.0.1:${deadPort}/realms/twitterapi`,
+      audience: "registry",
+    }),
+  });
+  await within(1000, "start()", service.start());
+  try {
+    const health = await service.app.request("/health");
+    assert.equal(health.status, 200);
+    const token = await (await createTestIssuer()).token({
+      audience: "registry",
+      roles: ["service:query"],
+    });
+    const response = await service.app.request(`${API}/query/instances/q1`, {
+      method: "PUT",
+      headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+      body: JSON.stringify(BODY),
+    });
+    assert.equal(response.status, 503);
+    assert.equal(response.headers.get("retry-after"), "5");
+    assert.equal((await response.json()).type, "urn:twitterapi:problem:unavailable");
+  } finally {
+    await service.stop();
   }
 });

@@ -4,6 +4,7 @@ import type { TweetCodec } from "../../shared/events/tweet_event.ts";
 import { createServiceApp } from "../../shared/http/service_app.ts";
 import type { Service, ServiceContext } from "../../shared/service/service.ts";
 import type { AppConfig } from "../config.ts";
+import type { RefreshableConfig } from "../../shared/config/refreshable_config.ts";
 import { addStreamRoutes } from "./app.ts";
 import { TweetEmitter } from "./emitter.ts";
 import { MockTweets } from "./mock_tweets.ts";
@@ -19,6 +20,8 @@ export interface StreamDependencies {
   readonly codec: TweetCodec;
   /** Verifies access tokens for the audience `stream`. */
   readonly verifier: JwtVerifier;
+  /** The live configuration: the rate and keywords follow it. */
+  readonly configuration?: RefreshableConfig<AppConfig>;
 }
 
 export function createStreamService(deps: StreamDependencies): Service {
@@ -46,6 +49,17 @@ export function createStreamService(deps: StreamDependencies): Service {
     logger: context.logger,
     tracer: context.tracer,
     onProduced: (count) => produced.inc({}, count),
+  });
+  deps.configuration?.subscribe({
+    apply(next, previous) {
+      // Only a changed setting applies: a rate set through the API stays otherwise.
+      if (next.stream.ratePerSecond !== previous.stream.ratePerSecond) {
+        emitter.setRate(next.stream.ratePerSecond);
+      }
+      if (next.stream.keywords.join(",") !== previous.stream.keywords.join(",")) {
+        tweets.setKeywords(next.stream.keywords);
+      }
+    },
   });
   const stopping = new AbortController();
   const app = createServiceApp({

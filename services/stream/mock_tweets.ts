@@ -46,6 +46,7 @@ export { mockUserId };
 
 export class MockTweets {
   readonly #random: () => number;
+  #keywords: readonly string[];
 
   constructor(readonly options: MockTweetOptions) {
     if (options.keywords.length === 0) {
@@ -55,6 +56,15 @@ export class MockTweets {
       throw new RangeError("Cannot generate mock tweets: minWords exceeds maxWords");
     }
     this.#random = options.random ?? Math.random;
+    this.#keywords = options.keywords;
+  }
+
+  /** Replaces the keywords of the next tweets. */
+  setKeywords(keywords: readonly string[]): void {
+    if (keywords.length === 0) {
+      throw new RangeError("Cannot generate mock tweets: at least one keyword is needed");
+    }
+    this.#keywords = keywords;
   }
 
   #pick<T>(items: readonly T[]): T {
@@ -62,7 +72,8 @@ export class MockTweets {
   }
 
   text(): string {
-    const { minWords, maxWords, keywords } = this.options;
+    const { minWords, maxWords } = this.options;
+    const keywords = this.#keywords;
     const length = minWords + Math.floor(this.#random() * (maxWords - minWords + 1));
     const words = Array.from({ length }, () => this.#pick(VOCABULARY) as string);
     words.splice(Math.floor(length / 2) + 1, 0, this.#pick(keywords));

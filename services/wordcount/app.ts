@@ -11,6 +11,8 @@ import type {
   ServiceInstance,
 } from "../../shared/discovery/service_discovery.ts";
 import { invalidParameters, ProblemError } from "../../shared/http/problem.ts";
+import { tracedFetch } from "../../shared/http/traced_fetch.ts";
+import type { Tracer } from "../../shared/trace/tracing.ts";
 import { tokenize } from "../../shared/text/tokenize.ts";
 import {
   topWords,
@@ -34,6 +36,8 @@ export interface WordCountRoutesOptions {
   /** The service's name in the registry. */
   readonly service: string;
   readonly instanceId: string;
+  /** The service's tracer: a forwarded query is a client span of the caller's trace. */
+  readonly tracer: Tracer;
 }
 
 /** Restored partitions an instance publishes in its registry metadata. */
@@ -62,10 +66,16 @@ function forwardHeaders(c: Context): Record<string, string> {
 }
 
 /** The instance's answer, passed through as it is (status, problem body, headers). */
-async function forward(c: Context, url: string): Promise<Response> {
+async function forward(
+  c: Context,
+  tracer: Tracer,
+  service: string,
+  url: string,
+): Promise<Response> {
   let response: Response;
   try {
-    response = await fetch(url, {
+    response = await tracedFetch(tracer, url, {
+      peerService: service,
       headers: forwardHeaders(c),
       signal: AbortSignal.timeout(FORWARD_TIMEOUT_MS),
     });
@@ -121,7 +131,8 @@ export function addWordCountRoutes(app: Hono, options: WordCountRoutesOptions): 
         encodeURIComponent(size.name)
       }&limit=${limit}`;
       try {
-        const response = await fetch(url, {
+        const response = await tracedFetch(options.tracer, url, {
+          peerService: options.service,
           headers: forwardHeaders(c),
           signal: AbortSignal.timeout(FORWARD_TIMEOUT_MS),
         });
@@ -174,6 +185,11 @@ export function addWordCountRoutes(app: Hono, options: WordCountRoutesOptions): 
     if (owner === undefined) {
       throw unavailable(`Partition ${partition} has no restored owner right now`);
     }
-    return await forward(c, `${owner.baseUrl}/api/v1/words/${encodeURIComponent(word)}`);
+    return await forward(
+      c,
+      options.tracer,
+      options.service,
+      `${owner.baseUrl}/api/v1/words/${encodeURIComponent(word)}`,
+    );
   });
 }

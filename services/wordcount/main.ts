@@ -119,6 +119,7 @@ export function createWordCountService(deps: WordCountDependencies): Service {
     discovery: deps.discovery,
     service: context.name,
     instanceId: context.instanceId,
+    tracer: context.tracer,
   });
 
   return {

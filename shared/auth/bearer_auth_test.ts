@@ -1,22 +1,20 @@
 /**
- * bearerAuth through `app.request()`, with tokens of the identity service
- * served on loopback and verified over real HTTP.
+ * bearerAuth through `app.request()`, with tokens of a test issuer served on
+ * loopback and verified over real HTTP.
  */
 import assert from "node:assert/strict";
 import { type Context, Hono } from "hono";
 import { decodeJwt } from "jose";
 import { PROBLEM_CONTENT_TYPE, problemType } from "../http/problem.ts";
-import { serveApp } from "../http/serve.ts";
-import {
-  LIFESPAN_MS,
-  passwordGrantToken,
-  type TestIdentity,
-  testIdentity,
-} from "../../services/identity/_testing.ts";
+import { startTestOidcIssuer } from "../testing/oidc_issuer.ts";
+import { passwordGrantToken } from "../testing/realm.ts";
 import { bearerAuth, type BearerAuthEnv } from "./bearer_auth.ts";
 import { type AccessToken, createJwtVerifier, type JwtVerifier } from "./jwt_verifier.ts";
 
-interface Fixture extends TestIdentity {
+interface Fixture {
+  /** The issuer's clock, epoch milliseconds; tests move it. */
+  readonly clock: { now: number };
+  readonly lifetimeMs: number;
   readonly app: Hono<BearerAuthEnv>;
   token(username: string): Promise<string>;
 }
@@ -39,21 +37,14 @@ function protectedApp(verifier: JwtVerifier): Hono<BearerAuthEnv> {
 }
 
 async function withApp(test: (fixture: Fixture) => Promise<void>): Promise<void> {
-  const identity = await testIdentity();
-  const server = serveApp(identity.service.app, { hostname: "127.0.0.1", port: 0 });
-  const issuer = `${server.url}/realms/twitterapi`;
-  try {
-    const verifier = createJwtVerifier({ issuer, audience: "query" });
-    await test({
-      ...identity,
-      app: protectedApp(verifier),
-      async token(username) {
-        return await passwordGrantToken(`${issuer}/protocol/openid-connect/token`, username);
-      },
-    });
-  } finally {
-    await server.shutdown();
-  }
+  await using issuer = await startTestOidcIssuer();
+  const verifier = createJwtVerifier({ issuer: issuer.issuer, audience: "query" });
+  await test({
+    clock: issuer.clock,
+    lifetimeMs: issuer.lifetimeMs,
+    app: protectedApp(verifier),
+    token: (username) => passwordGrantToken(issuer.tokenEndpoint, username),
+  });
 }
 
 function bearer(token: string): RequestInit {
@@ -91,7 +82,7 @@ Deno.test("bearerAuth() answers 401 with a bare challenge when no token is sent"
 });
 
 Deno.test("bearerAuth() answers 401 invalid_token for garbage, empty and expired tokens", async () => {
-  await withApp(async ({ app, clock, token }) => {
+  await withApp(async ({ app, clock, lifetimeMs, token }) => {
     const garbage = await app.request("/me", bearer("garbage"));
     const body = await assertProblem(garbage, 401, "unauthorized");
     const challenge = garbage.headers.get("www-authenticate");
@@ -109,7 +100,7 @@ Deno.test("bearerAuth() answers 401 invalid_token for garbage, empty and expired
         'error_description="The Authorization header has no single bearer token"',
     );
 
-    clock.now -= LIFESPAN_MS + 60_000; // the identity service issues a token that has expired
+    clock.now -= lifetimeMs + 60_000; // the issuer issues a token that has expired
     const stale = await token("app_user");
     const expired = await app.request("/me", bearer(stale));
     await assertProblem(expired, 401, "unauthorized");

@@ -10,7 +10,10 @@ export interface ClientCredentialsOptions {
   readonly issuer: string;
   readonly clientId: string;
   readonly clientSecret: string;
-  /** A token is renewed this long before it expires. @default 30_000 */
+  /**
+   * A token is renewed this long before it expires (half-way through a
+   * lifetime shorter than twice this). @default 30_000
+   */
   readonly refreshBeforeMs?: number;
   /** Per request to the issuer. @default 5_000 */
   readonly timeoutMs?: number;
@@ -89,7 +92,9 @@ export class ClientCredentialsTokenSource implements TokenSource {
     }
     // Without expires_in the token is used once.
     const lifetimeMs = typeof expiresIn === "number" && expiresIn > 0 ? expiresIn * 1000 : 0;
-    const renewAt = requestedAt + Math.max(lifetimeMs - this.#options.refreshBeforeMs, 0);
+    // Renewed refreshBeforeMs before expiry, or half-way through a shorter lifetime.
+    const marginMs = Math.min(this.#options.refreshBeforeMs, lifetimeMs / 2);
+    const renewAt = requestedAt + lifetimeMs - marginMs;
     this.#cached = { token, renewAt };
     return token;
   }

@@ -1,8 +1,8 @@
 /**
- * The verifier against the identity service served on loopback (real HTTP,
- * real discovery and key-set fetches, real signatures), and once against the
- * real Keycloak. Forged tokens are signed with jose and keys of our own; only
- * the identity service's keys are trusted.
+ * The verifier against a test issuer served on loopback (real HTTP, real
+ * discovery and key-set fetches, real signatures), and once against the real
+ * Keycloak. Forged tokens are signed with jose and keys of our own; only the
+ * issuer's keys are trusted.
  */
 import assert from "node:assert/strict";
 import {
@@ -16,17 +16,9 @@ import {
   type JWTPayload,
   SignJWT,
 } from "jose";
-import { serveApp } from "../http/serve.ts";
 import { delay } from "../testing/wait.ts";
-import {
-  CONSOLE,
-  devPassword,
-  form,
-  LIFESPAN_MS,
-  passwordGrantToken,
-  type TestIdentity,
-  testIdentity,
-} from "../../services/identity/_testing.ts";
+import { startTestOidcIssuer, type TestOidcIssuer } from "../testing/oidc_issuer.ts";
+import { CONSOLE, devPassword, form, passwordGrantToken } from "../testing/realm.ts";
 import {
   type AccessToken,
   createJwtVerifier,
@@ -36,10 +28,13 @@ import {
 
 const KEYCLOAK_ISSUER = "http://127.0.0.1:9091/realms/twitterapi";
 
-interface Issuer extends TestIdentity {
+interface Issuer {
   readonly issuer: string;
   readonly jwksUri: string;
   readonly tokenEndpoint: string;
+  /** The issuer's own keys and clock. */
+  readonly service: TestOidcIssuer;
+  readonly clock: { now: number };
   /** URLs fetched through `fetch`, in order. */
   readonly fetched: string[];
   /** Counts its requests into `fetched`; give it to the verifier. */
@@ -54,9 +49,8 @@ interface Issuer extends TestIdentity {
 }
 
 async function withIssuer(test: (issuer: Issuer) => Promise<void>): Promise<void> {
-  const identity = await testIdentity();
-  const server = serveApp(identity.service.app, { hostname: "127.0.0.1", port: 0 });
-  const issuer = `${server.url}/realms/twitterapi`;
+  const service = await startTestOidcIssuer();
+  const { issuer, clock } = service;
   try {
     const discovery = await (await fetch(`${issuer}/.well-known/openid-configuration`)).json();
     const fetched: string[] = [];
@@ -65,7 +59,8 @@ async function withIssuer(test: (issuer: Issuer) => Promise<void>): Promise<void
       return fetch(input, init);
     };
     await test({
-      ...identity,
+      service,
+      clock,
       issuer,
       jwksUri: discovery.jwks_uri,
       tokenEndpoint: discovery.token_endpoint,
@@ -78,7 +73,7 @@ async function withIssuer(test: (issuer: Issuer) => Promise<void>): Promise<void
         return await passwordGrantToken(discovery.token_endpoint, username);
       },
       claims(overrides = {}) {
-        const now = Math.floor(identity.clock.now / 1000);
+        const now = Math.floor(clock.now / 1000);
         return {
           iss: issuer,
           sub: "f1e2d3c4-0000-4000-8000-000000000001",
@@ -94,7 +89,7 @@ async function withIssuer(test: (issuer: Issuer) => Promise<void>): Promise<void
       },
     });
   } finally {
-    await server.shutdown();
+    await service.shutdown();
   }
 }
 
@@ -129,7 +124,7 @@ function withPayload(token: string, change: (claims: JWTPayload) => JWTPayload):
   return `${header}.${payload}.${signature}`;
 }
 
-Deno.test("verify() accepts an identity-service token and maps its claims", async () => {
+Deno.test("verify() accepts a token of the issuer and maps its claims", async () => {
   await withIssuer(async (issuer) => {
     const raw = await issuer.userToken();
     const token = await issuer.verifier().verify(raw);
@@ -149,7 +144,7 @@ Deno.test("verify() accepts an identity-service token and maps its claims", asyn
 
 Deno.test("verify() accepts ES256 tokens by default and refuses them when not allowed", async () => {
   await withIssuer(async (issuer) => {
-    const token = await issuer.service.keys.sign(issuer.claims(), "ES256");
+    const token = await issuer.service.sign(issuer.claims(), "ES256");
     assert.equal((await issuer.verifier().verify(token)).username, "app_user");
     const description = await rejection(issuer.verifier({ algorithms: ["RS256"] }).verify(token));
     assert.equal(description, 'The token\'s algorithm "ES256" is not one of RS256');
@@ -173,7 +168,7 @@ Deno.test("createJwtVerifier() refuses none and HMAC algorithms", () => {
 Deno.test("verify() rejects every attack with its own description", async () => {
   await withIssuer(async (issuer) => {
     const verifier = issuer.verifier();
-    const keys = issuer.service.keys;
+    const keys = issuer.service;
     const genuine = await issuer.userToken();
     const rsaKid = decodeProtectedHeader(genuine).kid;
     const descriptions = new Map<string, string>();
@@ -283,7 +278,7 @@ Deno.test("verify() allows the clock tolerance on exp, nbf and iat", async () =>
     await issuer.verifier({ now: () => exp + 50_000, clockToleranceSec: 60 }).verify(raw);
     const soon = Math.floor(Date.now() / 1000) + 20;
     await issuer.verifier().verify(
-      await issuer.service.keys.sign(issuer.claims({ nbf: soon, iat: soon }), "RS256"),
+      await issuer.service.sign(issuer.claims({ nbf: soon, iat: soon }), "RS256"),
     );
   });
 });
@@ -379,7 +374,7 @@ Deno.test("verify() follows key rotation: new kids after a refetch, old tokens u
 
     nowMs = (decodeJwt(old).exp ?? 0) * 1000 + 31_000;
     assert.match(await rejection(verifier.verify(old)), /^The token expired at /);
-    issuer.clock.now += LIFESPAN_MS; // the identity service may now drop the retired key
+    issuer.clock.now += issuer.service.lifetimeMs; // an issuer may now drop the retired key
   });
 });
 

@@ -72,6 +72,32 @@ export function integer(env: string, options: IntegerOptions): Setting<number> {
   };
 }
 
+export interface DecimalOptions extends CommonOptions<number> {
+  readonly min: number;
+  readonly max: number;
+}
+
+/** A finite number from `min` to `max`, such as a ratio. */
+export function decimal(env: string, options: DecimalOptions): Setting<number> {
+  const { min, max } = options;
+  return {
+    env,
+    default: options.default,
+    doc: options.doc,
+    parse(raw) {
+      const value = Number(raw.trim());
+      if (!/^-?(\d+\.?\d*|\.\d+)$/.test(raw.trim()) || !Number.isFinite(value)) {
+        throw new RangeError(`must be a number, got '${raw}'`);
+      }
+      if (value < min || value > max) {
+        throw new RangeError(`must be between ${min} and ${max}, got ${value}`);
+      }
+      return value;
+    },
+    format: String,
+  };
+}
+
 export interface TextOptions extends CommonOptions<string> {
   /** Values must match this pattern. */
   readonly pattern?: RegExp;
@@ -86,6 +112,8 @@ export function text(env: string, options: TextOptions): Setting<string> {
     doc: options.doc,
     parse(raw) {
       const value = raw.trim();
+      // Where empty is the default, it means what the default means (off, derived).
+      if (value === "" && options.default === "") return "";
       if (value === "") throw new RangeError("must not be empty");
       if (options.pattern && !options.pattern.test(value)) {
         throw new RangeError(

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import {
   boolean,
   ConfigError,
+  decimal,
   instant,
   integer,
   list,
@@ -90,4 +91,14 @@ Deno.test("listSettings() lists every leaf once", () => {
     "WORDS",
     "SINCE",
   ]);
+});
+
+Deno.test("decimal() reads a number within its bounds", () => {
+  const ratio = decimal("RATIO", { default: 1, min: 0, max: 1, doc: "Ratio" });
+  assert.equal(ratio.parse("0.25"), 0.25);
+  assert.equal(ratio.parse(" 1 "), 1);
+  assert.equal(ratio.parse(".5"), 0.5);
+  assert.throws(() => ratio.parse("1.5"), /between 0 and 1/);
+  assert.throws(() => ratio.parse("half"), /must be a number/);
+  assert.throws(() => ratio.parse("1e-3"), /must be a number/);
 });

@@ -10,10 +10,17 @@
  * registers again at once, which refills a restarted registry within a
  * heartbeat.
  *
+ * Every request carries the client's own access token (client credentials,
+ * audience `registry`): the registry admits a registration only from the
+ * client of that service, so what it lists was registered by its service. A
+ * token the registry refuses with 401 (expired, keys rotated) is replaced
+ * and the request sent once more at once, so renewals never lapse for it.
+ *
  * Also the registration rules (names, ids, fields and limits) the registry
  * enforces, so a client fails fast on what the registry would refuse.
  */
 import { sleep } from "../async/retry.ts";
+import { type TokenSource, TokenSourceError } from "../auth/client_credentials.ts";
 import type { Logger } from "../log/log.ts";
 import type { ServiceDiscovery, ServiceInstance } from "./service_discovery.ts";
 
@@ -212,6 +219,12 @@ export interface RegistryClientOptions {
   /** Registry base URLs: instances register with each; watches follow the first that answers. */
   readonly urls: readonly string[];
   /**
+   * The access tokens of every request: the client credentials of the
+   * service this client registers (its realm role `service:<name>`), which
+   * also read the registry.
+   */
+  readonly tokens: TokenSource;
+  /**
    * How often each registered instance renews its registration.
    * @default 1000
    */
@@ -310,6 +323,7 @@ function compareIds(a: ServiceInstance, b: ServiceInstance): number {
 /** Heartbeat-based discovery through one or more registries. */
 export class RegistryClient implements ServiceDiscovery, AsyncDisposable {
   readonly #urls: readonly string[];
+  readonly #tokens: TokenSource;
   readonly #heartbeatMs: number;
   readonly #logger: Logger;
   readonly #fetch: typeof fetch;
@@ -355,6 +369,7 @@ export class RegistryClient implements ServiceDiscovery, AsyncDisposable {
         );
       }
     }
+    this.#tokens = options.tokens;
     this.#heartbeatMs = heartbeatMs;
     this.#logger = options.logger;
     this.#fetch = options.fetch ?? globalThis.fetch;
@@ -506,6 +521,21 @@ export class RegistryClient implements ServiceDiscovery, AsyncDisposable {
     }`;
   }
 
+  /**
+   * Sends a registry request with the client's token; a 401 drops the token
+   * and sends the request once more with a new one.
+   */
+  async #authorized(url: string, init: RequestInit): Promise<Response> {
+    for (let attempt = 0;; attempt++) {
+      const headers = new Headers(init.headers);
+      headers.set("authorization", `Bearer ${await this.#tokens.token()}`);
+      const response = await this.#fetch(url, { ...init, headers });
+      if (response.status !== 401 || attempt > 0) return response;
+      await response.body?.cancel();
+      this.#tokens.invalidate();
+    }
+  }
+
   /** One request with a deadline; the body is read within it. */
   async #call(
     method: string,
@@ -527,7 +557,7 @@ export class RegistryClient implements ServiceDiscovery, AsyncDisposable {
         init.body = JSON.stringify(options.body);
         init.headers = { "content-type": "application/json" };
       }
-      const response = await this.#fetch(url, init);
+      const response = await this.#authorized(url, init);
       return { status: response.status, text: await response.text() };
     } finally {
       clearTimeout(timer);
@@ -592,7 +622,29 @@ export class RegistryClient implements ServiceDiscovery, AsyncDisposable {
         if (signal.aborted) break;
         failures += 1;
         report(false);
-        if (isPowerOfTwo(failures)) {
+        if (!isPowerOfTwo(failures)) {
+          // Logged at 1, 2, 4, 8... failures: an outage does not flood the log.
+        } else if (error instanceof TokenSourceError && !/answered 4\d\d/.test(error.message)) {
+          this.#logger.warn(
+            "Cannot get the token of {service} instance {instanceId} for registry {registry} " +
+              "(failure {failures}): the issuer does not answer; retrying",
+            { ...fields, failures, error },
+          );
+        } else if (error instanceof TokenSourceError) {
+          this.#logger.error(
+            "Cannot get the token of {service} instance {instanceId} for registry {registry} " +
+              "(failure {failures}); check the service's client id and secret at the issuer",
+            { ...fields, failures, error },
+          );
+        } else if (
+          error instanceof RegistryResponseError && (error.status === 401 || error.status === 403)
+        ) {
+          this.#logger.error(
+            "Registry {registry} refuses the credentials of {service} instance {instanceId} " +
+              "(failure {failures}); check the service's client id and secret",
+            { ...fields, failures, error },
+          );
+        } else {
           this.#logger.warn(
             "Cannot reach registry {registry} for {service} instance {instanceId} " +
               "(failure {failures}); retrying",
@@ -724,7 +776,7 @@ export class RegistryClient implements ServiceDiscovery, AsyncDisposable {
       );
     };
     try {
-      const response = await this.#fetch(
+      const response = await this.#authorized(
         `${registry}${API_PATH}/${encodeURIComponent(watch.service)}/watch`,
         { headers: { accept: "text/event-stream" }, signal: connection.signal },
       );

@@ -54,7 +54,11 @@ export interface RateLimitOptions {
    * @default new MemoryRateLimitStore()
    */
   readonly fallback?: RateLimitStore;
-  readonly policy: RateLimitPolicy;
+  /**
+   * The policy, or a live source of it (read on every request, so a refreshed
+   * configuration changes the limit at once); its name must not change.
+   */
+  readonly policy: RateLimitPolicy | (() => RateLimitPolicy);
   /**
    * Who a request counts against.
    * @default the subject of the access token under `accessToken` in the
@@ -224,7 +228,9 @@ export function rateLimit(options: RateLimitOptions): RateLimitMiddleware {
     storeTimeoutMs = 1000,
     now = () => performance.now(),
   } = options;
-  checkPolicy(policy);
+  const livePolicy = typeof policy === "function" ? policy : () => policy;
+  const { name } = livePolicy();
+  checkPolicy(livePolicy());
   const key = options.key ?? ((c: Context) => {
     const subject = tokenSubject(c);
     return subject === undefined
@@ -232,8 +238,6 @@ export function rateLimit(options: RateLimitOptions): RateLimitMiddleware {
       : `subject:${subject}`;
   });
   const metrics = options.metrics === undefined ? undefined : rateLimitMetrics(options.metrics);
-  const { name, limit, windowMs } = policy;
-  const policyField = `"${name}";q=${limit};w=${seconds(windowMs)}`;
   const detail = `rate limits served in process: ${storeName} unreachable`;
   metrics?.fallback.set({ policy: name }, 0);
 
@@ -278,7 +282,10 @@ export function rateLimit(options: RateLimitOptions): RateLimitMiddleware {
     });
   }
 
-  async function decide(storeKey: string): Promise<RateLimitDecision> {
+  async function decide(
+    storeKey: string,
+    { limit, windowMs }: RateLimitPolicy,
+  ): Promise<RateLimitDecision> {
     if (tryStoreNow()) {
       const limitTime = deadline(storeTimeoutMs, `The ${storeName} rate-limit store`);
       try {
@@ -298,7 +305,10 @@ export function rateLimit(options: RateLimitOptions): RateLimitMiddleware {
   }
 
   async function rateLimitMiddleware(c: Context, next: () => Promise<void>) {
-    const decision = await decide(`${name}:${key(c)}`);
+    const current = livePolicy();
+    const { limit, windowMs } = current;
+    const policyField = `"${name}";q=${limit};w=${seconds(windowMs)}`;
+    const decision = await decide(`${name}:${key(c)}`, current);
     const untilAdmittedMs = decision.allowed ? decision.resetAfterMs : decision.retryAfterMs;
     const fields = {
       "RateLimit-Policy": policyField,

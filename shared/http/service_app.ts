@@ -3,12 +3,12 @@
  * request logging, metrics, body-size limits, problem+json errors, and the
  * operational endpoints `/health`, `/ready` and `/metrics`.
  */
-import { SpanKind } from "@opentelemetry/api";
+import { type Span, SpanKind, SpanStatusCode, trace } from "@opentelemetry/api";
 import { Hono, type MiddlewareHandler } from "hono";
 import { HTTPException } from "hono/http-exception";
 import { PROMETHEUS_CONTENT_TYPE } from "../metrics/metrics.ts";
 import type { ServiceContext } from "../service/service.ts";
-import { extractTraceContext, inSpan } from "../trace/tracing.ts";
+import { extractTraceContext, inSpan, recordError } from "../trace/tracing.ts";
 import {
   internalError,
   notFound,
@@ -114,10 +114,28 @@ function limitBody(maxBytes: number): MiddlewareHandler {
   };
 }
 
+/** A Hono route (`/a/:id/b`, `/files/*`) as a pattern matching its paths. */
+function routePattern(route: string): RegExp {
+  const source = route.split("/").map((part) =>
+    part.startsWith(":")
+      ? "[^/]+"
+      : part === "*"
+      ? ".*"
+      : part.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")
+  ).join("/");
+  return new RegExp(`^${source}$`);
+}
+
+function userAgent(value: string | undefined): Record<string, string> {
+  return value === undefined ? {} : { "user_agent.original": value.slice(0, 200) };
+}
+
 /** Creates the service's Hono app; the service adds its own routes to it. */
 export function createServiceApp(options: ServiceAppOptions): Hono {
   const { context, readiness = [], readinessTimeoutMs = 2000 } = options;
   const quietRoutes = new Set([...OPERATIONAL_ROUTES, ...options.quietRoutes ?? []]);
+  const quietPaths = [...quietRoutes].map(routePattern);
+  const isQuiet = (path: string) => quietPaths.some((pattern) => pattern.test(path));
   const { logger, metrics } = context;
   const bodyLimitBytes = options.bodyLimitBytes ?? 1_048_576;
   const requests = metrics.counter("http_requests_total", "HTTP requests handled.");
@@ -138,7 +156,26 @@ export function createServiceApp(options: ServiceAppOptions): Hono {
     1,
   );
 
+  const configStatus = context.configStatus;
+  if (configStatus !== undefined) {
+    metrics.gauge(
+      "config_info",
+      "Constant 1, labelled with the applied configuration's version and where it came from.",
+      () => {
+        const { version, source } = configStatus();
+        return [{ labels: { version, source }, value: 1 }];
+      },
+    );
+    metrics.gauge(
+      "config_restart_required",
+      "Settings changed in the config service that apply only after a restart.",
+      () => [{ labels: {}, value: configStatus().restartRequired.length }],
+    );
+  }
+
   const app = new Hono();
+  /** Server spans whose handler threw: their exception is recorded on them. */
+  const failedByException = new WeakSet<Span>();
 
   app.use("*", async function observe(c, next) {
     const started = performance.now();
@@ -149,28 +186,58 @@ export function createServiceApp(options: ServiceAppOptions): Hono {
     if (tracestate !== undefined) carrier.tracestate = tracestate;
     inFlight.set({}, ++active);
     try {
-      await inSpan(context.tracer, `${c.req.method} ${c.req.path}`, {
-        kind: SpanKind.SERVER,
-        parent: extractTraceContext(carrier),
-        attributes: { "http.request.method": c.req.method, "url.path": c.req.path },
-      }, async (span) => {
+      const method = c.req.method;
+      const url = new URL(c.req.url);
+      const handle = async (span: Span | undefined) => {
         await next();
-        const route = c.req.routePath === "/*" ? "unmatched" : c.req.routePath;
-        span.updateName(`${c.req.method} ${route}`);
-        span.setAttribute("http.response.status_code", c.res.status);
-        const { traceId, spanId } = span.spanContext();
-        c.header("traceresponse", `00-${traceId}-${spanId}-01`);
+        const matched = c.req.routePath !== "/*";
+        const route = matched ? c.req.routePath : "unmatched";
+        const status = c.res.status;
+        if (span !== undefined) {
+          if (matched) {
+            span.updateName(`${method} ${route}`);
+            span.setAttribute("http.route", route);
+          }
+          span.setAttribute("http.response.status_code", status);
+          if (status >= 500) {
+            // A handler's exception has set its class as the error type (see onError).
+            if (!failedByException.has(span)) span.setAttribute("error.type", String(status));
+            span.setStatus({ code: SpanStatusCode.ERROR, message: `HTTP ${status}` });
+          }
+          const { traceId, spanId, traceFlags } = span.spanContext();
+          c.header("traceresponse", `00-${traceId}-${spanId}-0${traceFlags & 1}`);
+        }
         const seconds = (performance.now() - started) / 1000;
-        const labels = { method: c.req.method, route, status: String(c.res.status) };
+        const labels = { method, route, status: String(status) };
         requests.inc(labels);
-        durations.observe({ method: c.req.method, route }, seconds);
+        durations.observe({ method, route }, seconds);
         const fields = { ...labels, path: c.req.path, durationMs: Math.round(seconds * 1e4) / 10 };
         if (quietRoutes.has(route)) {
           logger.debug("{method} {path} {status}", fields);
         } else {
           logger.info("{method} {path} {status}", fields);
         }
-      });
+      };
+      // Probes and heartbeats start no trace of their own: several a second
+      // would crowd the traces people look for out of Zipkin and the memory
+      // store. A caller's trace context is still continued.
+      if (traceparent === undefined && isQuiet(c.req.path)) {
+        await handle(undefined);
+        return;
+      }
+      // Named `METHOD route` once the route is known (semantic conventions: never the raw path).
+      await inSpan(context.tracer, method, {
+        kind: SpanKind.SERVER,
+        parent: extractTraceContext(carrier),
+        attributes: {
+          "http.request.method": method,
+          "url.path": c.req.path,
+          "url.scheme": url.protocol.replace(":", ""),
+          "server.address": url.hostname,
+          ...(url.port === "" ? {} : { "server.port": Number(url.port) }),
+          ...userAgent(c.req.header("user-agent")),
+        },
+      }, handle);
     } finally {
       inFlight.set({}, --active);
     }
@@ -192,6 +259,7 @@ export function createServiceApp(options: ServiceAppOptions): Hono {
       {
         status: ready ? (degraded ? "degraded" : "ready") : "not-ready",
         checks: Object.fromEntries(results),
+        ...(configStatus === undefined ? {} : { config: configStatus() }),
       },
       ready ? 200 : 503,
     );
@@ -210,6 +278,11 @@ export function createServiceApp(options: ServiceAppOptions): Hono {
         new ProblemError({ status: error.status, code: "bad-request", title: error.message }),
         c.req.path,
       );
+    }
+    const span = trace.getActiveSpan();
+    if (span !== undefined) {
+      recordError(span, error);
+      failedByException.add(span);
     }
     logger.error("Unhandled error on {method} {path}", {
       method: c.req.method,

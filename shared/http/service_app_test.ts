@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { SpanKind, SpanStatusCode } from "@opentelemetry/api";
 import { InMemorySpanExporter, SimpleSpanProcessor } from "@opentelemetry/sdk-trace";
 import { testContext } from "../testing/test_context.ts";
 import { configureTracing } from "../trace/tracing.ts";
@@ -141,4 +142,98 @@ Deno.test("service app continues the caller's trace and reports it back", async 
   assert.equal(span?.spanContext().traceId, traceId);
   assert.equal(span?.parentSpanContext?.spanId, "00f067aa0ba902b7");
   assert.equal(span?.name, "GET /health");
+});
+
+Deno.test("service app's server span follows the HTTP semantic conventions", async () => {
+  const exporter = new InMemorySpanExporter();
+  configureTracing({ spanProcessors: [new SimpleSpanProcessor({ exporter })] });
+  const hono = app();
+  hono.get("/items/:id", (c) => c.json({ id: c.req.param("id") }));
+  const response = await hono.request("http://127.0.0.1:8183/items/42", {
+    headers: { "user-agent": "test-agent" },
+  });
+  assert.equal(response.status, 200);
+  const [span] = exporter.getFinishedSpans();
+  assert.equal(span?.name, "GET /items/:id");
+  assert.equal(span?.kind, SpanKind.SERVER);
+  assert.deepEqual(span?.attributes, {
+    "http.request.method": "GET",
+    "url.path": "/items/42",
+    "url.scheme": "http",
+    "server.address": "127.0.0.1",
+    "server.port": 8183,
+    "user_agent.original": "test-agent",
+    "http.route": "/items/:id",
+    "http.response.status_code": 200,
+  });
+  assert.equal(span?.status.code, SpanStatusCode.UNSET);
+  configureTracing();
+});
+
+Deno.test("service app records a handler's exception on its span and marks it failed", async () => {
+  const exporter = new InMemorySpanExporter();
+  configureTracing({ spanProcessors: [new SimpleSpanProcessor({ exporter })] });
+  const response = await app().request("/boom");
+  assert.equal(response.status, 500);
+  const [span] = exporter.getFinishedSpans();
+  assert.equal(span?.name, "GET /boom");
+  assert.equal(span?.attributes["http.response.status_code"], 500);
+  assert.equal(span?.attributes["error.type"], "Error");
+  assert.equal(span?.status.code, SpanStatusCode.ERROR);
+  const exception = span?.events.find((event) => event.name === "exception");
+  assert.equal(exception?.attributes?.["exception.message"], "secret internals");
+  configureTracing();
+});
+
+Deno.test("service app marks a 5xx answer failed with its status as error type, and not a 4xx", async () => {
+  const exporter = new InMemorySpanExporter();
+  configureTracing({ spanProcessors: [new SimpleSpanProcessor({ exporter })] });
+  const hono = app();
+  hono.get("/unavailable", () => {
+    throw new ProblemError({ status: 503, code: "unavailable", title: "Down" });
+  });
+  assert.equal((await hono.request("/unavailable")).status, 503);
+  assert.equal((await hono.request("/teapot")).status, 418);
+  assert.equal((await hono.request("/nowhere")).status, 404);
+  const [unavailable, teapot, nowhere] = exporter.getFinishedSpans();
+  assert.equal(unavailable?.attributes["error.type"], "503");
+  assert.equal(unavailable?.status.code, SpanStatusCode.ERROR);
+  assert.equal(teapot?.status.code, SpanStatusCode.UNSET);
+  assert.equal(teapot?.attributes["error.type"], undefined);
+  // An unmatched path is named by its method alone: raw paths would make names unbounded.
+  assert.equal(nowhere?.name, "GET");
+  assert.equal(nowhere?.attributes["http.route"], undefined);
+  configureTracing();
+});
+
+Deno.test("service app's traceresponse says whether the trace is sampled", async () => {
+  configureTracing({ sampleRatio: 0 });
+  const unsampled = await app().request("/teapot");
+  assert.match(unsampled.headers.get("traceresponse") ?? "", /^00-[0-9a-f]{32}-[0-9a-f]{16}-00$/);
+  const followed = await app().request("/health", {
+    headers: { traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01" },
+  });
+  assert.match(followed.headers.get("traceresponse") ?? "", /-01$/);
+  configureTracing();
+});
+
+Deno.test("service app starts no trace for probes and quiet routes, but continues a caller's", async () => {
+  const exporter = new InMemorySpanExporter();
+  configureTracing({ spanProcessors: [new SimpleSpanProcessor({ exporter })] });
+  const hono = app({ quietRoutes: ["/api/v1/things/:id/heartbeat"] });
+  hono.put("/api/v1/things/:id/heartbeat", (c) => c.body(null, 204));
+  for (const path of ["/health", "/ready", "/metrics"]) {
+    const response = await hono.request(path);
+    await response.body?.cancel();
+    assert.equal(response.headers.get("traceresponse"), null, path);
+  }
+  assert.equal((await hono.request("/api/v1/things/a1/heartbeat", { method: "PUT" })).status, 204);
+  assert.equal(exporter.getFinishedSpans().length, 0);
+  const traced = await hono.request("/api/v1/things/a1/heartbeat", {
+    method: "PUT",
+    headers: { traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01" },
+  });
+  assert.match(traced.headers.get("traceresponse") ?? "", /^00-4bf92f3577b34da6a3ce929d0e0e4736-/);
+  assert.equal(exporter.getFinishedSpans()[0]?.name, "PUT /api/v1/things/:id/heartbeat");
+  configureTracing();
 });

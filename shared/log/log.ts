@@ -1,7 +1,9 @@
 /**
- * Logging: JSON lines on stdout through LogTape. Every line carries the
- * service name and instance id (from the service's logger) and the active
- * trace and span ids, the seed's MDC correlation done with real trace context.
+ * Logging through LogTape: JSON lines on stdout (readable lines in a
+ * terminal), and every line to the configured aggregation too (Elasticsearch
+ * or the in-memory store). Every line carries the service name and instance
+ * id (from the service's logger) and the active trace and span ids, the
+ * seed's MDC correlation done with real trace context.
  */
 import {
   configure,
@@ -15,17 +17,33 @@ import {
   type Sink,
 } from "@logtape/logtape";
 import { activeTraceIds } from "../trace/tracing.ts";
+import { getPrettyFormatter } from "./pretty_formatter.ts";
 
-export type { Logger, LogLevel };
+export type { Logger, LogLevel, Sink };
+export { LOG_LEVELS } from "./log_reader.ts";
 
-export const LOG_LEVELS = ["trace", "debug", "info", "warning", "error", "fatal"] as const;
+/** How stdout lines look: JSON lines, or readable lines for a person at a terminal. */
+export type LogFormat = "json" | "pretty";
 
 export interface LoggingOptions {
   /** @default "info" */
   readonly level?: LogLevel;
   /** Where lines go. @default Deno.stdout.writable */
   readonly stream?: WritableStream<Uint8Array>;
+  /** @default "json" */
+  readonly format?: LogFormat;
+  /** ANSI colours in pretty lines. @default true */
+  readonly colors?: boolean;
+  /**
+   * Sinks that get every line besides the stream (the log aggregation), as
+   * `correlatingSink` prepares them. Lines of `LOG_SHIPPING_CATEGORY` reach
+   * the stream only, so that a sink's own status lines never come back to it.
+   */
+  readonly sinks?: readonly Sink[];
 }
+
+/** The category of lines about log shipping itself: written to the stream only. */
+export const LOG_SHIPPING_CATEGORY = ["twitterapi", "log-shipping"] as const;
 
 /** Plain data for an `Error`, which JSON would otherwise render as `{}`. */
 function serializeError(error: Error): Record<string, unknown> {
@@ -49,10 +67,10 @@ function renderValue(value: unknown): string {
 
 /**
  * Adds the active trace ids, renders the message with plain strings and makes
- * errors readable, before the JSON formatter sees the record. Disposing it
- * flushes the wrapped sink, so no line is lost at exit.
+ * errors readable, then hands the record to every sink. Disposing it flushes
+ * the sinks that need it, so no line is lost at exit.
  */
-export function correlatingSink(sink: Sink & AsyncDisposable): Sink & AsyncDisposable {
+export function correlatingSink(...sinks: Sink[]): Sink & AsyncDisposable {
   const correlate = (record: LogRecord) => {
     const message = record.message.map((part, index) =>
       index % 2 === 0 ? String(part) : renderValue(part)
@@ -63,15 +81,49 @@ export function correlatingSink(sink: Sink & AsyncDisposable): Sink & AsyncDispo
     }
     const ids = activeTraceIds();
     if (ids !== undefined) Object.assign(properties, ids);
-    sink({ ...record, message: [message], properties });
+    const correlated = { ...record, message: [message], properties };
+    for (const sink of sinks) sink(correlated);
   };
-  return Object.assign(correlate, { [Symbol.asyncDispose]: () => sink[Symbol.asyncDispose]() });
+  // The last first: the aggregation sinks may still log about their last
+  // shipment to the stream, which closes after them.
+  const dispose = async () => {
+    for (const sink of [...sinks].reverse()) {
+      await (sink as Partial<AsyncDisposable>)[Symbol.asyncDispose]?.call(sink);
+    }
+  };
+  return Object.assign(correlate, { [Symbol.asyncDispose]: dispose });
+}
+
+const LEVEL_ORDER: Readonly<Record<LogLevel, number>> = {
+  trace: 0,
+  debug: 1,
+  info: 2,
+  warning: 3,
+  error: 4,
+  fatal: 5,
+};
+let processLevel: LogLevel = "info";
+/** Levels of services whose configuration set their own (a live refresh changes them). */
+const serviceLevels = new Map<string, LogLevel>();
+
+/** Sets the lowest level logged for one service's logger, at once. */
+export function setServiceLogLevel(service: string, level: LogLevel): void {
+  serviceLevels.set(service, level);
+}
+
+function levelFilter(record: LogRecord): boolean {
+  const service = record.category[1];
+  const lowest = (service === undefined ? undefined : serviceLevels.get(service)) ?? processLevel;
+  return LEVEL_ORDER[record.level] >= LEVEL_ORDER[lowest];
 }
 
 /** Configures process-wide logging; call once at start-up. */
 export async function configureLogging(options: LoggingOptions = {}): Promise<void> {
-  const sink = getStreamSink(options.stream ?? Deno.stdout.writable, {
-    formatter: getJsonLinesFormatter({ properties: "flatten", categorySeparator: "." }),
+  const formatter = options.format === "pretty"
+    ? getPrettyFormatter({ colors: options.colors ?? true })
+    : getJsonLinesFormatter({ properties: "flatten", categorySeparator: "." });
+  const stream = getStreamSink(options.stream ?? Deno.stdout.writable, {
+    formatter,
     // Lines are written in the background, so a request never waits for
     // stdout; a burst beyond twice the buffer before a flush drops lines,
     // and says so on stderr.
@@ -83,11 +135,25 @@ export async function configureLogging(options: LoggingOptions = {}): Promise<vo
       },
     },
   });
+  const level = options.level ?? "info";
+  processLevel = level;
   await configure({
     reset: true,
-    sinks: { stdout: correlatingSink(sink) },
+    sinks: {
+      // Only `all` disposes the stream (and the aggregation), once.
+      stdout: correlatingSink((record) => stream(record)),
+      all: correlatingSink(stream, ...options.sinks ?? []),
+    },
+    filters: { level: levelFilter },
     loggers: [
-      { category: ["twitterapi"], sinks: ["stdout"], lowestLevel: options.level ?? "info" },
+      // Every level reaches the filter, which applies each service's live level.
+      { category: ["twitterapi"], sinks: ["all"], filters: ["level"], lowestLevel: "trace" },
+      {
+        category: [...LOG_SHIPPING_CATEGORY],
+        sinks: ["stdout"],
+        parentSinks: "override",
+        lowestLevel: level,
+      },
       { category: ["logtape", "meta"], sinks: ["stdout"], lowestLevel: "warning" },
     ],
   });
@@ -101,4 +167,9 @@ export async function shutdownLogging(): Promise<void> {
 /** The logger of one service instance: every line names both. */
 export function serviceLogger(service: string, instanceId: string): Logger {
   return getLogger(["twitterapi", service]).with({ service, instance: instanceId });
+}
+
+/** The logger of a log-shipping sink's own status lines (stdout only). */
+export function logShippingLogger(service: string, instanceId: string): Logger {
+  return getLogger([...LOG_SHIPPING_CATEGORY]).with({ service, instance: instanceId });
 }

@@ -8,6 +8,8 @@
  */
 
 import type { Redis } from "ioredis";
+import { SpanKind, trace } from "@opentelemetry/api";
+import { inSpan, type Tracer } from "../trace/tracing.ts";
 import {
   checkHitArguments,
   type RateLimitDecision,
@@ -21,6 +23,11 @@ export interface RedisRateLimitStoreOptions {
    * @default "rate-limit:"
    */
   readonly keyPrefix?: string;
+  /**
+   * The calling service's tracer: each run of the script is a CLIENT span.
+   * @default the API's global tracer (a no-op unless one is registered)
+   */
+  readonly tracer?: Tracer;
 }
 
 /**
@@ -64,6 +71,7 @@ return { allowed, count, reset, retry }
 export class RedisRateLimitStore implements RateLimitStore {
   readonly #client: Redis;
   readonly #keyPrefix: string;
+  readonly #tracer: Tracer;
   #sha: Promise<string> | undefined;
   #closed = false;
 
@@ -71,6 +79,7 @@ export class RedisRateLimitStore implements RateLimitStore {
     const { keyPrefix = "rate-limit:" } = options;
     this.#client = client;
     this.#keyPrefix = keyPrefix;
+    this.#tracer = options.tracer ?? trace.getTracer("twitterapi");
   }
 
   async hit(key: string, limit: number, windowMs: number): Promise<RateLimitDecision> {
@@ -116,8 +125,33 @@ export class RedisRateLimitStore implements RateLimitStore {
     if (this.#closed) throw new RateLimitStoreClosedError();
   }
 
+  /**
+   * Runs the script as a CLIENT span `EVALSHA sliding_window` (the key,
+   * which names a user, stays out of it).
+   */
+  #run(redisKey: string, args: readonly string[]): Promise<unknown> {
+    const { host, port } = this.#client.options;
+    return inSpan(this.#tracer, "EVALSHA sliding_window", {
+      kind: SpanKind.CLIENT,
+      attributes: {
+        "db.system.name": "redis",
+        "db.operation.name": "EVALSHA",
+        "db.stored_procedure.name": "sliding_window",
+        ...(host === undefined ? {} : { "server.address": host }),
+        ...(port === undefined ? {} : { "server.port": port }),
+      },
+    }, (span) =>
+      this.#runScript(redisKey, args, () => {
+        span.setAttribute("db.operation.name", "EVAL");
+      }));
+  }
+
   /** Runs the script by its SHA (loaded once), falling back to EVAL when Redis forgot it. */
-  async #run(redisKey: string, args: readonly string[]): Promise<unknown> {
+  async #runScript(
+    redisKey: string,
+    args: readonly string[],
+    onFallback: () => void,
+  ): Promise<unknown> {
     this.#sha ??= this.#client.script("LOAD", SLIDING_WINDOW_SCRIPT) as Promise<string>;
     let sha: string;
     try {
@@ -131,6 +165,7 @@ export class RedisRateLimitStore implements RateLimitStore {
     } catch (error) {
       if (!(error instanceof Error && error.message.startsWith("NOSCRIPT"))) throw error;
       // Redis restarted or its script cache was flushed; EVAL caches it again.
+      onFallback();
       return await this.#client.eval(SLIDING_WINDOW_SCRIPT, 1, redisKey, ...args);
     }
   }

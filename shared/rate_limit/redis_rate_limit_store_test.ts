@@ -7,7 +7,10 @@ import { Redis } from "ioredis";
 import { RedisRateLimitStore } from "./redis_rate_limit_store.ts";
 import { runRateLimitStoreContract, uniqueKey } from "./rate_limit_store_contract.ts";
 import { waitFor } from "../testing/wait.ts";
-import { connectRedis } from "../testing/redis.ts";
+import { connectRedis, REDIS_URL } from "../testing/redis.ts";
+import { SpanKind } from "@opentelemetry/api";
+import { InMemorySpanExporter, SimpleSpanProcessor } from "@opentelemetry/sdk-trace";
+import { configureTracing, inSpan, serviceTracer } from "../trace/tracing.ts";
 
 /** Microseconds of Redis's clock, the clock the store uses. */
 async function redisTimeUs(client: Redis): Promise<number> {
@@ -90,6 +93,30 @@ Deno.test("RedisRateLimitStore loads its script again when Redis forgets it", as
     assert.equal((await store.hit(key, 3, 60_000)).remaining, 0);
   } finally {
     await Promise.all([store.close(), admin.quit()]);
+  }
+});
+
+Deno.test("RedisRateLimitStore runs its script as a client span of the caller, without the key", async () => {
+  const exporter = new InMemorySpanExporter();
+  configureTracing({ spanProcessors: [new SimpleSpanProcessor({ exporter })] });
+  const tracer = serviceTracer("gateway");
+  const store = new RedisRateLimitStore(await connectRedis(), { tracer });
+  try {
+    const key = uniqueKey("traced");
+    const traceId = await inSpan(tracer, "GET /api/v1/tweets", {}, async (parent) => {
+      await store.hit(key, 3, 60_000);
+      return parent.spanContext().traceId;
+    });
+    const [span] = exporter.getFinishedSpans().filter((span) => span.kind === SpanKind.CLIENT);
+    assert.equal(span?.name, "EVALSHA sliding_window");
+    assert.equal(span?.spanContext().traceId, traceId);
+    assert.equal(span?.attributes["db.system.name"], "redis");
+    assert.equal(span?.attributes["db.operation.name"], "EVALSHA");
+    assert.equal(span?.attributes["server.port"], Number(new URL(REDIS_URL).port || 6379));
+    assert.ok(!JSON.stringify(span?.attributes).includes(key));
+  } finally {
+    await store.close();
+    configureTracing();
   }
 });
 

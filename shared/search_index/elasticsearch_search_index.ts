@@ -20,6 +20,8 @@
  */
 
 import { type Client, errors } from "@elastic/elasticsearch";
+import { SpanKind, trace } from "@opentelemetry/api";
+import { inSpan, type Tracer } from "../trace/tracing.ts";
 import { tokenize } from "../text/tokenize.ts";
 import {
   checkDocument,
@@ -70,7 +72,17 @@ export interface ElasticsearchSearchIndexOptions {
    * @default 5_000
    */
   readonly maxBackoffMs?: number;
+  /**
+   * The calling service's tracer: every bulk write, search, get and count is
+   * a CLIENT span of it.
+   * @default the API's global tracer (a no-op unless one is registered)
+   */
+  readonly tracer?: Tracer;
+  /** The cluster's address, for the spans' `server.address` and `server.port`. */
+  readonly serverUrl?: string;
 }
+
+type SpanAttributes = Record<string, string | number | boolean>;
 
 export const DEFAULT_INDEX = "twitter-index";
 const DEFAULT_MAX_BULK_ATTEMPTS = 8;
@@ -126,6 +138,8 @@ export class ElasticsearchSearchIndex implements SearchIndex {
   readonly #maxBulkAttempts: number;
   readonly #initialBackoffMs: number;
   readonly #maxBackoffMs: number;
+  readonly #tracer: Tracer;
+  readonly #spanAttributes: SpanAttributes;
   #closed = false;
 
   /**
@@ -149,6 +163,16 @@ export class ElasticsearchSearchIndex implements SearchIndex {
       "maxBackoffMs",
       options.maxBackoffMs ?? DEFAULT_MAX_BACKOFF_MS,
     );
+    this.#tracer = options.tracer ?? trace.getTracer("twitterapi");
+    const server = options.serverUrl === undefined ? undefined : new URL(options.serverUrl);
+    this.#spanAttributes = {
+      "db.system.name": "elasticsearch",
+      "db.collection.name": this.#index,
+      ...(server === undefined ? {} : {
+        "server.address": server.hostname,
+        "server.port": Number(server.port || (server.protocol === "https:" ? 443 : 80)),
+      }),
+    };
     if (this.#index === "" || this.#index !== this.#index.toLowerCase()) {
       throw new RangeError(
         `Cannot create ElasticsearchSearchIndex: index must be a non-empty lower-case name, got "${this.#index}"`,
@@ -254,9 +278,10 @@ export class ElasticsearchSearchIndex implements SearchIndex {
     this.#assertOpen("get a document");
     // No stored document has another kind of id.
     if (typeof id !== "string" || !DOCUMENT_ID.test(id)) return undefined;
-    const response = await this.#client.get<IndexedDocument>(
-      { index: this.#index, id },
-      { ignore: [404] },
+    const response = await this.#traced(
+      "get",
+      {},
+      () => this.#client.get<IndexedDocument>({ index: this.#index, id }, { ignore: [404] }),
     );
     return response.found && response._source !== undefined
       ? toTweetDocument(response._source)
@@ -283,14 +308,15 @@ export class ElasticsearchSearchIndex implements SearchIndex {
     const filter = toFilter(action, query);
     if (filter === undefined) return { documents: [], total: 0 };
     const searchAfter = after === undefined ? undefined : toSearchAfter(after);
-    const response = await this.#client.search<IndexedDocument>({
-      index: this.#index,
-      query: { bool: { filter } },
-      sort: [{ createdAt: "desc" }, { id: "desc" }],
-      size: size + 1,
-      track_total_hits: true,
-      ...(searchAfter === undefined ? {} : { search_after: searchAfter }),
-    });
+    const response = await this.#traced("search", {}, () =>
+      this.#client.search<IndexedDocument>({
+        index: this.#index,
+        query: { bool: { filter } },
+        sort: [{ createdAt: "desc" }, { id: "desc" }],
+        size: size + 1,
+        track_total_hits: true,
+        ...(searchAfter === undefined ? {} : { search_after: searchAfter }),
+      }));
     const totalHits = response.hits.total;
     const total = typeof totalHits === "number" ? totalHits : totalHits?.value ?? 0;
     if (total === 0) return { documents: [], total: 0 };
@@ -308,10 +334,11 @@ export class ElasticsearchSearchIndex implements SearchIndex {
     this.#assertOpen(action);
     const clauses = toFilter(action, filter);
     if (clauses === undefined) return 0;
-    const response = await this.#client.count({
-      index: this.#index,
-      query: { bool: { filter: clauses } },
-    });
+    const response = await this.#traced(
+      "count",
+      {},
+      () => this.#client.count({ index: this.#index, query: { bool: { filter: clauses } } }),
+    );
     return response.count;
   }
 
@@ -358,8 +385,12 @@ export class ElasticsearchSearchIndex implements SearchIndex {
       { index: { _index: this.#index, _id: document.id } },
       document,
     ]);
-    // The back-off here replaces the client's own retries.
-    const response = await this.#client.bulk({ operations, refresh: false }, { maxRetries: 0 });
+    // The back-off here replaces the client's own retries; each attempt is its own span.
+    const response = await this.#traced(
+      "bulk",
+      { "db.operation.batch.size": documents.length },
+      () => this.#client.bulk({ operations, refresh: false }, { maxRetries: 0 }),
+    );
     return response.items.map((item) => {
       const result = item.index;
       return result === undefined
@@ -368,6 +399,18 @@ export class ElasticsearchSearchIndex implements SearchIndex {
         ? { status: result.status }
         : { status: result.status, error: result.error };
     });
+  }
+
+  /** One call to Elasticsearch as a CLIENT span named `<operation> <index>`. */
+  #traced<T>(operation: string, attributes: SpanAttributes, call: () => Promise<T>): Promise<T> {
+    return inSpan(this.#tracer, `${operation} ${this.#index}`, {
+      kind: SpanKind.CLIENT,
+      attributes: {
+        ...this.#spanAttributes,
+        "db.operation.name": operation,
+        ...attributes,
+      },
+    }, call);
   }
 
   /** Milliseconds to wait before retry number `retry` (from 1): doubling, with jitter. */

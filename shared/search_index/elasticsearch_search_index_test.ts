@@ -7,7 +7,10 @@
 
 import assert from "node:assert/strict";
 import { Client } from "@elastic/elasticsearch";
+import { SpanKind } from "@opentelemetry/api";
+import { InMemorySpanExporter, SimpleSpanProcessor } from "@opentelemetry/sdk-trace";
 import { tokenize } from "../text/tokenize.ts";
+import { configureTracing, inSpan, serviceTracer } from "../trace/tracing.ts";
 import {
   ElasticsearchSearchIndex,
   type ElasticsearchSearchIndexOptions,
@@ -298,6 +301,40 @@ Deno.test("ElasticsearchSearchIndex rejects ping and upsert with the reason when
     );
   } finally {
     await index.close();
+  }
+});
+
+Deno.test("ElasticsearchSearchIndex makes its bulk write and its search client spans of the caller", async () => {
+  const exporter = new InMemorySpanExporter();
+  configureTracing({ spanProcessors: [new SimpleSpanProcessor({ exporter })] });
+  const tracer = serviceTracer("indexer");
+  const index = await openIndex({ tracer, serverUrl: ELASTICSEARCH_URL });
+  try {
+    const traceId = await inSpan(tracer, "twitter-topic process", {}, async (parent) => {
+      await index.upsert([contractTweet({ text: "traced write", createdAt: T0 })]);
+      await index.refresh();
+      await index.search({ text: "traced", size: 5 });
+      return parent.spanContext().traceId;
+    });
+    const spans = exporter.getFinishedSpans().filter((span) =>
+      span.spanContext().traceId === traceId && span.kind === SpanKind.CLIENT
+    );
+    const bulk = spans.find((span) => span.name === `bulk ${INDEX}`);
+    const search = spans.find((span) => span.name === `search ${INDEX}`);
+    const port = Number(new URL(ELASTICSEARCH_URL).port);
+    assert.deepEqual(bulk?.attributes, {
+      "db.system.name": "elasticsearch",
+      "db.collection.name": INDEX,
+      "server.address": new URL(ELASTICSEARCH_URL).hostname,
+      "server.port": port,
+      "db.operation.name": "bulk",
+      "db.operation.batch.size": 1,
+    });
+    assert.equal(search?.attributes["db.operation.name"], "search");
+    assert.equal(search?.attributes["db.system.name"], "elasticsearch");
+  } finally {
+    await index.close();
+    configureTracing();
   }
 });
 

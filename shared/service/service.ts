@@ -6,6 +6,7 @@ import type { Hono } from "hono";
 import type { Logger } from "../log/log.ts";
 import type { MetricsRegistry } from "../metrics/metrics.ts";
 import type { Tracer } from "../trace/tracing.ts";
+import type { ConfigStatus } from "../config/refreshable_config.ts";
 
 export interface Service {
   readonly name: string;
@@ -34,4 +35,9 @@ export interface ServiceContext {
   readonly metrics: MetricsRegistry;
   /** Spans under the service's own `service.name`. */
   readonly tracer: Tracer;
+  /**
+   * The applied configuration's version and state, when it comes from the
+   * config service: `/ready` and `/metrics` show it.
+   */
+  readonly configStatus?: () => ConfigStatus;
 }

@@ -59,6 +59,8 @@ export interface KillableRelay extends AsyncDisposable {
    * server behind keeps running; only the relay's clients see the crash.
    */
   kill(): void;
+  /** Relays new connections again after `kill`, as if the server had restarted. */
+  revive(): void;
   /** Kills the relay and stops listening; safe to call twice. */
   close(): Promise<void>;
 }
@@ -129,6 +131,10 @@ export function startKillableRelay(targetUrl: string): KillableRelay {
   }
 
   let closed: Promise<void> | undefined;
+  function revive(): void {
+    if (closed === undefined) killed = false;
+  }
+
   const close = () =>
     closed ??= (async () => {
       kill();
@@ -147,6 +153,7 @@ export function startKillableRelay(targetUrl: string): KillableRelay {
       return attemptsAfterKill;
     },
     kill,
+    revive,
     close,
     [Symbol.asyncDispose]: close,
   };

@@ -6,6 +6,7 @@
  * server. Tests of the issuer itself use the identity service.
  */
 import { exportJWK, generateKeyPair, SignJWT } from "jose";
+import type { TokenSource } from "../auth/client_credentials.ts";
 import { createJwtVerifier, type JwtVerifier } from "../auth/jwt_verifier.ts";
 
 export interface TestTokenOptions {
@@ -19,6 +20,21 @@ export interface TestTokenOptions {
   readonly username?: string;
   /** Lifetime from now. @default 300 */
   readonly lifetimeSec?: number;
+  /** `azp`. @default "twitterapi-console" */
+  readonly clientId?: string;
+}
+
+export interface ServiceTokenOptions {
+  /** Lifetime of each token. @default 300 */
+  readonly lifetimeSec?: number;
+  /** Realm roles. @default [`service:<service>`] */
+  readonly roles?: readonly string[];
+}
+
+/** A token source that also counts the tokens it issued. */
+export interface CountingTokenSource extends TokenSource {
+  /** Tokens issued so far. */
+  readonly issued: number;
 }
 
 export interface TestIssuer {
@@ -31,6 +47,12 @@ export interface TestIssuer {
   token(options: TestTokenOptions): Promise<string>;
   /** `{ authorization: "Bearer <token>" }` for a request. */
   authorization(options: TestTokenOptions): Promise<{ authorization: string }>;
+  /**
+   * The client credentials of `<service>-service` as the realm file gives
+   * them: audience `registry`, role `service:<service>`. Each token is reused
+   * until half its lifetime has passed, as a client-credentials source does.
+   */
+  serviceTokens(service: string, options?: ServiceTokenOptions): CountingTokenSource;
 }
 
 const ISSUER = "http://issuer.test/realms/twitterapi";
@@ -54,7 +76,7 @@ export async function createTestIssuer(): Promise<TestIssuer> {
     const { subject = "test-user", roles = ["app_user_role"], lifetimeSec = 300 } = options;
     return await new SignJWT({
       realm_access: { roles: [...roles] },
-      azp: "twitterapi-console",
+      azp: options.clientId ?? "twitterapi-console",
       ...(options.username === undefined ? {} : { preferred_username: options.username }),
     })
       .setProtectedHeader({ alg: "RS256", kid: KID, typ: "JWT" })
@@ -72,5 +94,32 @@ export async function createTestIssuer(): Promise<TestIssuer> {
     verifier: (audience) => createJwtVerifier({ issuer: ISSUER, audience, fetch: issuerFetch }),
     token,
     authorization: async (options) => ({ authorization: `Bearer ${await token(options)}` }),
+    serviceTokens(service, options = {}) {
+      const { lifetimeSec = 300, roles = [`service:${service}`] } = options;
+      let cached: { token: string; renewAt: number } | undefined;
+      let issued = 0;
+      return {
+        get issued() {
+          return issued;
+        },
+        async token() {
+          if (cached !== undefined && Date.now() < cached.renewAt) return cached.token;
+          const renewAt = Date.now() + lifetimeSec * 500;
+          const fresh = await token({
+            subject: `service-account-${service}-service`,
+            clientId: `${service}-service`,
+            audience: "registry",
+            roles,
+            lifetimeSec,
+          });
+          issued += 1;
+          cached = { token: fresh, renewAt };
+          return fresh;
+        },
+        invalidate() {
+          cached = undefined;
+        },
+      };
+    },
   };
 }

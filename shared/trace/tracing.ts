@@ -3,9 +3,11 @@
  * requests and event-log headers, and an active span that survives awaits
  * (AsyncLocalStorage), so that logs carry the trace and span ids.
  *
- * Spans are recorded by one OpenTelemetry SDK tracer provider per service;
- * exporting them (Zipkin) is a span processor added here, without touching
- * callers.
+ * Spans are recorded by one OpenTelemetry SDK tracer provider per service
+ * (its resource names the service) and exported through one bounded
+ * batching queue per service to the process's exporter: Zipkin's, or the
+ * memory span store. Deno's built-in OpenTelemetry (`OTEL_DENO`) must stay
+ * off: it would register a second provider with the API.
  */
 import {
   type Context,
@@ -20,54 +22,167 @@ import {
 import { AsyncLocalStorageContextManager } from "@opentelemetry/context-async-hooks";
 import { W3CTraceContextPropagator } from "@opentelemetry/core";
 import { resourceFromAttributes } from "@opentelemetry/resources";
-import { type SpanProcessor, TracerProvider } from "@opentelemetry/sdk-trace";
+import {
+  ParentBasedSampler,
+  type Sampler,
+  type SpanExporter,
+  type SpanProcessor,
+  TraceIdRatioBasedSampler,
+  TracerProvider,
+} from "@opentelemetry/sdk-trace";
+import type { Counter, MetricsRegistry } from "../metrics/metrics.ts";
+import { BatchingSpanProcessor, type SpanOutcome } from "./batching_span_processor.ts";
 
 export type { Tracer };
 
+/** Where finished spans go, through one batching processor per service. */
+export interface SpanExportOptions {
+  /** Zipkin's exporter or the memory span store; shared by every service. */
+  readonly exporter: SpanExporter;
+  /** @default 2048 */
+  readonly maxQueueSize?: number;
+  /** @default 512 */
+  readonly maxBatchSize?: number;
+  /** @default 1000 */
+  readonly scheduledDelayMs?: number;
+  /** @default 10_000 */
+  readonly exportTimeoutMs?: number;
+}
+
 export interface TracingOptions {
-  /** Processors that receive finished spans (exporters, test recorders). */
+  /** Processors every service's spans go to as well (test recorders), shared. */
   readonly spanProcessors?: SpanProcessor[];
+  /** Exports every service's sampled spans; without it spans are only recorded. */
+  readonly export?: SpanExportOptions;
+  /**
+   * Share of new traces that are sampled, from 0 to 1. A span with a parent
+   * follows its parent's decision (a caller's `traceparent` flags included),
+   * so a trace is recorded whole or not at all.
+   * @default 1
+   */
+  readonly sampleRatio?: number;
+}
+
+interface ServiceTracing {
+  readonly provider: TracerProvider;
+  /** The service's own export queue, when spans are exported. */
+  readonly exportProcessor: BatchingSpanProcessor | undefined;
+  /** Counts of the export outcomes, for every registry that shows them. */
+  readonly outcomes: Counter[][];
+  readonly registries: WeakSet<MetricsRegistry>;
 }
 
 let configured = false;
-let spanProcessors: SpanProcessor[] = [];
+let options: TracingOptions = {};
+let sampler: Sampler = samplerFor(1);
 /** One provider per service, so that each span's resource names its own service. */
-const providers = new Map<string, TracerProvider>();
+const services = new Map<string, ServiceTracing>();
+
+/** Parent-based sampling: new traces at `ratio`, children as their parent. */
+export function samplerFor(ratio: number): Sampler {
+  if (!(ratio >= 0 && ratio <= 1)) {
+    throw new RangeError(`Cannot sample traces as the ratio must be from 0 to 1: got ${ratio}`);
+  }
+  return new ParentBasedSampler({ root: new TraceIdRatioBasedSampler(ratio) });
+}
 
 /**
- * Installs the context manager and W3C propagator and sets the processors
- * every service's spans go to. Without it, no context flows. Calling it
- * again replaces the processors of every service (tests record spans so).
+ * Installs the context manager and W3C propagator and sets where every
+ * service's spans go and how many are sampled. Without it, no context
+ * flows. Calling it again replaces the processors of every service (tests
+ * record spans so); the previous export queues are flushed in the background.
  */
-export function configureTracing(options: TracingOptions = {}): void {
+export function configureTracing(tracingOptions: TracingOptions = {}): void {
   if (!configured) {
     context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
     propagation.setGlobalPropagator(new W3CTraceContextPropagator());
     configured = true;
   }
-  spanProcessors = options.spanProcessors ?? [];
-  providers.clear();
-}
-
-/** Flushes and stops span processing; call once at process shutdown. */
-export async function shutdownTracing(): Promise<void> {
-  await Promise.all(spanProcessors.map((processor) => processor.shutdown()));
+  sampler = samplerFor(tracingOptions.sampleRatio ?? 1);
+  for (const { exportProcessor } of services.values()) void exportProcessor?.shutdown();
+  options = tracingOptions;
+  services.clear();
 }
 
 /**
- * The tracer of one service: its spans carry `service.name` on their
- * resource, also when several services share one process.
+ * Exports what every service has queued, then stops span processing; call
+ * once at process shutdown.
  */
-export function serviceTracer(service: string): Tracer {
-  let provider = providers.get(service);
-  if (provider === undefined) {
-    provider = new TracerProvider({
-      resource: resourceFromAttributes({ "service.name": service }),
-      spanProcessors: spanProcessors.map(sharedProcessor),
+export async function shutdownTracing(): Promise<void> {
+  await Promise.all(
+    [...services.values()].map(({ exportProcessor }) => exportProcessor?.shutdown()),
+  );
+  await options.export?.exporter.shutdown();
+  await Promise.all((options.spanProcessors ?? []).map((processor) => processor.shutdown()));
+}
+
+/** Exports what every service has queued now (tests read the exporter after it). */
+export async function flushTracing(): Promise<void> {
+  await Promise.all(
+    [...services.values()].map(({ exportProcessor }) => exportProcessor?.forceFlush()),
+  );
+}
+
+const OUTCOMES: readonly SpanOutcome[] = ["exported", "failed", "dropped"];
+
+/**
+ * The tracer of one service: its spans carry `service.name` on their
+ * resource, also when several services share one process. With `metrics`,
+ * the service's `/metrics` shows what became of its spans:
+ * `tracing_spans_exported_total`, `tracing_spans_export_failed_total`,
+ * `tracing_spans_dropped_total` (queue full) and `tracing_span_queue_size`.
+ */
+export function serviceTracer(service: string, metrics?: MetricsRegistry): Tracer {
+  let tracing = services.get(service);
+  if (tracing === undefined) {
+    const outcomes: Counter[][] = [];
+    const exportProcessor = options.export === undefined ? undefined : new BatchingSpanProcessor({
+      ...options.export,
+      onOutcome: (outcome, spans) => {
+        const index = OUTCOMES.indexOf(outcome);
+        for (const counters of outcomes) counters[index]!.inc({}, spans);
+      },
     });
-    providers.set(service, provider);
+    const shared = (options.spanProcessors ?? []).map(sharedProcessor);
+    tracing = {
+      provider: new TracerProvider({
+        resource: resourceFromAttributes({ "service.name": service }),
+        sampler,
+        spanProcessors: exportProcessor === undefined ? shared : [...shared, exportProcessor],
+      }),
+      exportProcessor,
+      outcomes,
+      registries: new WeakSet(),
+    };
+    services.set(service, tracing);
   }
-  return provider.getTracer("twitterapi");
+  if (metrics !== undefined && tracing.exportProcessor !== undefined) {
+    registerExportMetrics(tracing, metrics);
+  }
+  return tracing.provider.getTracer("twitterapi");
+}
+
+function registerExportMetrics(tracing: ServiceTracing, metrics: MetricsRegistry): void {
+  if (tracing.registries.has(metrics)) return;
+  tracing.registries.add(metrics);
+  const processor = tracing.exportProcessor!;
+  const counters = [
+    metrics.counter("tracing_spans_exported_total", "Spans the trace exporter accepted."),
+    metrics.counter(
+      "tracing_spans_export_failed_total",
+      "Spans lost because their export failed or timed out (the collector down or slow).",
+    ),
+    metrics.counter(
+      "tracing_spans_dropped_total",
+      "Spans dropped without export because the export queue was full.",
+    ),
+  ];
+  // Shown from the start, so a scrape sees 0 rather than no series.
+  for (const counter of counters) counter.inc({}, 0);
+  tracing.outcomes.push(counters);
+  metrics.gauge("tracing_span_queue_size", "Finished spans waiting for export.", () => [
+    { labels: {}, value: processor.queued },
+  ]);
 }
 
 /**
@@ -134,12 +249,23 @@ export function inSpan<T>(
       try {
         return await work(span);
       } catch (error) {
-        span.recordException(error instanceof Error ? error : String(error));
-        span.setStatus({ code: SpanStatusCode.ERROR });
+        recordError(span, error);
         throw error;
       } finally {
         span.end();
       }
     },
   );
+}
+
+/**
+ * Marks `span` failed by `error`: the exception event, `error.type` (the
+ * error's class) and an ERROR status with its message (Zipkin's UI shows a
+ * span with a message as failed).
+ */
+export function recordError(span: Span, error: unknown): void {
+  const exception = error instanceof Error ? error : new Error(String(error));
+  span.recordException(exception);
+  span.setAttribute("error.type", exception.name);
+  span.setStatus({ code: SpanStatusCode.ERROR, message: exception.message.slice(0, 500) });
 }

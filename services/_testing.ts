@@ -1,0 +1,103 @@
+/** `services/main.ts` as a child process for tests: started with settings, its URLs read from its log. */
+import { waitFor } from "../shared/testing/wait.ts";
+
+const MAIN = new URL("./main.ts", import.meta.url).pathname;
+const PERMISSIONS = [
+  "--allow-net",
+  "--allow-env",
+  "--allow-read",
+  "--allow-sys=hostname,osRelease,homedir",
+];
+
+/** A port that was free a moment ago, for a service others must find before it runs. */
+export function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { port } = listener.addr;
+  listener.close();
+  return port;
+}
+
+export interface MainProcess {
+  /** Each service's base URL, by name. */
+  readonly urls: Readonly<Record<string, string>>;
+  /** Stops the process with SIGTERM and waits for it. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Runs `main.ts <services...>` on free ports with `env` on top, and resolves
+ * once every service answers `/ready` with 200. A child that hangs is killed
+ * after `deadlineMs`.
+ */
+export async function startMain(
+  services: readonly string[],
+  env: Record<string, string>,
+  deadlineMs = 120_000,
+): Promise<MainProcess> {
+  const registryPort = freePort();
+  const identityPort = freePort();
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", ...PERMISSIONS, MAIN, ...services],
+    env: {
+      NO_COLOR: "1",
+      REGISTRY_PORT: String(registryPort),
+      REGISTRY_URLS: `http://127.0.0.1:${registryPort}`,
+      IDENTITY_PORT: String(identityPort),
+      OIDC_ISSUER: `http://127.0.0.1:${identityPort}/realms/twitterapi`,
+      GATEWAY_PORT: "0",
+      STREAM_PORT: "0",
+      INDEXER_PORT: "0",
+      WORDCOUNT_PORT: "0",
+      QUERY_PORT: "0",
+      ANALYTICS_PORT: "0",
+      ...env,
+    },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const watchdog = setTimeout(() => child.kill("SIGKILL"), deadlineMs);
+  const stderr = new Response(child.stderr).text();
+  const urls: Record<string, string> = {};
+  const expected = services.includes("all") ? 8 : services.length;
+  const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  const stop = async () => {
+    try {
+      child.kill("SIGTERM");
+    } catch {
+      // Already exited.
+    }
+    await child.status;
+    clearTimeout(watchdog);
+    await stderr;
+    await lines.cancel().catch(() => {});
+  };
+  try {
+    while (Object.keys(urls).length < expected) {
+      const { value, done } = await lines.read();
+      if (done) throw new Error(`main.ts exited before listening: ${await stderr}`);
+      const parts = (buffer + value).split("\n");
+      buffer = parts.pop()!;
+      for (const part of parts) {
+        const match = /^(\w+) listening on (http:\/\/\S+)$/.exec(String(JSON.parse(part).message));
+        if (match) urls[match[1]!] = match[2]!;
+      }
+    }
+    // The rest of the output is drained, so the child never blocks on a full pipe.
+    void (async () => {
+      while (!(await lines.read().catch(() => ({ done: true }))).done) { /* drain */ }
+    })();
+    for (const url of Object.values(urls)) {
+      await waitFor(`${url}/ready`, async () => {
+        const ready = await fetch(`${url}/ready`);
+        await ready.body?.cancel();
+        return ready.status === 200;
+      }, deadlineMs);
+    }
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+  return { urls, stop };
+}

@@ -1,0 +1,301 @@
+/**
+ * The config server's HTTP API, in Spring Cloud Config's shape:
+ *
+ * - `GET /{application}/{profile}[/{label}]`: the application's property
+ *   sources, most specific first, `{cipher}` values decrypted; `ETag` is the
+ *   version (`If-None-Match` answers 304). With `Accept: text/event-stream`
+ *   the same path is a watch: an event `version` at once and after every
+ *   change of that application's files.
+ * - `POST /encrypt`, `POST /decrypt`: text in, text out, for admins.
+ *
+ * Every route needs an access token for the audience `config`. A service's
+ * own client (realm role `service:<name>`) reads its own application and the
+ * shared `application`; `app_admin_role` reads any and encrypts.
+ */
+import type { Context, Hono, MiddlewareHandler } from "hono";
+import { bearerAuth, type BearerAuthEnv } from "../../shared/auth/bearer_auth.ts";
+import type { AccessToken, JwtVerifier } from "../../shared/auth/jwt_verifier.ts";
+import { notFound, ProblemError } from "../../shared/http/problem.ts";
+import type { Logger } from "../../shared/log/log.ts";
+import { CIPHER_PREFIX, CipherError, type SecretCipher } from "./cipher.ts";
+import {
+  isName,
+  type PropertySource,
+  type PropertyValue,
+  readPropertySources,
+  RepositoryError,
+  versionOf,
+} from "./repository.ts";
+
+export const ADMIN_ROLE = "app_admin_role";
+/** The application whose files every application reads. */
+export const SHARED_APPLICATION = "application";
+
+/** The services whose own client the token is: its realm roles `service:<name>`, as the registry checks. */
+function servicesOf(token: AccessToken): string[] {
+  return token.roles.flatMap((role) =>
+    role.startsWith("service:") ? [role.slice("service:".length)] : []
+  );
+}
+
+/** Whether the token may read `application`: an admin any; a service its own and the shared one. */
+export function mayRead(token: AccessToken, application: string): boolean {
+  if (token.roles.includes(ADMIN_ROLE)) return true;
+  const services = servicesOf(token);
+  if (application === SHARED_APPLICATION) return services.length > 0;
+  return services.includes(application);
+}
+
+export interface ConfigRoutesOptions {
+  /** The repository folder. */
+  readonly folder: string;
+  readonly cipher: SecretCipher;
+  readonly verifier: JwtVerifier;
+  readonly logger: Logger;
+  /** Subscribes to changes of the folder; returns the unsubscribe. */
+  readonly onRepositoryChange: (listener: () => void) => () => void;
+  /** Ends watch streams when the service stops. */
+  readonly closing: AbortSignal;
+  /** @default 15_000 */
+  readonly pingMs?: number;
+}
+
+/** The merged document of one application and its version. */
+export interface Environment {
+  readonly name: string;
+  readonly profiles: readonly string[];
+  readonly label: string | null;
+  readonly version: string;
+  readonly state: null;
+  readonly propertySources: readonly PropertySource[];
+}
+
+function forbidden(token: AccessToken, application: string): ProblemError {
+  const who = token.clientId ?? token.username ?? token.subject;
+  return new ProblemError({
+    status: 403,
+    code: "forbidden",
+    title: "Permission denied",
+    detail: `The client ${who} may not read the configuration of ${application}: a service ` +
+      `reads its own (role service:${application}), admins (${ADMIN_ROLE}) read any`,
+    extensions: { requiredRoles: [`service:${application}`, ADMIN_ROLE] },
+  });
+}
+
+function parsePath(c: Context): { application: string; profiles: string[]; label: string | null } {
+  const application = c.req.param("application") ?? "";
+  const profiles = (c.req.param("profile") ?? "").split(",");
+  const label = c.req.param("label") ?? null;
+  const bad = [
+    ...(isName(application) ? [] : [`application '${application}'`]),
+    ...profiles.filter((profile) => !isName(profile)).map((profile) => `profile '${profile}'`),
+  ];
+  if (bad.length > 0) {
+    throw new ProblemError({
+      status: 400,
+      code: "invalid-path",
+      title: "Invalid application or profile",
+      detail: `${bad.join(", ")}: names are lower-case letters, digits, '_' and '-'; profiles ` +
+        "are comma-separated",
+    });
+  }
+  if (label !== null && label !== "main") {
+    throw notFound(
+      `No label '${label}': this repository is a folder, whose only label is 'main'`,
+    );
+  }
+  return { application, profiles, label };
+}
+
+export function addConfigRoutes(app: Hono, options: ConfigRoutesOptions): Hono {
+  const { folder, cipher, logger, closing, pingMs = 15_000 } = options;
+  const authenticated = bearerAuth({ verifier: options.verifier }) as unknown as MiddlewareHandler;
+  const admin = bearerAuth({
+    verifier: options.verifier,
+    anyRole: [ADMIN_ROLE],
+  }) as unknown as MiddlewareHandler;
+
+  /** The raw (still encrypted) sources and their version. */
+  async function load(application: string, profiles: readonly string[]) {
+    try {
+      const sources = await readPropertySources(folder, application, profiles);
+      return { sources, version: await versionOf(sources) };
+    } catch (error) {
+      if (!(error instanceof RepositoryError)) throw error;
+      logger.error("Cannot serve the configuration of {application}: {message}", {
+        application,
+        message: error.message,
+      });
+      throw new ProblemError({
+        status: 500,
+        code: "invalid-repository",
+        title: "Invalid configuration repository",
+        detail: error.message,
+      });
+    }
+  }
+
+  /** Decrypts every `{cipher}` value; a failure names its file and key, never a value. */
+  async function decrypted(application: string, sources: readonly PropertySource[]) {
+    const out: PropertySource[] = [];
+    for (const { name, source } of sources) {
+      const values: Record<string, PropertyValue> = {};
+      for (const [key, value] of Object.entries(source)) {
+        if (typeof value !== "string" || !value.startsWith(CIPHER_PREFIX)) {
+          values[key] = value;
+          continue;
+        }
+        try {
+          values[key] = await cipher.decrypt(value);
+        } catch (error) {
+          if (!(error instanceof CipherError)) throw error;
+          logger.error("Cannot decrypt {key} of {file} for {application}: {reason}", {
+            key,
+            file: name,
+            application,
+            reason: error.message,
+          });
+          throw new ProblemError({
+            status: 500,
+            code: "undecryptable-secret",
+            title: "A secret of this configuration cannot be decrypted",
+            detail: `The secret '${key}' of ${name} cannot be decrypted (${error.code}): ` +
+              `${error.message}. Nothing of ${application}'s configuration is served until ` +
+              "it is fixed; clients keep their last good copy",
+            extensions: { file: name, key, reason: error.code },
+          });
+        }
+      }
+      out.push({ name, source: values });
+    }
+    return out;
+  }
+
+  function watch(application: string, profiles: readonly string[], first: string): Response {
+    const encoder = new TextEncoder();
+    let finish = () => {};
+    const body = new ReadableStream<Uint8Array>({
+      start(controller) {
+        let open = true;
+        let sent = first;
+        const send = (text: string) => {
+          if (open) controller.enqueue(encoder.encode(text));
+        };
+        const event = (version: string) =>
+          `event: version\ndata: ${JSON.stringify({ version })}\n\n`;
+        const unsubscribe = options.onRepositoryChange(() => {
+          load(application, profiles).then(({ version }) => {
+            if (version === sent) return;
+            sent = version;
+            send(event(version));
+          }, () => {
+            // Logged by load; the watcher keeps its last version.
+          });
+        });
+        const ping = setInterval(() => send(": ping\n\n"), pingMs);
+        finish = () => {
+          if (!open) return;
+          open = false;
+          unsubscribe();
+          clearInterval(ping);
+          closing.removeEventListener("abort", finish);
+          try {
+            controller.close();
+          } catch {
+            // Already closed by a cancelled response.
+          }
+        };
+        closing.addEventListener("abort", finish, { once: true });
+        send(`retry: 500\n\n${event(first)}`);
+        if (closing.aborted) finish();
+      },
+      cancel() {
+        finish();
+      },
+    });
+    return new Response(body, {
+      headers: {
+        "content-type": "text/event-stream; charset=utf-8",
+        "cache-control": "no-cache",
+        "x-accel-buffering": "no",
+      },
+    });
+  }
+
+  async function environment(c: Context<BearerAuthEnv>) {
+    const { application, profiles, label } = parsePath(c);
+    const token = c.get("accessToken");
+    if (!mayRead(token, application)) throw forbidden(token, application);
+    const { sources, version } = await load(application, profiles);
+    const etag = `"${version}"`;
+    if (c.req.header("accept")?.includes("text/event-stream")) {
+      if (closing.aborted) {
+        throw new ProblemError({
+          status: 503,
+          code: "shutting-down",
+          title: "Shutting down",
+          detail: "The config service is stopping; watch another instance",
+        });
+      }
+      return watch(application, profiles, version);
+    }
+    const match = c.req.header("if-none-match");
+    if (match !== undefined && match.split(",").map((tag) => tag.trim()).includes(etag)) {
+      return c.body(null, 304, { etag });
+    }
+    const body: Environment = {
+      name: application,
+      profiles,
+      label,
+      version,
+      state: null,
+      propertySources: await decrypted(application, sources),
+    };
+    return c.json(body, 200, { etag, "cache-control": "no-cache" });
+  }
+
+  async function readText(c: Context): Promise<string> {
+    const type = c.req.header("content-type") ?? "text/plain";
+    if (!/^text\/plain\b/i.test(type)) {
+      throw new ProblemError({
+        status: 415,
+        code: "unsupported-media-type",
+        title: "Unsupported media type",
+        detail: `The body must be text/plain, got ${type}`,
+      });
+    }
+    const text = await c.req.text();
+    if (text === "") {
+      throw new ProblemError({
+        status: 400,
+        code: "invalid-body",
+        title: "Invalid request body",
+        detail: "The body must be the text to encrypt or decrypt",
+      });
+    }
+    return text;
+  }
+
+  app.post("/encrypt", admin, async (c) => {
+    return c.text(await cipher.encrypt(await readText(c)));
+  });
+
+  app.post("/decrypt", admin, async (c) => {
+    const text = await readText(c);
+    try {
+      return c.text(await cipher.decrypt(text));
+    } catch (error) {
+      if (!(error instanceof CipherError)) throw error;
+      throw new ProblemError({
+        status: error.code === "malformed" ? 400 : 422,
+        code: `cipher-${error.code}`,
+        title: "Cannot decrypt",
+        detail: error.message,
+      });
+    }
+  });
+
+  app.get("/:application/:profile", authenticated, (c) => environment(c as never));
+  app.get("/:application/:profile/:label", authenticated, (c) => environment(c as never));
+  return app;
+}
