@@ -13,8 +13,9 @@ export const SERVICE_PERMISSIONS = [
   "--allow-net",
   "--allow-env",
   "--allow-read",
-  // The last good configuration each service read from the config service.
-  "--allow-write=.data/config-cache",
+  // The last good configuration each service read from the config service, and the
+  // embedded PGlite's cluster template (PGLITE_TEMPLATE_FILE's default folder).
+  "--allow-write=.data/config-cache,.data/pglite",
   "--allow-sys=hostname,osRelease,homedir",
 ] as const;
 /** The engines `--engines=real` needs, and how the services select them. */
