@@ -18,6 +18,14 @@ export const SERVICE_PERMISSIONS = [
   "--allow-write=.data/config-cache,.data/pglite",
   "--allow-sys=hostname,osRelease,homedir",
 ] as const;
+/**
+ * V8 flags of the services' process. The embedded PGlite's WebAssembly is
+ * compiled by V8's baseline compiler only: its optimised tier would keep a
+ * second copy of PostgreSQL's compiled code (~70 MB measured) for speed a
+ * development database does not need. No other code of the services is
+ * WebAssembly.
+ */
+export const SERVICE_V8_FLAGS = ["--v8-flags=--liftoff-only"] as const;
 /** The engines `--engines=real` needs, and how the services select them. */
 const REAL = {
   engines: ["kafka", "elasticsearch", "redis", "zipkin", "prometheus"],
@@ -71,7 +79,7 @@ async function main(args: string[]): Promise<number> {
     write(whereToLook({ ...Deno.env.toObject(), ...env }));
   }
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", ...SERVICE_PERMISSIONS, "--env-file=.env", MAIN, "all"],
+    args: ["run", ...SERVICE_PERMISSIONS, ...SERVICE_V8_FLAGS, "--env-file=.env", MAIN, "all"],
     env,
     stdin: "inherit",
     stdout: "inherit",

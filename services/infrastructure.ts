@@ -35,6 +35,7 @@ import postgres from "postgres";
 import type { SqlDatabase } from "../shared/database/database.ts";
 import { PgliteDatabase } from "../shared/database/pglite_database.ts";
 import { startPglite } from "../shared/database/pglite_thread.ts";
+import type { PGliteWorker } from "@electric-sql/pglite/worker";
 import { PostgresDatabase } from "../shared/database/postgres_database.ts";
 import { TracedSqlDatabase } from "../shared/database/traced_database.ts";
 import { createJwtVerifier, type JwtVerifier } from "../shared/auth/jwt_verifier.ts";
@@ -82,6 +83,7 @@ export class Infrastructure {
   readonly #tokens = new Map<string, TokenSource>();
   #rateLimitStore: RateLimitStore | undefined;
   readonly #databases = new Map<string, SqlDatabase>();
+  #embeddedServer?: PGliteWorker;
   #spanExporter: SpanExporter | undefined;
   #spanStore: MemorySpanStore | undefined;
   #traceReader: TraceReader | undefined;
@@ -209,9 +211,10 @@ export class Infrastructure {
   /**
    * A service's own database: PostgreSQL at `url`, or with `url` empty an
    * embedded PGlite in memory (its data lives in this process only), on a
-   * worker thread of its own so that its start never stalls the services.
-   * One per service, even when two services name the same server: each
-   * embedded database is a cluster and a thread of its own.
+   * worker thread so that its start never stalls the services. One database
+   * per service; the services of a process share one embedded server (a
+   * schema each, as they share one PostgreSQL server in compose), since each
+   * PGlite costs ~200 MB resident.
    */
   database(service: string, url: string, tracer?: Tracer): SqlDatabase {
     let database = this.#databases.get(service);
@@ -229,6 +232,7 @@ export class Infrastructure {
     await Promise.all([...this.#tracedSearchIndexes.values()].map((index) => index.close()));
     await this.#rateLimitStore?.close();
     await Promise.all([...this.#databases.values()].map((database) => database.close()));
+    await this.#embeddedServer?.close();
   }
 
   #spanExporterOf(): SpanExporter {
@@ -298,11 +302,16 @@ export class Infrastructure {
     if (url === "") {
       const templateFile = this.config.process.pgliteTemplateFile;
       this.logger.info(
-        "{service} database: embedded PGlite in memory on a worker thread; its data lives in " +
-          "this process only (empty cluster from {template})",
+        "{service} database: embedded PGlite in memory on a worker thread, shared by this " +
+          "process's services (a schema each); its data lives in this process only (empty " +
+          "cluster from {template})",
         { service, template: templateFile || "initdb" },
       );
-      return new TracedSqlDatabase(new PgliteDatabase(startPglite({ templateFile })), traced);
+      this.#embeddedServer ??= startPglite({ templateFile });
+      return new TracedSqlDatabase(
+        new PgliteDatabase(this.#embeddedServer, { ownsInstance: false }),
+        traced,
+      );
     }
     this.logger.info("{service} database: PostgreSQL at {url}", {
       service,

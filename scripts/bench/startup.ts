@@ -13,7 +13,7 @@
  * also on failure and Ctrl-C.
  */
 import { fetchToken, tokenOptions } from "../token.ts";
-import { SERVICE_PERMISSIONS } from "../dev.ts";
+import { SERVICE_PERMISSIONS, SERVICE_V8_FLAGS } from "../dev.ts";
 import { write } from "../engines/engines.ts";
 
 const MAIN = new URL("../../services/main.ts", import.meta.url).pathname;
@@ -96,7 +96,7 @@ async function round(settleMs: number, children: Set<Deno.ChildProcess>): Promis
   const options = await tokenOptions([USER], env);
   const started = Date.now();
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", ...SERVICE_PERMISSIONS, MAIN, "all"],
+    args: ["run", ...SERVICE_PERMISSIONS, ...SERVICE_V8_FLAGS, MAIN, "all"],
     env,
     stdin: "null",
     stdout: "piped",

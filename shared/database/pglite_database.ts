@@ -66,13 +66,29 @@ async function execute(executor: PgliteExecutor, script: string): Promise<void> 
   }
 }
 
-/** A database on a ready PGlite instance, which it takes over: `close` closes it. */
+export interface PgliteDatabaseOptions {
+  /**
+   * Whether `close` closes the PGlite instance too: false when several
+   * services share one embedded server (a schema each), whose owner closes it.
+   * @default true
+   */
+  readonly ownsInstance?: boolean;
+}
+
+/**
+ * A database on a PGlite instance: `close` closes it, unless the instance is
+ * shared. PGlite runs one statement or transaction at a time, so databases
+ * sharing an instance never see each other's open transactions.
+ */
 export class PgliteDatabase implements SqlDatabase {
   readonly #pg: PGliteInterface;
+  readonly #ownsInstance: boolean;
   #closed = false;
+  readonly #unlistens = new Set<() => Promise<void>>();
 
-  constructor(pg: PGliteInterface) {
+  constructor(pg: PGliteInterface, options: PgliteDatabaseOptions = {}) {
     this.#pg = pg;
+    this.#ownsInstance = options.ownsInstance ?? true;
   }
 
   async query<T = SqlRow>(sql: string, params: readonly SqlParam[] = []): Promise<T[]> {
@@ -111,9 +127,11 @@ export class PgliteDatabase implements SqlDatabase {
     this.#checkOpen();
     checkChannel(channel);
     const unlisten = await this.#pg.listen(channel, onNotification);
+    this.#unlistens.add(unlisten);
     onListening?.();
     return async () => {
-      if (!this.#closed) await unlisten();
+      if (!this.#unlistens.delete(unlisten) || this.#closed) return;
+      await unlisten();
     };
   }
 
@@ -124,7 +142,14 @@ export class PgliteDatabase implements SqlDatabase {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    await this.#pg.close();
+    if (this.#ownsInstance) {
+      await this.#pg.close();
+      return;
+    }
+    // The instance lives on: stop this database's notifications.
+    const unlistens = [...this.#unlistens];
+    this.#unlistens.clear();
+    await Promise.all(unlistens.map((unlisten) => unlisten().catch(() => {})));
   }
 
   #checkOpen(): void {

@@ -21,7 +21,27 @@ export interface PgliteThreadOptions {
    * @default ""
    */
   readonly templateFile?: string;
+  /**
+   * PostgreSQL settings the server starts with (`-c name=value`), on top of
+   * PGlite's own start parameters.
+   * @default EMBEDDED_SETTINGS
+   */
+  readonly settings?: Readonly<Record<string, string>>;
 }
+
+/**
+ * Small buffers for an embedded development database: PGlite's default
+ * shared_buffers (128MB) is touched as tables are read and stays resident;
+ * 16MB holds every table of the services' schemas. (PGlite's WebAssembly
+ * memory itself cannot start below 128 MB: the module declares 2048 pages.)
+ */
+export const EMBEDDED_SETTINGS: Readonly<Record<string, string>> = {
+  shared_buffers: "16MB",
+  wal_buffers: "512kB",
+  work_mem: "1MB",
+  maintenance_work_mem: "8MB",
+  temp_buffers: "1MB",
+};
 
 /**
  * Starts a worker and a PGlite in it; resolves at once (queries wait until
@@ -33,7 +53,10 @@ export function startPglite(options: PgliteThreadOptions = {}): PGliteWorker {
   // A unique id: PGliteWorker elects a leader among workers of the same id.
   const pg = new PGliteWorker(thread, {
     id: `pglite-${crypto.randomUUID()}`,
-    meta: { templateFile: options.templateFile ?? "" },
+    meta: {
+      templateFile: options.templateFile ?? "",
+      settings: options.settings ?? EMBEDDED_SETTINGS,
+    },
   });
   const execProtocol = pg.execProtocol.bind(pg);
   const execProtocolStream = pg.execProtocolStream.bind(pg);

@@ -63,11 +63,22 @@ function reportingFailures(pg: PGlite): PGlite {
   return pg;
 }
 
-async function open(templateFile: string | undefined): Promise<PGlite> {
-  if (templateFile === undefined || templateFile === "") return await PGlite.create();
+interface Meta {
+  readonly templateFile?: string;
+  readonly settings?: Readonly<Record<string, string>>;
+}
+
+async function open({ templateFile, settings = {} }: Meta): Promise<PGlite> {
+  const startParams = [
+    ...PGlite.defaultStartParams,
+    ...Object.entries(settings).flatMap(([name, value]) => ["-c", `${name}=${value}`]),
+  ];
+  if (templateFile === undefined || templateFile === "") {
+    return await PGlite.create({ startParams });
+  }
   const template = await readTemplate(templateFile);
-  if (template !== undefined) return await PGlite.create({ loadDataDir: template });
-  const pg = await PGlite.create();
+  if (template !== undefined) return await PGlite.create({ loadDataDir: template, startParams });
+  const pg = await PGlite.create({ startParams });
   // Saved before any statement of the service's, so the template holds an
   // empty cluster. A template that cannot be written (a read-only folder, no
   // write permission) only costs the next start another initdb.
@@ -77,7 +88,6 @@ async function open(templateFile: string | undefined): Promise<PGlite> {
 
 await worker({
   async init(options) {
-    const templateFile = (options.meta as { templateFile?: string } | undefined)?.templateFile;
-    return reportingFailures(await open(templateFile));
+    return reportingFailures(await open((options.meta ?? {}) as Meta));
   },
 });
