@@ -23,9 +23,12 @@ export const SERVICE_PERMISSIONS = [
  * compiled by V8's baseline compiler only: its optimised tier would keep a
  * second copy of PostgreSQL's compiled code (~70 MB measured) for speed a
  * development database does not need. No other code of the services is
- * WebAssembly.
+ * WebAssembly. And a young generation of 2 MB semi-spaces per isolate (the
+ * main thread and PGlite's worker) instead of V8's 16 MB: more frequent,
+ * shorter scavenges, ~55 MB less resident (measured with bench:startup:
+ * 363 -> 305 MB after 20 s).
  */
-export const SERVICE_V8_FLAGS = ["--v8-flags=--liftoff-only"] as const;
+export const SERVICE_V8_FLAGS = ["--v8-flags=--liftoff-only,--max-semi-space-size=2"] as const;
 /** The engines `--engines=real` needs, and how the services select them. */
 const REAL = {
   engines: ["kafka", "elasticsearch", "redis", "zipkin", "prometheus"],
