@@ -60,6 +60,14 @@ export interface RemoteWordCountsOptions {
   readonly timeoutMs: number;
   readonly breaker: Omit<CircuitOptions, "name" | "logger" | "timeoutMs" | "isNotFailure">;
   readonly logger: Logger;
+  /**
+   * Until the source first answers, and for at most this long after this
+   * lookup was made, a failure is the source still starting (the services of
+   * one process start together): logged at info. A failure after that, or
+   * once the source has answered, is an outage: a warning.
+   * @default 30_000
+   */
+  readonly startupGraceMs?: number;
 }
 
 class UnexpectedAnswer extends Error {
@@ -73,9 +81,12 @@ export class RemoteWordCounts implements WordCountLookup {
   readonly #options: RemoteWordCountsOptions;
   readonly #circuit: Circuit<Record<string, number | null>>;
   #lastFailure = "";
+  #answered = false;
+  readonly #startingUntil: number;
 
   constructor(options: RemoteWordCountsOptions) {
     this.#options = options;
+    this.#startingUntil = Date.now() + (options.startupGraceMs ?? 30_000);
     this.#circuit = new Circuit({
       ...options.breaker,
       name: options.source,
@@ -88,14 +99,24 @@ export class RemoteWordCounts implements WordCountLookup {
     try {
       const counts = await this.#circuit.fire(() => this.#lookUp(words));
       this.#lastFailure = "";
+      this.#answered = true;
       return { status: "ok", counts };
     } catch (error) {
-      // Logged once per kind of failure, not on every search while it lasts.
       const message = error instanceof Error ? error.message : String(error);
+      const source = this.#options.source;
+      if (!this.#answered && Date.now() < this.#startingUntil) {
+        // Not remembered as the last failure: if it lasts past the grace, it warns.
+        this.#options.logger.info(
+          "Word counts not available yet from {source} (starting): {error}",
+          { source, error: message },
+        );
+        return UNAVAILABLE;
+      }
+      // Logged once per kind of failure, not on every search while it lasts.
       if (message !== this.#lastFailure) {
         this.#lastFailure = message;
         this.#options.logger.warn("Word counts unavailable from {source}: {error}", {
-          source: this.#options.source,
+          source,
           error: message,
         });
       }
@@ -112,8 +133,10 @@ export class RemoteWordCounts implements WordCountLookup {
     if ((await discovery.instances(source)).length === 0) {
       throw new Error(`no ${source} instance is known`);
     }
-    const signal = AbortSignal.timeout(timeoutMs);
+    // The query service's own token is not the source's answer: the timeout
+    // starts once it is in hand (the first one is fetched from the issuer).
     const authorization = `Bearer ${await tokens.token()}`;
+    const signal = AbortSignal.timeout(timeoutMs);
     const counts = await Promise.all(words.map(async (word) => {
       const path = source === "analytics"
         ? `/api/v1/analytics/words/${encodeURIComponent(word)}`

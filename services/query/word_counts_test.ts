@@ -11,7 +11,15 @@ import { createTestIssuer } from "../../shared/testing/test_issuer.ts";
 import realm from "../../shared/auth/twitterapi-realm.json" with { type: "json" };
 import { loadConfig } from "../config.ts";
 import { fixedTokens, startQueryService, superUser } from "./_testing.ts";
-import { countedWords, MAX_COUNTED_WORDS, wordCountsHeader } from "./word_counts.ts";
+import {
+  countedWords,
+  MAX_COUNTED_WORDS,
+  RemoteWordCounts,
+  type RemoteWordCountsOptions,
+  wordCountsHeader,
+} from "./word_counts.ts";
+import type { Logger } from "../../shared/log/log.ts";
+import type { BalancedClient } from "../../shared/http/balanced_client.ts";
 
 const V1 = "application/vnd.twitterapi.v1+json";
 const issuer = await createTestIssuer();
@@ -170,4 +178,37 @@ Deno.test("the query service's default client secret is the realm file's develop
     mapper.config["included.custom.audience"]
   );
   assert.deepEqual(audiences.sort(), ["analytics", "registry", "wordcount"]);
+});
+
+Deno.test("a source not answering yet at start is logged at info; past the start-up grace it warns", async () => {
+  const lines: string[] = [];
+  const record = (level: string) => (message: string) => void lines.push(`${level} ${message}`);
+  const logger = { info: record("info"), warn: record("warn"), error: record("error") };
+  const options = (startupGraceMs: number): RemoteWordCountsOptions => ({
+    source: "analytics",
+    discovery: new StaticDiscovery([]),
+    client: {} as BalancedClient, // never reached: no instance is known
+    tokens: fixedTokens(),
+    timeoutMs: 1000,
+    breaker: {
+      errorThresholdPercentage: 100,
+      volumeThreshold: 100,
+      resetTimeoutMs: 1000,
+      rollingCountTimeoutMs: 1000,
+    },
+    logger: logger as unknown as Logger,
+    startupGraceMs,
+  });
+  const starting = new RemoteWordCounts(options(30_000));
+  assert.deepEqual(await starting.countsOf(["kafka"]), { status: "unavailable" });
+  starting.shutdown();
+  assert.deepEqual(lines, ["info Word counts not available yet from {source} (starting): {error}"]);
+
+  lines.length = 0;
+  const down = new RemoteWordCounts(options(0));
+  assert.deepEqual(await down.countsOf(["kafka"]), { status: "unavailable" });
+  assert.deepEqual(await down.countsOf(["kafka"]), { status: "unavailable" });
+  down.shutdown();
+  // Once per kind of failure.
+  assert.deepEqual(lines, ["warn Word counts unavailable from {source}: {error}"]);
 });
