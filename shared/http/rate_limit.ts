@@ -4,7 +4,10 @@
  * gateway instance enforces one limit together.
  *
  * When the shared store fails, the middleware keeps serving: it counts in an
- * in-process `fallback` store, logs one warning for the outage, reports the
+ * in-process `fallback` store, admitting its share of the limit (the limit
+ * divided by the instances that count it, `sharing`, rounded down, at least
+ * 1: together they admit at most the limit, or one request per instance when
+ * the limit is smaller than their number), logs one warning for the outage, reports the
  * degraded state through `status()` and `readiness`, and tries the shared
  * store again at most once per `retryIntervalMs` until it answers. A store
  * outage never turns into a 5xx.
@@ -49,11 +52,23 @@ export interface RateLimitOptions {
   readonly store: RateLimitStore;
   /**
    * Counts the requests while `store` fails, so the gateway keeps serving. Its
-   * counts are this process's only: during an outage each instance admits up
-   * to the limit.
+   * counts are this process's only: during an outage each instance admits its
+   * share of the limit (see `sharing`).
    * @default new MemoryRateLimitStore()
    */
   readonly fallback?: RateLimitStore;
+  /**
+   * How many instances (this one included) enforce the limit together, read
+   * on every request counted in process: each admits
+   * `max(1, floor(limit / sharing()))` per window while the store fails.
+   * @default () => 1
+   */
+  readonly sharing?: () => number;
+  /**
+   * What one of the instances is called in the status.
+   * @default "instance"
+   */
+  readonly instanceNoun?: string;
   /**
    * The policy, or a live source of it (read on every request, so a refreshed
    * configuration changes the limit at once); its name must not change.
@@ -106,8 +121,15 @@ export type RateLimitStatus =
   | { readonly mode: "shared" }
   | {
     readonly mode: "in-process";
-    /** For `/ready`: "rate limits served in process: Redis unreachable". */
+    /**
+     * For `/ready`: "Redis unreachable; counting locally: 300 of 600 per 60 s
+     * per gateway, 2 gateways".
+     */
     readonly detail: string;
+    /** What this instance admits per window while it counts alone. */
+    readonly localLimit: number;
+    /** The instances sharing the limit. */
+    readonly instances: number;
     /** The store's last error. */
     readonly error: string;
     /** When the outage began, as an ISO date. */
@@ -206,6 +228,12 @@ function errorMessage(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
 
+/** An instance's share of `limit` among `instances`: rounded down, at least 1. */
+export function localShare(limit: number, instances: number): number {
+  const count = Number.isFinite(instances) && instances >= 1 ? Math.floor(instances) : 1;
+  return Math.max(1, Math.floor(limit / count));
+}
+
 /** Rejects after `ms` unless cancelled. */
 function deadline(ms: number, what: string): { promise: Promise<never>; cancel(): void } {
   let timer: ReturnType<typeof setTimeout> | undefined;
@@ -227,6 +255,8 @@ export function rateLimit(options: RateLimitOptions): RateLimitMiddleware {
     retryIntervalMs = 1000,
     storeTimeoutMs = 1000,
     now = () => performance.now(),
+    sharing = () => 1,
+    instanceNoun = "instance",
   } = options;
   const livePolicy = typeof policy === "function" ? policy : () => policy;
   const { name } = livePolicy();
@@ -238,7 +268,10 @@ export function rateLimit(options: RateLimitOptions): RateLimitMiddleware {
       : `subject:${subject}`;
   });
   const metrics = options.metrics === undefined ? undefined : rateLimitMetrics(options.metrics);
-  const detail = `rate limits served in process: ${storeName} unreachable`;
+  const sharers = () => {
+    const count = sharing();
+    return Number.isFinite(count) && count >= 1 ? Math.floor(count) : 1;
+  };
   metrics?.fallback.set({ policy: name }, 0);
 
   /** Set while the store fails. */
@@ -301,17 +334,18 @@ export function rateLimit(options: RateLimitOptions): RateLimitMiddleware {
         limitTime.cancel();
       }
     }
-    return await fallback.hit(storeKey, limit, windowMs);
+    return await fallback.hit(storeKey, localShare(limit, sharers()), windowMs);
   }
 
   async function rateLimitMiddleware(c: Context, next: () => Promise<void>) {
     const current = livePolicy();
     const { limit, windowMs } = current;
-    const policyField = `"${name}";q=${limit};w=${seconds(windowMs)}`;
     const decision = await decide(`${name}:${key(c)}`, current);
+    // Counted in process, the policy this instance enforces is its share.
+    const enforced = outage === undefined ? limit : localShare(limit, sharers());
     const untilAdmittedMs = decision.allowed ? decision.resetAfterMs : decision.retryAfterMs;
     const fields = {
-      "RateLimit-Policy": policyField,
+      "RateLimit-Policy": `"${name}";q=${enforced};w=${seconds(windowMs)}`,
       "RateLimit": `"${name}";r=${decision.remaining};t=${seconds(untilAdmittedMs)}`,
     };
     metrics?.decisions.inc({ policy: name, outcome: decision.allowed ? "allowed" : "limited" });
@@ -320,7 +354,7 @@ export function rateLimit(options: RateLimitOptions): RateLimitMiddleware {
         status: 429,
         code: "rate-limited",
         title: "Too many requests",
-        detail: `Rate limit '${name}' allows ${limit} requests in ${
+        detail: `Rate limit '${name}' allows ${enforced} requests in ${
           seconds(windowMs)
         } seconds; retry after ${seconds(decision.retryAfterMs)} seconds`,
         extensions: { policy: name },
@@ -334,9 +368,16 @@ export function rateLimit(options: RateLimitOptions): RateLimitMiddleware {
 
   function status(): RateLimitStatus {
     if (outage === undefined) return { mode: "shared" };
+    const { limit, windowMs } = livePolicy();
+    const instances = sharers();
+    const localLimit = localShare(limit, instances);
     return {
       mode: "in-process",
-      detail,
+      detail: `${storeName} unreachable; counting locally: ${localLimit} of ${limit} per ${
+        seconds(windowMs)
+      } s per ${instanceNoun}, ${instances} ${instanceNoun}${instances === 1 ? "" : "s"}`,
+      localLimit,
+      instances,
       error: outage.error,
       since: outage.since.toISOString(),
     };

@@ -12,6 +12,7 @@ import type { RateLimitDecision, RateLimitStore } from "../rate_limit/rate_limit
 import { RedisRateLimitStore } from "../rate_limit/redis_rate_limit_store.ts";
 import { PROBLEM_CONTENT_TYPE, problemType } from "./problem.ts";
 import {
+  localShare,
   rateLimit,
   type RateLimitLogger,
   type RateLimitMiddleware,
@@ -341,13 +342,15 @@ Deno.test("rateLimit() serves from the fallback while Redis is unreachable", asy
     assert.equal(status.mode, "in-process");
     assert.equal(
       status.mode === "in-process" && status.detail,
-      "rate limits served in process: Redis unreachable",
+      "Redis unreachable; counting locally: 2 of 2 per 60 s per instance, 1 instance",
     );
     await assert.rejects(
       limiter.readiness.check(),
       (error: unknown) =>
         error instanceof Error &&
-        error.message.startsWith("rate limits served in process: Redis unreachable: "),
+        error.message.startsWith(
+          "Redis unreachable; counting locally: 2 of 2 per 60 s per instance, 1 instance: ",
+        ),
     );
     assert.equal(logger.warnings.length, 1, "one warning for the outage");
     assert.match(String(logger.warnings[0]?.[0]), /Rate limits served in process/);
@@ -355,6 +358,69 @@ Deno.test("rateLimit() serves from the fallback while Redis is unreachable", asy
   } finally {
     await store.close();
   }
+});
+
+Deno.test("two gateways with Redis unreachable admit at most the limit together, each its share as gateways come and go", async () => {
+  const clients = [0, 1].map(() => {
+    // Nothing listens on port 1: every command fails at once.
+    const client = new Redis("redis://127.0.0.1:1", {
+      lazyConnect: true,
+      maxRetriesPerRequest: 0,
+      enableOfflineQueue: false,
+      retryStrategy: () => null,
+    });
+    client.on("error", () => {});
+    return client;
+  });
+  const stores = clients.map((client) => new RedisRateLimitStore(client));
+  let gateways = 2;
+  const name = uniquePolicy("shared-fallback");
+  const apps = stores.map((store) =>
+    limitedApp({
+      store,
+      policy: { name, limit: 7, windowMs: 60_000 },
+      key: () => "client",
+      logger: recordingLogger(),
+      sharing: () => gateways,
+      instanceNoun: "gateway",
+    })
+  );
+  try {
+    const answered = await Promise.all(
+      apps.map(({ app }) => statuses(Array.from({ length: 6 }, () => app.request("/")))),
+    );
+    // 7 / 2 rounded down: 3 each, 6 together (at most the limit).
+    assert.deepEqual(answered.map((codes) => codes.filter((code) => code === 200).length), [3, 3]);
+    const [first] = apps;
+    const status = first!.limiter.status();
+    assert.equal(
+      status.mode === "in-process" && status.detail,
+      "Redis unreachable; counting locally: 3 of 7 per 60 s per gateway, 2 gateways",
+    );
+    const refused = await first!.app.request("/");
+    assert.equal(refused.status, 429);
+    assert.equal(refused.headers.get("RateLimit-Policy"), `"${name}";q=3;w=60`);
+    await refused.body?.cancel();
+
+    // The other gateway left: the one still running admits the whole limit.
+    gateways = 1;
+    const alone = await statuses(Array.from({ length: 6 }, () => first!.app.request("/")));
+    assert.equal(alone.filter((code) => code === 200).length, 4, "7 in all, 3 already counted");
+    const aloneStatus = first!.limiter.status();
+    assert.equal(
+      aloneStatus.mode === "in-process" && aloneStatus.detail,
+      "Redis unreachable; counting locally: 7 of 7 per 60 s per gateway, 1 gateway",
+    );
+  } finally {
+    await Promise.all(stores.map((store) => store.close()));
+  }
+});
+
+Deno.test("a share of the limit is rounded down and at least 1", () => {
+  assert.equal(localShare(600, 2), 300);
+  assert.equal(localShare(7, 2), 3);
+  assert.equal(localShare(2, 3), 1);
+  assert.equal(localShare(5, 0), 5);
 });
 
 Deno.test("rateLimit() tries a failing store at most once a second and recovers", async () => {
