@@ -33,6 +33,7 @@ import { createIndexerService } from "./indexer/main.ts";
 import { Infrastructure } from "./infrastructure.ts";
 import { createQueryService } from "./query/main.ts";
 import { createRegistryService } from "./registry/main.ts";
+import { followInstanceCount } from "../shared/discovery/instance_count.ts";
 import { createStreamService } from "./stream/main.ts";
 import { createWordCountService } from "./wordcount/main.ts";
 import { VERSION } from "./version.ts";
@@ -91,6 +92,8 @@ const SERVICES: Readonly<Record<string, ServiceEntry>> = {
         config,
         context,
         discovery: infrastructure.registry("gateway"),
+        // Its own service, read with its own credentials: the rate-limit share while Redis is down.
+        gateways: followInstanceCount(infrastructure.registry("gateway"), "gateway"),
         rateLimitStore: infrastructure.rateLimitStore(context.tracer),
         ...(configuration === undefined ? {} : { configuration }),
       })),

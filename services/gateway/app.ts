@@ -35,6 +35,8 @@ export interface GatewayRoutesOptions {
    * The live limit and window of a policy, read on every request (the
    * configuration's GATEWAY_RATE_LIMITS); undefined: the route table's.
    */
+  /** The gateways sharing the rate limits while their store fails. @default () => 1 */
+  readonly gatewayCount?: () => number;
   readonly rateLimitOverride?: (policy: string) => { limit: number; windowMs: number } | undefined;
 }
 
@@ -79,6 +81,8 @@ export function createGatewayRoutes(options: GatewayRoutesOptions): GatewayRoute
         },
         logger,
         metrics: options.metrics,
+        instanceNoun: "gateway",
+        ...(options.gatewayCount === undefined ? {} : { sharing: options.gatewayCount }),
         ...(options.trustForwardedFor ? { trustForwardedFor: true } : {}),
         ...(options.trustForwardedFor ? {} : {
           key: (c) => {

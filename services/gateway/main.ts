@@ -12,6 +12,7 @@ import type { Service, ServiceContext } from "../../shared/service/service.ts";
 import type { RefreshableConfig } from "../../shared/config/refreshable_config.ts";
 import { ConfigError } from "../../shared/config/setting.ts";
 import { type AppConfig, parseRateLimitOverrides } from "../config.ts";
+import type { InstanceCount } from "../../shared/discovery/instance_count.ts";
 import { createGatewayRoutes } from "./app.ts";
 import { ServiceBreakers } from "./breaker.ts";
 import type { BreakerOptions, GatewayRoute } from "./routes.ts";
@@ -30,6 +31,12 @@ export interface GatewayDependencies {
    * @default the file `config.gateway.routesFile`, else `DEFAULT_ROUTES`
    */
   readonly routes?: readonly GatewayRoute[];
+  /**
+   * The gateways the registry lists (this one included): while the
+   * rate-limit store fails, each admits its share of every limit.
+   * @default this gateway alone
+   */
+  readonly gateways?: InstanceCount;
   /** The live configuration: its rate limits apply to running routes. */
   readonly configuration?: RefreshableConfig<AppConfig>;
 }
@@ -128,6 +135,7 @@ export function createGatewayService(deps: GatewayDependencies): Service {
     logger: context.logger,
     metrics: context.metrics,
     rateLimitOverride: (policy) => overrides.get(policy),
+    ...(deps.gateways === undefined ? {} : { gatewayCount: deps.gateways.count }),
     ...(deps.fetch === undefined ? {} : { fetch: deps.fetch }),
   });
   const app = createServiceApp({
@@ -148,6 +156,7 @@ export function createGatewayService(deps: GatewayDependencies): Service {
     },
     stop() {
       breakers.shutdown();
+      deps.gateways?.close();
       return Promise.resolve();
     },
   };
