@@ -5,6 +5,8 @@
  * ways.
  */
 import assert from "node:assert/strict";
+import { Redis } from "ioredis";
+import { followInstanceCount } from "../../shared/discovery/instance_count.ts";
 import { RegistryClient } from "../../shared/discovery/registry_client.ts";
 import { PROBLEM_CONTENT_TYPE, problemType } from "../../shared/http/problem.ts";
 import { type HttpServer, serveApp } from "../../shared/http/serve.ts";
@@ -115,6 +117,8 @@ async function startGateway(options: {
   routes: readonly GatewayRoute[];
   store?: RateLimitStore;
   env?: Record<string, string>;
+  /** Registers the gateway as `gateway` and shares its rate limits with the gateways listed. */
+  listed?: boolean;
 }): Promise<TestGateway> {
   const context = testContext("gateway");
   const discovery = new RegistryClient({
@@ -129,9 +133,19 @@ async function startGateway(options: {
     discovery,
     rateLimitStore: store,
     routes: options.routes,
+    ...(options.listed ? { gateways: followInstanceCount(discovery, "gateway") } : {}),
   });
   await gateway.start();
   const server: HttpServer = serveApp(gateway.app, { hostname: "127.0.0.1", port: 0 });
+  if (options.listed) {
+    await discovery.register({
+      service: "gateway",
+      instanceId: `gateway-${crypto.randomUUID().slice(0, 8)}`,
+      baseUrl: server.url,
+      version: "test",
+      metadata: {},
+    });
+  }
   return {
     url: server.url,
     context,
@@ -311,6 +325,104 @@ Deno.test("two gateways sharing Redis admit exactly the route's limit of 300 con
     const keys = await redis.keys(`${keyPrefix}*`);
     if (keys.length > 0) await redis.del(...keys);
     redis.disconnect();
+    await registry.stop();
+    await issuerServer.shutdown();
+  }
+});
+
+/** A Redis store that can never answer: nothing listens on port 1. */
+function unreachableRedisStore(): RateLimitStore {
+  const client = new Redis("redis://127.0.0.1:1", {
+    lazyConnect: true,
+    maxRetriesPerRequest: 0,
+    enableOfflineQueue: false,
+    retryStrategy: () => null,
+  });
+  client.on("error", () => {});
+  return new RedisRateLimitStore(client);
+}
+
+Deno.test("two gateways with Redis unreachable admit at most the route's limit together, each its share of the gateways the registry lists", async () => {
+  const identity = await testIdentity();
+  const issuerServer = serveApp(identity.service.app, { hostname: "127.0.0.1", port: 0 });
+  const issuer = `${issuerServer.url}/realms/twitterapi`;
+  const registry = await startTestRegistry();
+  await using upstream = await startUpstream(registry, "things-1", { heartbeatMs: 1000 });
+  const limit = 51;
+  const routes = [
+    route({
+      auth: { mode: "authenticated", audience: "query" },
+      rateLimit: { policy: "burst", limit, windowMs: 60_000 },
+    }),
+  ];
+  const gateways: TestGateway[] = [];
+  try {
+    for (let i = 0; i < 2; i++) {
+      gateways.push(
+        await startGateway({
+          registry,
+          routes,
+          store: unreachableRedisStore(),
+          env: { OIDC_ISSUER: issuer },
+          listed: true,
+        }),
+      );
+    }
+    for (const gateway of gateways) {
+      await waitFor(
+        "the gateway to discover the upstream and both gateways",
+        async () =>
+          (await known(gateway)).length === 1 &&
+          (await gateway.discovery.instances("gateway")).length === 2,
+      );
+    }
+    const token = await passwordGrantToken(`${issuer}/protocol/openid-connect/token`, "app_user");
+    const total = 120;
+    const responses = await Promise.all(
+      Array.from({ length: total }, async (_, i) => {
+        const response = await fetch(`${gateways[i % 2]!.url}${PREFIX}/${i}`, {
+          headers: { authorization: `Bearer ${token}` },
+        });
+        await response.body?.cancel();
+        return response;
+      }),
+    );
+    // 51 / 2 gateways, rounded down: 25 each, 50 together.
+    const admitted = responses.filter((response) => response.status === 200);
+    assert.equal(admitted.length, 50);
+    assert.equal(responses.filter((response) => response.status === 429).length, total - 50);
+    assert.equal(upstream.server.requests.length, 50);
+    const ready = await (await fetch(`${gateways[0]!.url}/ready`)).json();
+    assert.equal(ready.status, "degraded");
+    assert.match(
+      JSON.stringify(ready.checks["rate-limit:burst"]),
+      /Redis unreachable; counting locally: 25 of 51 per 60 s per gateway, 2 gateways/,
+    );
+
+    // One gateway leaves the registry: the other admits the whole limit alone.
+    await gateways.pop()!.stop();
+    const [alone] = gateways;
+    await waitFor(
+      "the remaining gateway to see itself alone",
+      async () => (await alone!.discovery.instances("gateway")).length === 1,
+    );
+    const more = await Promise.all(
+      Array.from({ length: 40 }, async (_, i) => {
+        const response = await fetch(`${alone!.url}${PREFIX}/more-${i}`, {
+          headers: { authorization: `Bearer ${token}` },
+        });
+        await response.body?.cancel();
+        return response.status;
+      }),
+    );
+    assert.equal(more.filter((status) => status === 200).length, 51 - 25);
+    const readyAlone = await (await fetch(`${alone!.url}/ready`)).json();
+    assert.match(
+      JSON.stringify(readyAlone.checks["rate-limit:burst"]),
+      /counting locally: 51 of 51 per 60 s per gateway, 1 gateway: /,
+    );
+  } finally {
+    for (const gateway of gateways) await gateway.stop();
     await registry.stop();
     await issuerServer.shutdown();
   }
