@@ -68,6 +68,21 @@ export interface BalancedClientOptions {
   readonly now?: () => number;
 }
 
+/** Host and port of each instance base URL seen, parsed once rather than on every attempt. */
+const servers = new Map<string, { readonly hostname: string; readonly port: string }>();
+
+function serverOf(baseUrl: string): { readonly hostname: string; readonly port: string } {
+  let server = servers.get(baseUrl);
+  if (server === undefined) {
+    const { hostname, port } = new URL(baseUrl);
+    server = { hostname, port };
+    // Bounded: instances come and go with new ports over a long run.
+    if (servers.size >= 1000) servers.clear();
+    servers.set(baseUrl, server);
+  }
+  return server;
+}
+
 /** `RequestInit`, plus whether a request may be sent more than once. */
 export type BalancedRequestInit = RequestInit & {
   /**
@@ -323,7 +338,7 @@ export class BalancedClient {
   ): Promise<Response | FailedAttempt> {
     const { method, path, init, attempt } = request;
     const url = instance.baseUrl + path;
-    const { hostname, port } = new URL(url);
+    const { hostname, port } = serverOf(instance.baseUrl);
     const state = states.get(instance.instanceId)!;
     const attributes = {
       "http.request.method": method,
