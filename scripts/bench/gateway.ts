@@ -25,7 +25,8 @@
  * (seconds per target), --rounds=2 (turns of every target; the final line
  * takes the medians), --tweets=2000 (in the index), --log-level=info (of the
  * services: info logs every request, as deployed), --gateway-cpu-prof=DIR (a
- * V8 CPU profile of the gateway process), --cost=on|off, --breakdown.
+ * V8 CPU profile of the gateway process), --services-cpu-prof=DIR (of the
+ * services' process: query's own cost per search), --cost=on|off, --breakdown.
  * Every row shows the proxy's CPU per request (ms of CPU time), and the load
  * average of the machine is printed before and after (other users' load
  * makes every number noisy).
@@ -48,7 +49,7 @@ const READY_TIMEOUT_MS = 60_000;
 
 const USAGE = `Usage: deno task bench:gateway [--threads=N] [--connections=N] [--duration=SECONDS]
   [--warmup=SECONDS] [--rounds=N] [--tweets=N] [--log-level=LEVEL] [--gateway-cpu-prof=DIR]
-  [--cost=on|off] [--breakdown]
+  [--services-cpu-prof=DIR] [--cost=on|off] [--breakdown]
 `;
 
 interface Options {
@@ -72,6 +73,8 @@ interface Options {
   readonly logLevel: string;
   /** A directory for a CPU profile of the gateway process; empty: no profile. */
   readonly gatewayCpuProf: string;
+  /** A directory for a CPU profile of the services' process (query); empty: no profile. */
+  readonly servicesCpuProf: string;
   /** Also measures the gateway without JWT, without rate limit, and with it in memory. */
   readonly breakdown: boolean;
   /** Also measures the gateway with trace export and log shipping on (10 % and 100 %). */
@@ -88,6 +91,7 @@ function parseOptions(args: readonly string[]): Options {
     tweets: "2000",
     "log-level": "info",
     "gateway-cpu-prof": "",
+    "services-cpu-prof": "",
     cost: "on",
   };
   const flags = new Set<string>();
@@ -116,6 +120,7 @@ function parseOptions(args: readonly string[]): Options {
     tweets: positive("tweets"),
     logLevel: values["log-level"]!,
     gatewayCpuProf: values["gateway-cpu-prof"]!,
+    servicesCpuProf: values["services-cpu-prof"]!,
     breakdown: flags.has("breakdown"),
     cost: values.cost === "on",
   };
@@ -537,6 +542,9 @@ async function bench(options: Options, cleanup: Cleanup, dir: string): Promise<v
   const backend = spawn(cleanup, dir, "services", Deno.execPath(), [
     "run",
     ...SERVICE_PERMISSIONS,
+    ...(options.servicesCpuProf === ""
+      ? []
+      : ["--cpu-prof", `--cpu-prof-dir=${options.servicesCpuProf}`]),
     MAIN,
     "registry",
     "identity",
@@ -573,7 +581,11 @@ async function bench(options: Options, cleanup: Cleanup, dir: string): Promise<v
   const elasticsearchUrl = Deno.env.get("ELASTICSEARCH_URL") ?? "http://127.0.0.1:9200";
   if (options.cost) {
     await checkHttp("Zipkin", `${zipkinUrl.replace(/\/$/, "")}/health`, "zipkin");
-    await checkHttp("Elasticsearch", elasticsearchUrl, "elasticsearch");
+    await checkHttp(
+      "Elasticsearch",
+      `${elasticsearchUrl.replace(/\/$/, "")}/_cluster/health`,
+      "elasticsearch",
+    );
   }
   const variants = [
     FULL_GATEWAY,
