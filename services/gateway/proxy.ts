@@ -209,11 +209,12 @@ export function proxy(options: ProxyOptions) {
         client.fetch(service, path + url.search, {
           method,
           headers,
+          redirect: "manual",
           // Not the request's signal: Deno aborts it once a response is sent, which would cut
           // a streamed body short. A client that goes away cancels the response body instead.
-          signal: bodyFailed.signal,
-          redirect: "manual",
-          ...(requestBody === undefined ? {} : { body: requestBody }),
+          // Without a body nothing can fail on the client's side (and the client's timeout
+          // then needs no signal combined with this one).
+          ...(requestBody === undefined ? {} : { body: requestBody, signal: bodyFailed.signal }),
         }));
     } catch (error) {
       if (bodyError !== undefined) throw clientBodyProblem(bodyError.error);
