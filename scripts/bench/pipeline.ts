@@ -73,6 +73,8 @@ const ARGS = (() => {
 const N = ARGS.n;
 const FRESHNESS_RATE = 500;
 const FRESHNESS_SECONDS = 20;
+/** Freshness gives up after this long without a tweet becoming searchable. */
+const STALL_MS = 30_000;
 const BULK_SIZE = 500;
 const ZIPKIN_URL = (Deno.env.get("ZIPKIN_URL") || "http://127.0.0.1:9411").replace(/\/$/, "");
 
@@ -164,6 +166,9 @@ function serviceEnv(config: ReturnType<typeof configFor>): Record<string, string
   };
 }
 
+/** The service processes running, stopped when the benchmark is interrupted. */
+const running = new Set<Deno.ChildProcess>();
+
 /**
  * Runs one service as its own process, as deployed, and resolves once its
  * log says `ready` matched; `stop()` ends it with SIGTERM.
@@ -176,6 +181,8 @@ async function spawnService(name: string, env: Record<string, string>, ready: Re
     stdout: "piped",
     stderr: "null",
   }).spawn();
+  running.add(child);
+  void child.status.then(() => running.delete(child));
   const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
   let buffer = "";
   while (!ready.test(buffer)) {
@@ -264,11 +271,37 @@ async function freshness(run: string, observability?: Observability): Promise<nu
   // from the first poll whose newest-first page shows it.
   const latencies = new Map<string, number>();
   let lastReport = 0;
+  let lastProgress = performance.now();
+  let seenAtLastProgress = 0;
   while (latencies.size < total) {
-    const page = await index.search({ size: 1000 });
-    const now = Date.now();
-    for (const document of page.documents) {
-      if (!latencies.has(document.id)) latencies.set(document.id, now - document.createdAt);
+    if (latencies.size > seenAtLastProgress) {
+      seenAtLastProgress = latencies.size;
+      lastProgress = performance.now();
+    } else if (performance.now() - lastProgress > STALL_MS) {
+      write(
+        `!!! freshness: ${total - latencies.size} tweets not searchable after ${
+          STALL_MS / 1000
+        } s without progress: the percentiles below leave them out and are INVALID !!!\n`,
+      );
+      break;
+    }
+    let page = await index.search({ size: 1000 });
+    let now = Date.now();
+    const record = () => {
+      for (const document of page.documents) {
+        if (!latencies.has(document.id)) latencies.set(document.id, now - document.createdAt);
+      }
+    };
+    record();
+    // A tweet indexed after a thousand newer ones (a slow batch) is not on the first page: when
+    // more are searchable than seen, page on until every searchable one is.
+    let pages = 1;
+    while (page.next !== undefined && pages < total / 1000 + 1) {
+      if (await index.count() <= latencies.size) break;
+      page = await index.search({ size: 1000, after: page.next });
+      now = Date.now();
+      record();
+      pages++;
     }
     if (performance.now() - lastReport > 2000) {
       progress("searchable", latencies.size, total, started);
@@ -316,6 +349,19 @@ async function checkZipkin(): Promise<void> {
 }
 
 if (import.meta.main) {
+  for (const signal of ["SIGINT", "SIGTERM"] as const) {
+    Deno.addSignalListener(signal, () => {
+      write(`\n${signal}: stopping the service processes\n`);
+      for (const child of running) {
+        try {
+          child.kill("SIGTERM");
+        } catch {
+          // Ended meanwhile.
+        }
+      }
+      void Promise.all([...running].map((child) => child.status)).then(() => Deno.exit(130));
+    });
+  }
   configureTracing();
   await engineUp(
     ENGINES.filter((engine) => engine.name === "kafka" || engine.name === "elasticsearch"),
