@@ -329,9 +329,6 @@ export class Infrastructure {
       const client = new Redis(settings.redisUrl, {
         enableOfflineQueue: false,
         maxRetriesPerRequest: 1,
-        // The scripts of concurrent requests leave in one write: under load
-        // one round trip and one syscall serve many rate-limit hits.
-        enableAutoPipelining: true,
       });
       client.on("error", () => {});
       return new RedisRateLimitStore(client, tracer === undefined ? {} : { tracer });
