@@ -177,7 +177,7 @@ Deno.test("the query service's default client secret is the realm file's develop
   const audiences = client.protocolMappers.map((mapper) =>
     mapper.config["included.custom.audience"]
   );
-  assert.deepEqual(audiences.sort(), ["analytics", "registry", "wordcount"]);
+  assert.deepEqual(audiences.sort(), ["analytics", "config", "registry", "wordcount"]);
 });
 
 Deno.test("a source not answering yet at start is logged at info; past the start-up grace it warns", async () => {
