@@ -8,8 +8,7 @@
  * divided by the instances that count it, `sharing`, rounded down, at least
  * 1: together they admit at most the limit, or one request per instance when
  * the limit is smaller than their number), logs one warning for the outage,
- * reports the
- * degraded state through `status()` and `readiness`, and tries the shared
+ * reports the degraded state through `status()` and `readiness`, and tries the shared
  * store again at most once per `retryIntervalMs` until it answers. A store
  * outage never turns into a 5xx.
  *
