@@ -7,7 +7,8 @@
  */
 import { Client } from "@elastic/elasticsearch";
 import type { EventLog } from "../shared/event_log/event_log.ts";
-import { createKafkaClient, KafkaEventLog } from "../shared/event_log/kafka_event_log.ts";
+import { createKafkaClient } from "../shared/event_log/kafka_client.ts";
+import { KafkaEventLog } from "../shared/event_log/kafka_event_log.ts";
 import { MemoryEventLog } from "../shared/event_log/memory_event_log.ts";
 import { loadTweetCodec, type TweetCodec } from "../shared/events/tweet_event.ts";
 import { type Logger, logShippingLogger, type Sink } from "../shared/log/log.ts";

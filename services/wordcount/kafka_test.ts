@@ -14,7 +14,7 @@ import { MetricsRegistry } from "../../shared/metrics/metrics.ts";
 import { serviceTracer } from "../../shared/trace/tracing.ts";
 import { createTestIssuer } from "../../shared/testing/test_issuer.ts";
 import { delay, waitFor } from "../../shared/testing/wait.ts";
-import { createKafkaClient } from "../../shared/event_log/kafka_event_log.ts";
+import { createKafkaClient } from "../../shared/event_log/kafka_client.ts";
 import { type AppConfig, loadConfig } from "../config.ts";
 import { passwordGrantToken, testIdentity } from "../identity/_testing.ts";
 import { Infrastructure } from "../infrastructure.ts";

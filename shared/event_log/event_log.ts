@@ -3,7 +3,7 @@
  * partitioning, offsets, consumer groups with committed offsets) behind one
  * small interface, so that services never depend on a Kafka client directly.
  *
- * Adapters: `MemoryEventLog` (embedded, in process) and, later, a Kafka one.
+ * Adapters: `MemoryEventLog` (embedded, in process), `KafkaEventLog` (kafkajs).
  * Every adapter must pass `event_log_contract.ts`.
  */
 
@@ -224,5 +224,14 @@ export class TopicMismatchError extends Error {
       `Cannot use topic '${topic}': it has ${actual} partitions, the service needs ${expected}`,
     );
     this.name = "TopicMismatchError";
+  }
+}
+
+/** Thrown by every operation of an event log after `close`. */
+export class EventLogClosedError extends Error {
+  readonly code = "event-log-closed";
+  constructor(action: string) {
+    super(`Cannot ${action}: the event log is closed`);
+    this.name = "EventLogClosedError";
   }
 }

@@ -10,6 +10,7 @@ import {
   type ConsumerGroupMember,
   type ConsumerOptions,
   type EventLog,
+  EventLogClosedError,
   type PartitionLag,
   type ProducerRecord,
   type RecordBatch,
@@ -49,14 +50,6 @@ export interface MemoryEventLogOptions {
    * @default Date.now
    */
   readonly now?: () => number;
-}
-
-export class EventLogClosedError extends Error {
-  readonly code = "event-log-closed";
-  constructor(action: string) {
-    super(`Cannot ${action}: the event log is closed`);
-    this.name = "EventLogClosedError";
-  }
 }
 
 const DEFAULT_RETENTION_RECORDS = 100_000;
