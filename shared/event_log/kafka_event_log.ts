@@ -1,25 +1,19 @@
 /**
  * The Kafka event log adapter, on kafkajs. It takes a ready `Kafka` client
- * (build one with `createKafkaClient`) and connects lazily: the producer and
- * the admin client on first use, one kafkajs consumer per group member.
+ * (build one with `createKafkaClient`, kafka_client.ts) and connects lazily:
+ * the producer and the admin client on first use, one kafkajs consumer per
+ * group member. Its parts, one file each:
  *
- * - Producing: idempotent, `acks: -1`, GZIP by default. Partitions are chosen
- *   here with Kafka's Java default partitioner (`partitionForKey`, murmur2)
- *   and given to kafkajs explicitly, so each record's offset is known exactly.
- * - Consuming: offsets are committed only after the handler resolves; a failed
- *   batch is sought back and its partition paused with a doubling back-off.
- * - kafkajs logs only through `createKafkaClient`'s callback; never to the console.
+ * - kafka_topics.ts: creating topics, partition counts, offsets and lag.
+ * - kafka_producer.ts: idempotent, `acks: -1`, GZIP by default, partitions
+ *   chosen here (murmur2) so each record's offset is known exactly.
+ * - kafka_member.ts: a group member; offsets are committed only after the
+ *   handler resolves, a failed batch is sought back with a doubling back-off.
+ * - kafka_transactional_member.ts: consume-process-produce in transactions.
+ * - kafka_read_partition.ts: reading one partition to its end.
  */
 
-import {
-  type Admin,
-  CompressionTypes,
-  Kafka,
-  type Message,
-  Partitioners,
-  type PartitionMetadata,
-  type Producer,
-} from "kafkajs";
+import { type Admin, CompressionTypes, Kafka } from "kafkajs";
 import {
   type BatchHandler,
   type ConsumedRecord,
@@ -30,28 +24,22 @@ import {
   type PartitionLag,
   type ProducerRecord,
   type RecordMetadata,
-  TopicMismatchError,
   type TopicSpec,
   type TransactionalConsumerOptions,
   type TransactionalHandler,
-  UnknownTopicError,
 } from "./event_log.ts";
-import { partitionForKey } from "./murmur2.ts";
 import {
   DEFAULT_MAX_BATCH_SIZE,
-  errorType,
   Lazy,
   type MemberContext,
   type Settings,
-  toBuffer,
   withTimeout,
 } from "./_kafka_shared.ts";
+import { KafkaProducer } from "./kafka_producer.ts";
+import { KafkaTopics } from "./kafka_topics.ts";
 import { KafkaMember } from "./kafka_member.ts";
 import { readToEnd } from "./kafka_read_partition.ts";
 import { KafkaTransactionalMember } from "./kafka_transactional_member.ts";
-
-/** Longest `ensureTopic` waits for every partition of a topic to have a leader. */
-const LEADER_WAIT_MS = 10_000;
 
 export interface KafkaEventLogOptions {
   /**
@@ -116,13 +104,12 @@ export interface KafkaEventLogOptions {
 
 export class KafkaEventLog implements EventLog {
   readonly #settings: Settings;
-  readonly #producer: Lazy<Producer>;
+  readonly #producer: KafkaProducer;
+  readonly #topics: KafkaTopics;
   readonly #admin: Lazy<Admin>;
   /** An admin client that does not retry, so that `ping` answers promptly. */
   readonly #pingAdmin: Lazy<Admin>;
   readonly #members = new Set<{ stop(): Promise<void> }>();
-  readonly #partitionCounts = new Map<string, { count: number; readAt: number }>();
-  readonly #roundRobin = new Map<string, number>();
   readonly #memberContext: MemberContext;
   #closed = false;
 
@@ -141,112 +128,27 @@ export class KafkaEventLog implements EventLog {
       metadataMaxAgeMs: options.metadataMaxAgeMs ?? 300_000,
       onError: options.onError ?? (() => {}),
     };
-    this.#producer = new Lazy(() =>
-      kafka.producer({
-        idempotent: true,
-        // Idempotence in kafkajs requires one request in flight per broker.
-        maxInFlightRequests: 1,
-        allowAutoTopicCreation: false,
-        // Only sets kafkajs's default; every message carries its partition already.
-        createPartitioner: Partitioners.DefaultPartitioner,
-      })
-    );
     this.#admin = new Lazy(() => kafka.admin());
+    this.#topics = new KafkaTopics(this.#admin, this.#settings);
+    this.#producer = new KafkaProducer(kafka, this.#topics, this.#settings);
     this.#pingAdmin = new Lazy(() => kafka.admin({ retry: { retries: 0 } }));
     this.#memberContext = {
       kafka,
       settings: this.#settings,
       admin: () => this.#admin.get(),
-      partitionCount: (topic) => this.#partitionCount(topic),
+      partitionCount: (topic) => this.#topics.partitionCount(topic),
       forget: (member) => this.#members.delete(member),
     };
   }
 
   async ensureTopic(spec: TopicSpec): Promise<void> {
     this.#assertOpen(`create topic '${spec.name}'`);
-    if (!Number.isInteger(spec.partitions) || spec.partitions < 1) {
-      throw new RangeError(
-        `Cannot create topic '${spec.name}': the partition count must be a positive integer`,
-      );
-    }
-    const admin = await this.#admin.get();
-    try {
-      // Resolves false when the topic exists already, whatever its partition count.
-      await admin.createTopics({
-        topics: [{
-          topic: spec.name,
-          numPartitions: spec.partitions,
-          replicationFactor: this.#settings.replicationFactor,
-          ...(spec.compacted
-            ? { configEntries: [{ name: "cleanup.policy", value: "compact" }] }
-            : {}),
-        }],
-        waitForLeaders: true,
-      });
-    } catch (error) {
-      // kafkajs waits for leaders only through LEADER_NOT_AVAILABLE; a KRaft
-      // broker may answer that it does not know the new topic yet instead.
-      if (errorType(error) !== "UNKNOWN_TOPIC_OR_PARTITION") throw error;
-    }
-    // Verify, as the topic may have existed (with another count) or another
-    // creator may have won the race with its leaders still pending.
-    const deadline = Date.now() + LEADER_WAIT_MS;
-    for (;;) {
-      const partitions = await this.#partitionsOf(admin, spec.name);
-      if (partitions !== undefined) {
-        if (partitions.length !== spec.partitions) {
-          throw new TopicMismatchError(spec.name, spec.partitions, partitions.length);
-        }
-        if (partitions.every((partition) => partition.leader >= 0)) break;
-      }
-      if (Date.now() > deadline) {
-        throw new Error(
-          `Cannot use topic '${spec.name}': it has no leader for every partition after ${LEADER_WAIT_MS} ms`,
-        );
-      }
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
-    this.#partitionCounts.set(spec.name, { count: spec.partitions, readAt: Date.now() });
+    await this.#topics.ensure(spec);
   }
 
   async send(topic: string, records: readonly ProducerRecord[]): Promise<RecordMetadata[]> {
     this.#assertOpen(`send to topic '${topic}'`);
-    const count = await this.#partitionCount(topic);
-    if (records.length === 0) return [];
-    const partitions = records.map((record) =>
-      record.key === null ? this.#nextRoundRobin(topic, count) : partitionForKey(record.key, count)
-    );
-    const messages = records.map((record, i): Message => ({
-      key: record.key === null ? null : toBuffer(record.key),
-      value: toBuffer(record.value),
-      partition: partitions[i]!,
-      ...(record.headers === undefined ? {} : { headers: { ...record.headers } }),
-      ...(record.timestamp === undefined ? {} : { timestamp: String(record.timestamp) }),
-    }));
-    const producer = await this.#producer.get();
-    const acknowledged = await producer.send({
-      topic,
-      messages,
-      acks: -1,
-      compression: this.#settings.compression,
-    });
-    // kafkajs answers once per partition with the offset of its first record;
-    // the partition's records follow in send order.
-    const next = new Map<number, number>();
-    for (const answer of acknowledged) {
-      if (answer.topicName !== topic) continue;
-      next.set(answer.partition, Number(answer.baseOffset ?? answer.offset));
-    }
-    return partitions.map((partition): RecordMetadata => {
-      const offset = next.get(partition);
-      if (offset === undefined || Number.isNaN(offset)) {
-        throw new Error(
-          `Cannot send to topic '${topic}': partition ${partition} acknowledged no offset`,
-        );
-      }
-      next.set(partition, offset + 1);
-      return { topic, partition, offset };
-    });
+    return await this.#producer.send(topic, records);
   }
 
   async consume(options: ConsumerOptions, handler: BatchHandler): Promise<ConsumerGroupMember> {
@@ -288,7 +190,7 @@ export class KafkaEventLog implements EventLog {
     create: (topics: string[]) => M,
   ): Promise<M> {
     const topics = [...new Set(options.topics)];
-    for (const topic of topics) await this.#partitionCount(topic);
+    for (const topic of topics) await this.#topics.partitionCount(topic);
     this.#assertOpen(`join group '${options.groupId}'`);
     const member = create(topics);
     this.#members.add(member);
@@ -308,46 +210,20 @@ export class KafkaEventLog implements EventLog {
     onRecords: (records: readonly ConsumedRecord[]) => void,
   ): Promise<number> {
     this.#assertOpen(`read topic '${topic}'`);
-    const count = await this.#partitionCount(topic);
+    const count = await this.#topics.partitionCount(topic);
     if (partition < 0 || partition >= count) {
       throw new RangeError(`Topic '${topic}' has no partition ${partition}`);
     }
-    const admin = await this.#admin.get();
-    const offsets = await admin.fetchTopicOffsets(topic);
-    const bounds = offsets.find((entry) => entry.partition === partition);
-    const end = Number(bounds?.high ?? 0);
-    const start = Math.max(fromOffset, Number(bounds?.low ?? 0));
+    const bounds = await this.#topics.bounds(topic, partition);
+    const end = bounds.high;
+    const start = Math.max(fromOffset, bounds.low);
     if (start >= end) return Math.max(start, end);
     return await readToEnd(this.#memberContext, { topic, partition, start, end }, onRecords);
   }
 
   async lag(groupId: string, topic: string): Promise<PartitionLag[]> {
     this.#assertOpen(`read the lag of group '${groupId}'`);
-    await this.#partitionCount(topic);
-    const admin = await this.#admin.get();
-    const [committed, offsets] = await Promise.all([
-      admin.fetchOffsets({ groupId, topics: [topic] }),
-      admin.fetchTopicOffsets(topic),
-    ]);
-    const committedOffsets = new Map(
-      (committed.find((entry) => entry.topic === topic)?.partitions ?? [])
-        .map(({ partition, offset }) => [partition, Number(offset)]),
-    );
-    return offsets
-      .map(({ partition, high, low }): PartitionLag => {
-        const highWatermark = Number(high);
-        const logStart = Number(low);
-        // -1 means nothing committed: the group would start at the log start.
-        const committedOffset = Math.max(committedOffsets.get(partition) ?? -1, logStart);
-        return {
-          topic,
-          partition,
-          committedOffset,
-          highWatermark,
-          lag: Math.max(highWatermark - committedOffset, 0),
-        };
-      })
-      .sort((a, b) => a.partition - b.partition);
+    return await this.#topics.lag(groupId, topic);
   }
 
   async ping(): Promise<void> {
@@ -381,36 +257,5 @@ export class KafkaEventLog implements EventLog {
 
   #assertOpen(action: string): void {
     if (this.#closed) throw new EventLogClosedError(action);
-  }
-
-  /** The topic's partitions, or undefined while the broker does not know the topic. */
-  async #partitionsOf(admin: Admin, topic: string): Promise<PartitionMetadata[] | undefined> {
-    try {
-      const { topics } = await admin.fetchTopicMetadata({ topics: [topic] });
-      return topics.find((entry) => entry.name === topic)?.partitions;
-    } catch (error) {
-      if (errorType(error) === "UNKNOWN_TOPIC_OR_PARTITION") return undefined;
-      throw error;
-    }
-  }
-
-  /** The topic's partition count; throws `UnknownTopicError` when it does not exist. */
-  async #partitionCount(topic: string): Promise<number> {
-    const known = this.#partitionCounts.get(topic);
-    if (known !== undefined && Date.now() - known.readAt < this.#settings.metadataMaxAgeMs) {
-      return known.count;
-    }
-    const admin = await this.#admin.get();
-    if (!(await admin.listTopics()).includes(topic)) throw new UnknownTopicError(topic);
-    const count = (await this.#partitionsOf(admin, topic))?.length ?? 0;
-    if (count === 0) throw new UnknownTopicError(topic);
-    this.#partitionCounts.set(topic, { count, readAt: Date.now() });
-    return count;
-  }
-
-  #nextRoundRobin(topic: string, count: number): number {
-    const next = this.#roundRobin.get(topic) ?? 0;
-    this.#roundRobin.set(topic, (next + 1) % count);
-    return next % count;
   }
 }
