@@ -17,7 +17,6 @@ export interface Settings {
   readonly onError: (error: unknown, context: string) => void;
 }
 
-export const DEFAULT_MAX_BATCH_SIZE = 500;
 export const EMPTY = new Uint8Array(0);
 export const decoder = new TextDecoder();
 

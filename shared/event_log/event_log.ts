@@ -74,6 +74,9 @@ export interface PartitionLag extends TopicPartition {
  * records are delivered again (after a back-off), so a handler must be
  * idempotent and must not swallow failures of its side effect.
  */
+/** Most records given to one handler call unless the consumer says otherwise. */
+export const DEFAULT_MAX_BATCH_SIZE = 500;
+
 export type BatchHandler = (batch: RecordBatch) => Promise<void>;
 
 export interface ConsumerOptions {

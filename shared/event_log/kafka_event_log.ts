@@ -19,6 +19,7 @@ import {
   type ConsumedRecord,
   type ConsumerGroupMember,
   type ConsumerOptions,
+  DEFAULT_MAX_BATCH_SIZE,
   type EventLog,
   EventLogClosedError,
   type PartitionLag,
@@ -28,13 +29,7 @@ import {
   type TransactionalConsumerOptions,
   type TransactionalHandler,
 } from "./event_log.ts";
-import {
-  DEFAULT_MAX_BATCH_SIZE,
-  Lazy,
-  type MemberContext,
-  type Settings,
-  withTimeout,
-} from "./_kafka_shared.ts";
+import { Lazy, type MemberContext, type Settings, withTimeout } from "./_kafka_shared.ts";
 import { KafkaProducer } from "./kafka_producer.ts";
 import { KafkaTopics } from "./kafka_topics.ts";
 import { KafkaMember } from "./kafka_member.ts";

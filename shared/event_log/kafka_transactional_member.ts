@@ -11,6 +11,7 @@ import {
 } from "kafkajs";
 import {
   type ConsumerGroupMember,
+  DEFAULT_MAX_BATCH_SIZE,
   type ProducerRecord,
   type TopicPartition,
   type Transaction,
@@ -20,7 +21,6 @@ import {
 import { partitionForKey } from "./murmur2.ts";
 import {
   byPartition,
-  DEFAULT_MAX_BATCH_SIZE,
   type MemberContext,
   partitionKey,
   toBuffer,
