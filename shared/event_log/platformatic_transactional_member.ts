@@ -99,8 +99,9 @@ export class PlatformaticTransactionalMember implements ConsumerGroupMember {
       idempotent: true,
       acks: ProduceAcks.ALL,
       ...(compression === undefined ? {} : { compression }),
-      // The broker aborts a transaction of a killed member after this long.
-      ...({ transactionTimeout: TRANSACTION_TIMEOUT_MS } as Record<string, number>),
+      // The client passes its request timeout as the transaction timeout: the
+      // broker aborts a transaction of a killed member after this long.
+      timeout: TRANSACTION_TIMEOUT_MS,
     });
   }
 
@@ -113,9 +114,11 @@ export class PlatformaticTransactionalMember implements ConsumerGroupMember {
   }
 
   async start(): Promise<void> {
-    // Initialising a transactional producer fences a predecessor with the
-    // same id and aborts its open transaction.
-    await this.#producer.initIdempotentProducer({});
+    // The first transaction initialises the transactional id, which fences a
+    // predecessor with the same id and aborts its open transaction at once;
+    // nothing is sent in it (cancelling is local).
+    const fence = await this.#producer.beginTransaction();
+    await fence.cancel();
     await this.#feed.start();
     await this.#firstJoin.promise;
     this.#commitTimer = setInterval(
