@@ -116,8 +116,10 @@ export class PlatformaticTransactionalMember implements ConsumerGroupMember {
   async start(): Promise<void> {
     // The first transaction initialises the transactional id, which fences a
     // predecessor with the same id and aborts its open transaction at once;
-    // nothing is sent in it (cancelling is local).
-    const fence = await this.#producer.beginTransaction();
+    // nothing is sent in it (cancelling is local). A producer id of -1 asks
+    // for a new epoch whatever the id's last producer was; the client's
+    // default (0) is refused as fenced once the id has a history.
+    const fence = await this.#producer.beginTransaction({ producerId: -1n, producerEpoch: -1 });
     await fence.cancel();
     await this.#feed.start();
     await this.#firstJoin.promise;
