@@ -12,6 +12,7 @@ import { loadWordCountCodec } from "../../shared/events/word_count_event.ts";
 import { serviceLogger } from "../../shared/log/log.ts";
 import { MetricsRegistry } from "../../shared/metrics/metrics.ts";
 import { serviceTracer } from "../../shared/trace/tracing.ts";
+import { TEST_VERSION } from "../../shared/testing/test_context.ts";
 import { createTestIssuer } from "../../shared/testing/test_issuer.ts";
 import { delay, waitFor } from "../../shared/testing/wait.ts";
 import { createKafkaClient } from "../../shared/event_log/kafka_client.ts";
@@ -87,6 +88,21 @@ async function deleteTopics(config: AppConfig): Promise<void> {
   }
 }
 
+/** Keeps the last lines a child wrote, to show when the test fails. */
+async function drain(stream: ReadableStream<Uint8Array>, into: string[]): Promise<void> {
+  for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
+    into.push(chunk);
+    if (into.length > 200) into.splice(0, into.length - 200);
+  }
+}
+
+function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { port } = listener.addr;
+  listener.close();
+  return port;
+}
+
 for (const client of KAFKA_CLIENTS) {
   Deno.test({
     name:
@@ -109,6 +125,7 @@ for (const client of KAFKA_CLIENTS) {
           context: {
             name: "wordcount",
             instanceId,
+            version: TEST_VERSION,
             logger: serviceLogger("wordcount", instanceId),
             metrics: new MetricsRegistry(),
             tracer: serviceTracer("wordcount"),
@@ -185,21 +202,6 @@ for (const client of KAFKA_CLIENTS) {
       }
     },
   });
-
-  /** Keeps the last lines a child wrote, to show when the test fails. */
-  async function drain(stream: ReadableStream<Uint8Array>, into: string[]): Promise<void> {
-    for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
-      into.push(chunk);
-      if (into.length > 200) into.splice(0, into.length - 200);
-    }
-  }
-
-  function freePort(): number {
-    const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-    const { port } = listener.addr;
-    listener.close();
-    return port;
-  }
 
   Deno.test({
     name:
