@@ -357,6 +357,12 @@ export const settings = {
       doc: "gateway: JSON route table replacing the built-in routes (see " +
         "services/gateway/routes.ts); empty: the built-in routes",
     }),
+    routes: text("GATEWAY_ROUTES", {
+      default: "",
+      doc: "gateway: the route table itself, JSON or YAML in the same shape as " +
+        "GATEWAY_ROUTES_FILE's, replacing the file and the built-in routes; for the config " +
+        "service's repository (refreshable: routes, timeouts, retries and breaker options)",
+    }),
     rateLimits: list("GATEWAY_RATE_LIMITS", {
       default: [],
       doc:
@@ -614,6 +620,7 @@ export const SETTING_NAMES: readonly string[] = listSettings(settings).map((sett
 export const REFRESHABLE: ReadonlySet<string> = new Set([
   "LOG_LEVEL",
   "GATEWAY_RATE_LIMITS",
+  "GATEWAY_ROUTES",
   "STREAM_RATE_PER_SECOND",
   "STREAM_KEYWORDS",
   "QUERY_DEFAULT_PAGE_SIZE",

@@ -34,7 +34,8 @@ export interface ReadinessCheck {
 export interface ServiceAppOptions {
   /** The service's name, instance id, logger and metrics registry. */
   readonly context: ServiceContext;
-  readonly readiness?: readonly ReadinessCheck[];
+  /** The checks of `/ready`; a function when they change while running (read per request). */
+  readonly readiness?: readonly ReadinessCheck[] | (() => readonly ReadinessCheck[]);
   /**
    * Largest accepted request body.
    * @default 1_048_576
@@ -249,7 +250,7 @@ export function createServiceApp(options: ServiceAppOptions): Hono {
 
   app.get("/ready", async (c) => {
     const results = await Promise.all(
-      readiness.map(async (check) =>
+      (typeof readiness === "function" ? readiness() : readiness).map(async (check) =>
         [check.name, await runReadinessCheck(check, readinessTimeoutMs)] as const
       ),
     );
