@@ -351,6 +351,12 @@ export const settings = {
   },
   gateway: {
     port: integer("GATEWAY_PORT", { default: 9092, ...PORT, doc: "gateway: HTTP port" }),
+    managementPort: integer("GATEWAY_MANAGEMENT_PORT", {
+      default: 9093,
+      ...PORT,
+      doc: "gateway: management port, the only one serving its `/ready` and `/metrics` (the " +
+        "public port serves `/health` and the API); 0 picks a free port",
+    }),
     ...serviceClient("gateway", "its registrations and its reads of the registry"),
     routesFile: text("GATEWAY_ROUTES_FILE", {
       default: "",

@@ -119,6 +119,7 @@ async function startGateway(configuration: RefreshableConfig<AppConfig>, upstrea
   });
   await gateway.start();
   const server = serveApp(gateway.app, { hostname: "127.0.0.1", port: 0 });
+  const management = serveApp(gateway.management!.app, { hostname: "127.0.0.1", port: 0 });
   return {
     async policy(): Promise<string | null> {
       const response = await fetch(`${server.url}/api/v1/tweets`);
@@ -126,14 +127,15 @@ async function startGateway(configuration: RefreshableConfig<AppConfig>, upstrea
       return response.headers.get("ratelimit-policy");
     },
     async ready() {
-      return await (await fetch(`${server.url}/ready`)).json();
+      return await (await fetch(`${management.url}/ready`)).json();
     },
     async metrics() {
-      return await (await fetch(`${server.url}/metrics`)).text();
+      return await (await fetch(`${management.url}/metrics`)).text();
     },
     async stop() {
       await gateway.stop();
       await server.shutdown();
+      await management.shutdown();
     },
   };
 }
@@ -452,7 +454,7 @@ Deno.test("a route's timeout and breaker threshold changed in the repository rea
         2_000,
       );
     }
-    const ready = await (await fetch(`${http.url}/ready`)).json();
+    const ready = await (await gateway.management!.app.request("/ready")).json();
     assert.equal(ready.config.version, applied);
   } finally {
     remote.close();

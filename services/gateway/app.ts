@@ -11,7 +11,7 @@ import { bearerAuth } from "../../shared/auth/bearer_auth.ts";
 import { createJwtVerifier, type JwtVerifier } from "../../shared/auth/jwt_verifier.ts";
 import type { BalancedClient } from "../../shared/http/balanced_client.ts";
 import { rateLimit, type RateLimitMiddleware } from "../../shared/http/rate_limit.ts";
-import type { ReadinessCheck } from "../../shared/http/service_app.ts";
+import { HTTP_ROUTE, type ReadinessCheck } from "../../shared/http/service_app.ts";
 import type { Logger } from "../../shared/log/log.ts";
 import type { MetricsRegistry } from "../../shared/metrics/metrics.ts";
 import type { RateLimitStore } from "../../shared/rate_limit/rate_limit_store.ts";
@@ -161,6 +161,8 @@ export function createGatewayRoutes(options: GatewayRoutesOptions): GatewayRoute
       app.all("*", async (c, next) => {
         const chain = current.chains.find(({ route }) => matches(route.prefix, c.req.path));
         if (chain === undefined) return await next();
+        const { prefix } = chain.route;
+        c.set(HTTP_ROUTE as never, (prefix === "/" ? "/*" : `${prefix}/*`) as never);
         await runChain(c, chain.handlers, 0);
         return c.res;
       });

@@ -4,6 +4,7 @@
  * proxies to the services found through discovery, behind a circuit
  * breaker per service.
  */
+import { Hono } from "hono";
 import { BalancedClient } from "../../shared/http/balanced_client.ts";
 import { createServiceApp } from "../../shared/http/service_app.ts";
 import type { ServiceDiscovery } from "../../shared/discovery/service_discovery.ts";
@@ -162,8 +163,11 @@ export function createGatewayService(deps: GatewayDependencies): Service {
     rateLimitOverride: (policy) => overrides.get(policy),
     ...(deps.fetch === undefined ? {} : { fetch: deps.fetch }),
   });
+  // What /ready and /metrics reveal (instances, limits, breakers) stays off the public port.
+  const management = new Hono();
   const app = createServiceApp({
     context,
+    management,
     bodyLimitBytes: config.process.bodyLimitBytes,
     readiness: gateway.readiness,
   });
@@ -172,6 +176,7 @@ export function createGatewayService(deps: GatewayDependencies): Service {
   return {
     name: context.name,
     app,
+    management: { app: management, port: config.gateway.managementPort },
     start() {
       context.logger.info("Gateway routes: {routes}", {
         routes: routes.map((route) => `${route.prefix} -> ${route.service}`),
