@@ -1,7 +1,7 @@
 /**
  * `deno task dev [--engines=embedded|real]`: every service in one process.
  * Embedded (the default) needs nothing installed; `--engines=real` first
- * brings up Kafka, Elasticsearch, Redis and Zipkin on loopback and runs the
+ * brings up Kafka, Elasticsearch, Redis, Zipkin and PostgreSQL on loopback and runs the
  * services on them, shipping every log line to Elasticsearch and exporting
  * their traces to Zipkin.
  */
@@ -18,8 +18,11 @@ export const SERVICE_PERMISSIONS = [
 ] as const;
 /** The engines `--engines=real` needs, and how the services select them. */
 const REAL = {
-  engines: ["kafka", "elasticsearch", "redis", "zipkin"],
+  engines: ["kafka", "elasticsearch", "redis", "zipkin", "postgres"],
   env: {
+    // query-real.yml and analytics-real.yml of the config repository: their
+    // PostgreSQL URLs, `{cipher}` secrets under the development key.
+    CONFIG_PROFILE: "real",
     EVENT_LOG: "kafka",
     SEARCH_INDEX: "elasticsearch",
     RATE_LIMIT_STORE: "redis",
