@@ -17,6 +17,7 @@ import {
   text,
 } from "../shared/config/setting.ts";
 import { parseKeyItems } from "./config/cipher.ts";
+import { parseRouteText, RouteTableError } from "./gateway/routes.ts";
 
 const PORT = { min: 0, max: 65535 } as const;
 const TOPIC_NAME = {
@@ -724,6 +725,14 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): A
     parseRateLimitOverrides(config.gateway.rateLimits);
   } catch (error) {
     throw new ConfigError([{ env: "GATEWAY_RATE_LIMITS", message: (error as Error).message }]);
+  }
+  if (config.gateway.routes !== "") {
+    try {
+      parseRouteText(config.gateway.routes, "GATEWAY_ROUTES");
+    } catch (error) {
+      if (!(error instanceof RouteTableError)) throw error;
+      throw new ConfigError([{ env: "GATEWAY_ROUTES", message: error.issues.join("; ") }]);
+    }
   }
   try {
     const keys = parseKeyItems(config.configServer.encryptKeys);

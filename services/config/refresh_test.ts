@@ -314,6 +314,11 @@ Deno.test("a bad value at start names its key and file; the environment wins ove
         /GATEWAY_TRUST_FORWARDED_FOR \('gateway.trust-forwarded-for' in file:gateway.yml\): must be true or false/
           .test(error.message),
     );
+    await Deno.writeTextFile(`${env.folder}/gateway.yml`, `gateway:\n  routes: '{"routes": []}'\n`);
+    await assert.rejects(
+      () => remoteGateway(env.issuer, server.url, env.cacheDir),
+      /GATEWAY_ROUTES \('gateway.routes' in file:gateway.yml\): 'routes' must be a non-empty list/,
+    );
     await Deno.writeTextFile(`${env.folder}/gateway.yml`, "event-log: kafka\n");
     await assert.rejects(
       () => remoteGateway(env.issuer, server.url, env.cacheDir),
