@@ -21,6 +21,8 @@ export function freePort(): number {
 export interface MainProcess {
   /** Each service's base URL, by name. */
   readonly urls: Readonly<Record<string, string>>;
+  /** Where each service answers `/ready` and `/metrics`: its management URL, else its base URL. */
+  readonly managementUrls: Readonly<Record<string, string>>;
   /** Stops the process with SIGTERM and waits for it. */
   stop(): Promise<void>;
 }
@@ -107,5 +109,5 @@ export async function startMain(
     await stop();
     throw error;
   }
-  return { urls, stop };
+  return { urls, managementUrls: { ...urls, ...managementUrls }, stop };
 }
