@@ -9,6 +9,11 @@ import { ENGINES, engineUp, write } from "./engines/engines.ts";
 import { stop } from "./engines/engine.ts";
 import { SERVICE_PERMISSIONS } from "./dev.ts";
 
+/** Where `Deno.makeTempDir` creates folders. */
+function tmpDir(): string {
+  return Deno.env.get("TMPDIR") || "/tmp";
+}
+
 async function main(args: string[]): Promise<number> {
   // The compose file test validates compose.yaml with Debian's docker-compose.
   await aptInstall("tools", ["docker-compose"]);
@@ -21,7 +26,8 @@ async function main(args: string[]): Promise<number> {
   }
   try {
     const child = new Deno.Command(Deno.execPath(), {
-      args: ["test", ...SERVICE_PERMISSIONS, "--allow-run", ...args],
+      // Tests may write only in the temporary folder (a private Prometheus's data).
+      args: ["test", ...SERVICE_PERMISSIONS, "--allow-run", `--allow-write=${tmpDir()}`, ...args],
       stdin: "null",
       stdout: "inherit",
       stderr: "inherit",

@@ -293,6 +293,7 @@ async function run(
     const context: ServiceContext = {
       name,
       instanceId,
+      version: VERSION,
       logger,
       metrics,
       tracer: serviceTracer(name, metrics),

@@ -288,7 +288,7 @@ Deno.test("gateway breaker opens on failures, answers 503 without calling the up
   await withGateway({ routes }, async ({ url, discovery, metrics }) => {
     discovery.add("query", query);
     const state = async () =>
-      /gateway_breaker_state\{service="query"\} (\d)/.exec(await metrics())?.[1];
+      /gateway_breaker_state\{upstream="query"\} (\d)/.exec(await metrics())?.[1];
     assert.equal(await state(), "0");
     // 5xx answers pass through (the upstream's own error) and count as failures.
     for (let i = 0; i < 3; i++) {
