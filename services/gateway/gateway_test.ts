@@ -406,8 +406,8 @@ Deno.test("gateway reports breakers on /metrics and rate-limit stores on /ready,
     assert.equal((await fetch(`${url}/health`).then((r) => r.json())).status, "up");
     assert.equal((await fetch(`${managementUrl}/health`).then((r) => r.json())).status, "up");
     const metrics = await (await fetch(`${managementUrl}/metrics`)).text();
-    assert.match(metrics, /gateway_breaker_state\{service="query"\} 0/);
-    assert.match(metrics, /gateway_breaker_state\{service="stream"\} 0/);
+    assert.match(metrics, /gateway_breaker_state\{upstream="query"\} 0/);
+    assert.match(metrics, /gateway_breaker_state\{upstream="stream"\} 0/);
     const ready = await fetch(`${managementUrl}/ready`);
     assert.equal(ready.status, 200);
     const body = await ready.json();
