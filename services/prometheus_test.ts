@@ -130,6 +130,7 @@ Deno.test("Prometheus has every running instance as a healthy target, found thro
       IDENTITY_PORT: String(identityPort),
       OIDC_ISSUER: issuer,
       GATEWAY_PORT: "0",
+      GATEWAY_MANAGEMENT_PORT: "0",
       STREAM_PORT: "0",
       INDEXER_PORT: "0",
       WORDCOUNT_PORT: "0",
