@@ -239,7 +239,8 @@ Deno.test("Prometheus has every running instance as a healthy target, found thro
           headers: { authorization: `Bearer ${token}` },
         });
         await response.body?.cancel();
-        assert.equal(response.status, 200);
+        // The query service answers 503 until its search index is ready.
+        if (response.status !== 200) return false;
       }
       rate = (await query(prometheusUrl, promql))[0]?.[1] ?? 0;
       return rate > 0;
