@@ -1,9 +1,9 @@
 /**
  * `deno task dev [--engines=embedded|real]`: every service in one process.
  * Embedded (the default) needs nothing installed; `--engines=real` first
- * brings up Kafka, Elasticsearch, Redis, Zipkin and Prometheus on loopback and
- * runs the services on them, shipping every log line to Elasticsearch and
- * exporting their traces to Zipkin, and prints where to look.
+ * brings up Kafka, Elasticsearch, Redis, Zipkin, Prometheus and PostgreSQL on
+ * loopback and runs the services on them, shipping every log line to
+ * Elasticsearch and exporting their traces to Zipkin, and prints where to look.
  */
 import { loadConfig } from "../services/config.ts";
 import { ENGINES, engineUp, write } from "./engines/engines.ts";
@@ -31,8 +31,11 @@ export const SERVICE_PERMISSIONS = [
 export const SERVICE_V8_FLAGS = ["--v8-flags=--liftoff-only,--max-semi-space-size=2"] as const;
 /** The engines `--engines=real` needs, and how the services select them. */
 const REAL = {
-  engines: ["kafka", "elasticsearch", "redis", "zipkin", "prometheus"],
+  engines: ["kafka", "elasticsearch", "redis", "zipkin", "prometheus", "postgres"],
   env: {
+    // query-real.yml and analytics-real.yml of the config repository: their
+    // PostgreSQL URLs, `{cipher}` secrets under the development key.
+    CONFIG_PROFILE: "real",
     EVENT_LOG: "kafka",
     SEARCH_INDEX: "elasticsearch",
     RATE_LIMIT_STORE: "redis",

@@ -21,6 +21,8 @@ export function freePort(): number {
 export interface MainProcess {
   /** Each service's base URL, by name. */
   readonly urls: Readonly<Record<string, string>>;
+  /** Where each service answers `/ready` and `/metrics`: its management URL, else its base URL. */
+  readonly managementUrls: Readonly<Record<string, string>>;
   /** Stops the process with SIGTERM and waits for it. */
   stop(): Promise<void>;
 }
@@ -46,6 +48,7 @@ export async function startMain(
       IDENTITY_PORT: String(identityPort),
       OIDC_ISSUER: `http://127.0.0.1:${identityPort}/realms/twitterapi`,
       GATEWAY_PORT: "0",
+      GATEWAY_MANAGEMENT_PORT: "0",
       STREAM_PORT: "0",
       INDEXER_PORT: "0",
       WORDCOUNT_PORT: "0",
@@ -61,6 +64,7 @@ export async function startMain(
   const watchdog = setTimeout(() => child.kill("SIGKILL"), deadlineMs);
   const stderr = new Response(child.stderr).text();
   const urls: Record<string, string> = {};
+  const managementUrls: Record<string, string> = {};
   const expected = selectServices(services)?.length ?? 0;
   const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
   let buffer = "";
@@ -82,15 +86,19 @@ export async function startMain(
       const parts = (buffer + value).split("\n");
       buffer = parts.pop()!;
       for (const part of parts) {
-        const match = /^(\w+) listening on (http:\/\/\S+)$/.exec(String(JSON.parse(part).message));
+        const message = String(JSON.parse(part).message);
+        const match = /^(\w+) listening on (http:\/\/\S+)$/.exec(message);
         if (match) urls[match[1]!] = match[2]!;
+        const management = /^(\w+) management listening on (http:\/\/\S+)$/.exec(message);
+        if (management) managementUrls[management[1]!] = management[2]!;
       }
     }
     // The rest of the output is drained, so the child never blocks on a full pipe.
     void (async () => {
       while (!(await lines.read().catch(() => ({ done: true }))).done) { /* drain */ }
     })();
-    for (const url of Object.values(urls)) {
+    // The gateway answers /ready on its management port only.
+    for (const url of Object.values({ ...urls, ...managementUrls })) {
       await waitFor(`${url}/ready`, async () => {
         const ready = await fetch(`${url}/ready`);
         await ready.body?.cancel();
@@ -101,5 +109,5 @@ export async function startMain(
     await stop();
     throw error;
   }
-  return { urls, stop };
+  return { urls, managementUrls: { ...urls, ...managementUrls }, stop };
 }

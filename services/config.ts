@@ -17,6 +17,7 @@ import {
   text,
 } from "../shared/config/setting.ts";
 import { parseKeyItems } from "./config/cipher.ts";
+import { parseRouteText, RouteTableError } from "./gateway/routes.ts";
 
 const PORT = { min: 0, max: 65535 } as const;
 const TOPIC_NAME = {
@@ -362,11 +363,23 @@ export const settings = {
   },
   gateway: {
     port: integer("GATEWAY_PORT", { default: 9092, ...PORT, doc: "gateway: HTTP port" }),
+    managementPort: integer("GATEWAY_MANAGEMENT_PORT", {
+      default: 9093,
+      ...PORT,
+      doc: "gateway: management port, the only one serving its `/ready` and `/metrics` (the " +
+        "public port serves `/health` and the API); 0 picks a free port",
+    }),
     ...serviceClient("gateway", "its registrations and its reads of the registry"),
     routesFile: text("GATEWAY_ROUTES_FILE", {
       default: "",
       doc: "gateway: JSON route table replacing the built-in routes (see " +
         "services/gateway/routes.ts); empty: the built-in routes",
+    }),
+    routes: text("GATEWAY_ROUTES", {
+      default: "",
+      doc: "gateway: the route table itself, JSON or YAML in the same shape as " +
+        "GATEWAY_ROUTES_FILE's, replacing the file and the built-in routes; for the config " +
+        "service's repository (refreshable: routes, timeouts, retries and breaker options)",
     }),
     rateLimits: list("GATEWAY_RATE_LIMITS", {
       default: [],
@@ -625,6 +638,7 @@ export const SETTING_NAMES: readonly string[] = listSettings(settings).map((sett
 export const REFRESHABLE: ReadonlySet<string> = new Set([
   "LOG_LEVEL",
   "GATEWAY_RATE_LIMITS",
+  "GATEWAY_ROUTES",
   "STREAM_RATE_PER_SECOND",
   "STREAM_KEYWORDS",
   "QUERY_DEFAULT_PAGE_SIZE",
@@ -722,6 +736,14 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): A
     parseRateLimitOverrides(config.gateway.rateLimits);
   } catch (error) {
     throw new ConfigError([{ env: "GATEWAY_RATE_LIMITS", message: (error as Error).message }]);
+  }
+  if (config.gateway.routes !== "") {
+    try {
+      parseRouteText(config.gateway.routes, "GATEWAY_ROUTES");
+    } catch (error) {
+      if (!(error instanceof RouteTableError)) throw error;
+      throw new ConfigError([{ env: "GATEWAY_ROUTES", message: error.issues.join("; ") }]);
+    }
   }
   try {
     const keys = parseKeyItems(config.configServer.encryptKeys);

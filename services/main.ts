@@ -280,6 +280,8 @@ async function run(
   const running: {
     service: Service;
     url: string;
+    /** The management listener's URL, when the service has one. */
+    managementUrl?: string;
     platform: boolean;
     shutdown: () => Promise<void>;
   }[] = [];
@@ -307,15 +309,35 @@ async function run(
       hostname: config.process.host,
       port: entry.port(serviceConfig),
     });
+    const managementServer = service.management === undefined ? undefined : serveApp(
+      service.management.app,
+      { hostname: config.process.host, port: service.management.port },
+    );
+    // Logged before "listening on", so whoever waits for that line knows both.
+    if (managementServer !== undefined) {
+      context.logger.info("{service} management listening on {url}", {
+        service: name,
+        url: managementServer.url,
+      });
+    }
     context.logger.info("{service} listening on {url}", { service: name, url: server.url });
     running.push({
       service,
       url: server.url,
+      ...(managementServer === undefined ? {} : { managementUrl: managementServer.url }),
       platform: entry.platform ?? false,
-      shutdown: server.shutdown,
+      shutdown: async () => {
+        await server.shutdown();
+        await managementServer?.shutdown();
+      },
     });
     if (name !== "registry") {
       const baseUrl = `http://${advertisedHost(config)}:${server.port}`;
+      // Where Prometheus scrapes the instance: the management port when it has one.
+      const managementUrl = managementServer === undefined
+        ? baseUrl
+        : `http://${advertisedHost(config)}:${managementServer.port}`;
+      const scrape = { managementUrl, metricsUrl: `${managementUrl}/metrics` };
       // Registrations of one service run one after another, the latest metadata last.
       let registered = Promise.resolve();
       const register = (metadata: Readonly<Record<string, string>>) => {
@@ -326,7 +348,7 @@ async function run(
               instanceId,
               baseUrl,
               version: VERSION,
-              metadata,
+              metadata: { ...scrape, ...metadata },
             })
           )
           .catch((error) =>
@@ -341,7 +363,11 @@ async function run(
     }
   }
   writeError(
-    running.map(({ service, url }) => `${service.name.padEnd(8)} ${url}`).join("\n") + "\n",
+    running.map(({ service, url, managementUrl }) =>
+      `${service.name.padEnd(8)} ${url}${
+        managementUrl === undefined ? "" : ` (/ready, /metrics: ${managementUrl})`
+      }`
+    ).join("\n") + "\n",
   );
 
   let shuttingDown = false;

@@ -100,6 +100,7 @@ Deno.test("main runs all services, serves searchable tweets and shuts down on SI
     OIDC_ISSUER: `http://127.0.0.1:${identityPort}/realms/twitterapi`,
     CONFIG_PORT: "0",
     GATEWAY_PORT: "0",
+    GATEWAY_MANAGEMENT_PORT: "0",
     STREAM_PORT: "0",
     INDEXER_PORT: "0",
     WORDCOUNT_PORT: "0",
@@ -115,15 +116,31 @@ Deno.test("main runs all services, serves searchable tweets and shuts down on SI
   // A hung child fails the test instead of hanging it.
   const watchdog = setTimeout(() => child.kill("SIGKILL"), 60_000);
   try {
+    const managementUrls: Record<string, string> = {};
     await log.until((line) => {
       const match = /^(\w+) listening on (http:\/\/\S+)$/.exec(String(line.message));
       if (match) urls[match[1]!] = match[2]!;
+      const management = /^(\w+) management listening on (http:\/\/\S+)$/.exec(
+        String(line.message),
+      );
+      if (management) managementUrls[management[1]!] = management[2]!;
       return Object.keys(urls).length === 9;
     });
 
     // Ready once started: wordcount joins its group and restores its partitions,
-    // analytics migrates its embedded database.
-    for (const url of Object.values(urls)) {
+    // analytics migrates its embedded database. The gateway answers /ready on its
+    // management port only; its public port says 404.
+    for (const path of ["/ready", "/metrics"]) {
+      const response = await fetch(`${urls.gateway}${path}`);
+      await response.body?.cancel();
+      assert.equal(response.status, 404, `the gateway's public ${path}`);
+    }
+    assert.ok(managementUrls.gateway, "the gateway logs its management URL");
+    assert.match(
+      await (await fetch(`${managementUrls.gateway}/metrics`)).text(),
+      /gateway_breaker_state/,
+    );
+    for (const url of Object.values({ ...urls, ...managementUrls })) {
       await waitFor(`${url}/ready`, async () => {
         const ready = await fetch(`${url}/ready`);
         await ready.body?.cancel();
@@ -337,6 +354,7 @@ Deno.test("services renew short-lived tokens from the identity service and stay 
     IDENTITY_REALM_FILE: realm,
     OIDC_ISSUER: `http://127.0.0.1:${identityPort}/realms/twitterapi`,
     GATEWAY_PORT: "0",
+    GATEWAY_MANAGEMENT_PORT: "0",
     STREAM_PORT: "0",
     STREAM_AUTO_START: "false",
   });
@@ -397,6 +415,7 @@ Deno.test("main registers and discovers every service with Keycloak's tokens", a
     REGISTRY_URLS: `http://127.0.0.1:${registryPort}`,
     OIDC_ISSUER: realm.issuer,
     GATEWAY_PORT: "0",
+    GATEWAY_MANAGEMENT_PORT: "0",
     STREAM_PORT: "0",
     INDEXER_PORT: "0",
     STREAM_AUTO_START: "false",

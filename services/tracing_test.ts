@@ -82,7 +82,7 @@ Deno.test("a request through the gateway is one trace in Zipkin: gateway, query,
     STREAM_RATE_PER_SECOND: "200",
   });
   try {
-    const { urls } = system;
+    const { urls, managementUrls } = system;
     const tokenEndpoint = `${urls.identity}/realms/twitterapi/protocol/openid-connect/token`;
     const authorization = `Bearer ${await passwordGrantToken(tokenEndpoint, "app_user")}`;
     const reader = new ZipkinTraceReader({ url: ZIPKIN_URL });
@@ -155,7 +155,7 @@ Deno.test("a request through the gateway is one trace in Zipkin: gateway, query,
     // Every service of the process reports its exported spans on its own /metrics.
     for (const service of ["gateway", "query", "analytics"]) {
       await waitFor(`${service}'s exported span count`, async () => {
-        const metrics = await (await fetch(`${urls[service]}/metrics`)).text();
+        const metrics = await (await fetch(`${managementUrls[service]}/metrics`)).text();
         const exported = /^tracing_spans_exported_total (\d+)$/m.exec(metrics);
         return exported !== null && Number(exported[1]) > 0 &&
           /^tracing_spans_dropped_total 0$/m.test(metrics);
@@ -258,7 +258,7 @@ Deno.test("Zipkin down: requests keep succeeding, lost spans are counted, export
   });
   let zipkin: Awaited<ReturnType<typeof privateZipkin>> | undefined;
   try {
-    const { urls } = system;
+    const { urls, managementUrls } = system;
     const tokenEndpoint = `${urls.identity}/realms/twitterapi/protocol/openid-connect/token`;
     const authorization = `Bearer ${await passwordGrantToken(tokenEndpoint, "app_user")}`;
     const search = async (traceparent?: string) => {
@@ -269,7 +269,8 @@ Deno.test("Zipkin down: requests keep succeeding, lost spans are counted, export
       await response.body?.cancel();
       return response.status;
     };
-    const gatewayMetrics = async () => await (await fetch(`${urls.gateway}/metrics`)).text();
+    const gatewayMetrics = async () =>
+      await (await fetch(`${managementUrls.gateway}/metrics`)).text();
 
     await waitFor("query reachable through the gateway", async () => await search() === 200);
     // Zipkin hangs: the first batch's export never returns, the queue fills, and every

@@ -332,9 +332,12 @@ async function checkRedis(url: string): Promise<void> {
   }
 }
 
-/** The gateway's `/ready` status: `ready`, or `degraded` while the rate limit falls back. */
-async function readiness(baseUrl: string): Promise<string> {
-  const response = await fetch(`${baseUrl}/ready`, { signal: AbortSignal.timeout(5000) });
+/**
+ * The gateway's `/ready` status (on its management port): `ready`, or
+ * `degraded` while the rate limit falls back.
+ */
+async function readiness(managementUrl: string): Promise<string> {
+  const response = await fetch(`${managementUrl}/ready`, { signal: AbortSignal.timeout(5000) });
   const body = await response.json() as { status?: unknown };
   return String(body.status);
 }
@@ -592,11 +595,12 @@ async function bench(options: Options, cleanup: Cleanup, dir: string): Promise<v
     ...(options.cost ? EXPORTING : []),
     ...(options.breakdown ? BREAKDOWN : []),
   ];
-  const gateways = new Map<string, { child: Child; baseUrl: string }>();
+  const gateways = new Map<string, { child: Child; baseUrl: string; managementUrl: string }>();
   for (const variant of variants) {
     const routesFile = `${dir}/${variant.name}-routes.json`;
     await Deno.writeTextFile(routesFile, JSON.stringify(variantRoutes(run, variant), null, 2));
     const port = freePort();
+    const managementPort = freePort();
     const profile = variant === FULL_GATEWAY && options.gatewayCpuProf !== "";
     const child = spawn(cleanup, dir, variant.name, Deno.execPath(), [
       "run",
@@ -607,6 +611,7 @@ async function bench(options: Options, cleanup: Cleanup, dir: string): Promise<v
     ], {
       ...common,
       GATEWAY_PORT: String(port),
+      GATEWAY_MANAGEMENT_PORT: String(managementPort),
       GATEWAY_ROUTES_FILE: routesFile,
       RATE_LIMIT_STORE: variant.rateLimitStore ?? "memory",
       REDIS_URL: redisUrl,
@@ -619,14 +624,15 @@ async function bench(options: Options, cleanup: Cleanup, dir: string): Promise<v
       }),
     });
     const baseUrl = `http://127.0.0.1:${port}`;
+    const managementUrl = `http://127.0.0.1:${managementPort}`;
     await until(
       child,
       "route to query",
       async () =>
         (await search(`${baseUrl}${path}`, token)).status === 200 &&
-        await readiness(baseUrl) === "ready",
+        await readiness(managementUrl) === "ready",
     );
-    gateways.set(variant.name, { child, baseUrl });
+    gateways.set(variant.name, { child, baseUrl, managementUrl });
   }
 
   await Deno.writeTextFile(`${dir}/nginx.conf`, nginxConfig(dir, nginxPort, queryPort));
@@ -670,8 +676,13 @@ async function bench(options: Options, cleanup: Cleanup, dir: string): Promise<v
     { name: "nginx", url: viaNginx, proxy: nginx },
     { name: "bare", url: viaBare, proxy: bare },
     ...variants.map((variant) => {
-      const { child, baseUrl } = gateways.get(variant.name)!;
-      return { name: variant.name, url: `${baseUrl}${path}`, proxy: child, gatewayUrl: baseUrl };
+      const { child, baseUrl, managementUrl } = gateways.get(variant.name)!;
+      return {
+        name: variant.name,
+        url: `${baseUrl}${path}`,
+        proxy: child,
+        gatewayUrl: managementUrl,
+      };
     }),
   ];
   write(

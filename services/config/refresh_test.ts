@@ -119,6 +119,7 @@ async function startGateway(configuration: RefreshableConfig<AppConfig>, upstrea
   });
   await gateway.start();
   const server = serveApp(gateway.app, { hostname: "127.0.0.1", port: 0 });
+  const management = serveApp(gateway.management!.app, { hostname: "127.0.0.1", port: 0 });
   return {
     async policy(): Promise<string | null> {
       const response = await fetch(`${server.url}/api/v1/tweets`);
@@ -126,14 +127,15 @@ async function startGateway(configuration: RefreshableConfig<AppConfig>, upstrea
       return response.headers.get("ratelimit-policy");
     },
     async ready() {
-      return await (await fetch(`${server.url}/ready`)).json();
+      return await (await fetch(`${management.url}/ready`)).json();
     },
     async metrics() {
-      return await (await fetch(`${server.url}/metrics`)).text();
+      return await (await fetch(`${management.url}/metrics`)).text();
     },
     async stop() {
       await gateway.stop();
       await server.shutdown();
+      await management.shutdown();
     },
   };
 }
@@ -312,6 +314,11 @@ Deno.test("a bad value at start names its key and file; the environment wins ove
         /GATEWAY_TRUST_FORWARDED_FOR \('gateway.trust-forwarded-for' in file:gateway.yml\): must be true or false/
           .test(error.message),
     );
+    await Deno.writeTextFile(`${env.folder}/gateway.yml`, `gateway:\n  routes: '{"routes": []}'\n`);
+    await assert.rejects(
+      () => remoteGateway(env.issuer, server.url, env.cacheDir),
+      /GATEWAY_ROUTES \('gateway.routes' in file:gateway.yml\): 'routes' must be a non-empty list/,
+    );
     await Deno.writeTextFile(`${env.folder}/gateway.yml`, "event-log: kafka\n");
     await assert.rejects(
       () => remoteGateway(env.issuer, server.url, env.cacheDir),
@@ -324,6 +331,141 @@ Deno.test("a bad value at start names its key and file; the environment wins ove
     assert.deepEqual(remote.config.current.gateway.rateLimits, ["tweets=1/1000"]);
     remote.close();
   } finally {
+    await server.stop();
+  }
+});
+
+/** gateway.yml with a route table of one route to query, its timeout and breaker as given. */
+function routesFile(route: { timeoutMs: number; volumeThreshold: number; prefix?: string }) {
+  const table = {
+    routes: [{
+      prefix: route.prefix ?? "/api/v1/tweets",
+      service: "query",
+      auth: { mode: "none" },
+      rateLimit: { policy: "tweets", limit: 600, windowMs: 60_000 },
+      breaker: {
+        ...DEFAULT_BREAKER,
+        errorThresholdPercentage: 1,
+        volumeThreshold: route.volumeThreshold,
+      },
+      timeoutMs: route.timeoutMs,
+      retries: 0,
+      fallback: { retryAfterSec: 1 },
+    }],
+  };
+  return `gateway:\n  routes: |\n    ${JSON.stringify(table)}\n`;
+}
+
+Deno.test("a route's timeout and breaker threshold changed in the repository reach a running gateway within 2 s; an invalid table is refused", async () => {
+  await using env = await fixture();
+  // Answers after 300 ms: in time for a 2 s timeout, late for a 100 ms one.
+  const slow = startTestServer(async () => {
+    await delay(300);
+    return Response.json([]);
+  });
+  await Deno.writeTextFile(
+    `${env.folder}/gateway.yml`,
+    routesFile({ timeoutMs: 2000, volumeThreshold: 5 }),
+  );
+  const server = await startConfigServer(env.issuer, env.folder);
+  const remote = await remoteGateway(env.issuer, server.url, env.cacheDir);
+  const configuration = remote.config;
+  const context = testContext("gateway");
+  const gateway = createGatewayService({
+    config: configuration.current,
+    configuration,
+    context: { ...context, configStatus: () => configuration.status },
+    discovery: {
+      instances: () =>
+        Promise.resolve([{
+          service: "query",
+          instanceId: "q",
+          baseUrl: slow.url,
+          version: "t",
+          metadata: {},
+        }]),
+    },
+    rateLimitStore: new MemoryRateLimitStore(),
+  });
+  await gateway.start();
+  const http = serveApp(gateway.app, { hostname: "127.0.0.1", port: 0 });
+  async function call(path = "/api/v1/tweets"): Promise<{ status: number; detail?: string }> {
+    const response = await fetch(`${http.url}${path}`);
+    const body = await response.json();
+    return { status: response.status, ...(response.ok ? {} : { detail: String(body.detail) }) };
+  }
+  try {
+    assert.deepEqual(await call(), { status: 200 });
+
+    // A shorter timeout: the slow upstream is now late.
+    await Deno.writeTextFile(
+      `${env.folder}/gateway.yml`,
+      routesFile({ timeoutMs: 100, volumeThreshold: 5 }),
+    );
+    const changedAt = Date.now();
+    await waitFor(
+      "the new timeout",
+      async () => (await call()).detail?.includes("did not answer in time") === true,
+      2_000 - (Date.now() - changedAt),
+    );
+    // Under the old threshold (5 calls) a second failure leaves the circuit closed.
+    assert.match((await call()).detail!, /did not answer in time/);
+
+    // A breaker that opens on the first failure: the breaker is replaced by a fresh one.
+    const before = configuration.status.version;
+    await Deno.writeTextFile(
+      `${env.folder}/gateway.yml`,
+      routesFile({ timeoutMs: 100, volumeThreshold: 1 }),
+    );
+    const thresholdAt = Date.now();
+    await waitFor(
+      "the new breaker options",
+      () => configuration.status.version !== before,
+      2_000 - (Date.now() - thresholdAt),
+    );
+    assert.match((await call()).detail!, /did not answer in time/);
+    assert.match((await call()).detail!, /its circuit is open/);
+    const applied = configuration.status.version;
+
+    // Invalid tables are refused: a bad prefix, and one that drops a policy GATEWAY_RATE_LIMITS names.
+    for (
+      const [bad, reason] of [
+        [routesFile({ timeoutMs: 2000, volumeThreshold: 5, prefix: "no-slash" }), /GATEWAY_ROUTES/],
+        [
+          `${routesFile({ timeoutMs: 2000, volumeThreshold: 5, prefix: "/api/v9/tweets" })}` +
+          "  rate-limits:\n    - nope=1/1000\n",
+          /GATEWAY_RATE_LIMITS/,
+        ],
+      ] as const
+    ) {
+      await Deno.writeTextFile(`${env.folder}/gateway.yml`, bad);
+      await waitFor(
+        "the refusal",
+        () => configuration.status.refused !== undefined,
+        2_000,
+      );
+      assert.match(configuration.status.refused!.reason, reason);
+      assert.equal(configuration.status.version, applied);
+      // The old routes stay: the same route, its breaker still open.
+      assert.match((await call()).detail!, /its circuit is open/);
+      assert.equal((await call("/api/v9/tweets")).status, 404);
+      await Deno.writeTextFile(
+        `${env.folder}/gateway.yml`,
+        routesFile({ timeoutMs: 100, volumeThreshold: 1 }),
+      );
+      await waitFor(
+        "the valid copy back",
+        () => configuration.status.refused === undefined,
+        2_000,
+      );
+    }
+    const ready = await (await gateway.management!.app.request("/ready")).json();
+    assert.equal(ready.config.version, applied);
+  } finally {
+    remote.close();
+    await gateway.stop();
+    await http.shutdown();
+    await slow.shutdown();
     await server.stop();
   }
 });

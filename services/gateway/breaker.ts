@@ -49,21 +49,13 @@ export interface ServiceBreakersOptions {
 
 export class ServiceBreakers {
   readonly #breakers = new Map<string, Circuit<Response>>();
+  /** The options each breaker was made with, to tell a change. */
+  readonly #options = new Map<string, string>();
+  readonly #logger: Logger;
 
   constructor(options: ServiceBreakersOptions) {
-    const { logger } = options;
-    for (const [service, breakerOptions] of options.services) {
-      this.#breakers.set(
-        service,
-        new Circuit<Response>({
-          ...breakerOptions,
-          name: service,
-          logger,
-          // The balanced client times out each attempt itself, and cancels it.
-          isNotFailure: isClientAbort,
-        }),
-      );
-    }
+    this.#logger = options.logger;
+    this.configure(options.services);
     options.metrics?.gauge(
       "gateway_breaker_state",
       "Circuit breaker state per upstream service: 0 closed, 1 half-open, 2 open.",
@@ -73,6 +65,43 @@ export class ServiceBreakers {
           value: BREAKER_STATE_VALUES[this.state(service)],
         })),
     );
+  }
+
+  /**
+   * Takes new options per service (a refreshed route table). A breaker whose
+   * options changed is replaced by a fresh, closed one: opossum reads its
+   * options only when built, so its state and rolling counts start over. A
+   * service no longer listed loses its breaker; the others keep theirs.
+   * Returns the services whose breaker was replaced, added or removed.
+   */
+  configure(services: ReadonlyMap<string, BreakerOptions>): string[] {
+    const changed: string[] = [];
+    for (const [service, breakerOptions] of services) {
+      const key = JSON.stringify(breakerOptions);
+      if (this.#options.get(service) === key) continue;
+      // Calls already running finish on the old breaker; new ones use the new.
+      this.#breakers.get(service)?.shutdown();
+      this.#breakers.set(
+        service,
+        new Circuit<Response>({
+          ...breakerOptions,
+          name: service,
+          logger: this.#logger,
+          // The balanced client times out each attempt itself, and cancels it.
+          isNotFailure: isClientAbort,
+        }),
+      );
+      this.#options.set(service, key);
+      changed.push(service);
+    }
+    for (const [service, breaker] of this.#breakers) {
+      if (services.has(service)) continue;
+      breaker.shutdown();
+      this.#breakers.delete(service);
+      this.#options.delete(service);
+      changed.push(service);
+    }
+    return changed;
   }
 
   state(service: string): BreakerState {

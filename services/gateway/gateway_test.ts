@@ -53,6 +53,8 @@ function echoServer(name = "echo"): TestServer {
 
 interface Harness {
   readonly url: string;
+  /** The management listener: /health, /ready and /metrics. */
+  readonly managementUrl: string;
   readonly discovery: MutableDiscovery;
   token(username: string): Promise<string>;
   metrics(): Promise<string>;
@@ -77,9 +79,11 @@ async function withGateway(
   });
   await gateway.start();
   const server = serveApp(gateway.app, { hostname: "127.0.0.1", port: 0 });
+  const management = serveApp(gateway.management!.app, { hostname: "127.0.0.1", port: 0 });
   try {
     await test({
       url: server.url,
+      managementUrl: management.url,
       discovery,
       async token(username) {
         return await passwordGrantToken(`${issuer}/protocol/openid-connect/token`, username);
@@ -88,6 +92,7 @@ async function withGateway(
     });
   } finally {
     await server.shutdown();
+    await management.shutdown();
     await gateway.stop();
     await store.close();
     await issuerServer.shutdown();
@@ -389,12 +394,21 @@ Deno.test("gateway streams a large response body through", async () => {
   );
 });
 
-Deno.test("gateway reports breakers on /metrics and rate-limit stores on /ready", async () => {
-  await withGateway({}, async ({ url }) => {
-    const metrics = await (await fetch(`${url}/metrics`)).text();
+Deno.test("gateway reports breakers on /metrics and rate-limit stores on /ready, on its management port only", async () => {
+  await withGateway({}, async ({ url, managementUrl }) => {
+    // The public port: /health and the API only.
+    for (const path of ["/ready", "/metrics"]) {
+      const response = await fetch(`${url}${path}`);
+      assert.equal(response.status, 404, path);
+      assert.equal(response.headers.get("content-type"), "application/problem+json");
+      await response.body?.cancel();
+    }
+    assert.equal((await fetch(`${url}/health`).then((r) => r.json())).status, "up");
+    assert.equal((await fetch(`${managementUrl}/health`).then((r) => r.json())).status, "up");
+    const metrics = await (await fetch(`${managementUrl}/metrics`)).text();
     assert.match(metrics, /gateway_breaker_state\{upstream="query"\} 0/);
     assert.match(metrics, /gateway_breaker_state\{upstream="stream"\} 0/);
-    const ready = await fetch(`${url}/ready`);
+    const ready = await fetch(`${managementUrl}/ready`);
     assert.equal(ready.status, 200);
     const body = await ready.json();
     assert.equal(body.status, "ready");

@@ -4,6 +4,7 @@
  * proxies to the services found through discovery, behind a circuit
  * breaker per service.
  */
+import { Hono } from "hono";
 import { BalancedClient } from "../../shared/http/balanced_client.ts";
 import { createServiceApp } from "../../shared/http/service_app.ts";
 import type { ServiceDiscovery } from "../../shared/discovery/service_discovery.ts";
@@ -16,7 +17,7 @@ import type { InstanceCount } from "../../shared/discovery/instance_count.ts";
 import { createGatewayRoutes } from "./app.ts";
 import { ServiceBreakers } from "./breaker.ts";
 import type { BreakerOptions, GatewayRoute } from "./routes.ts";
-import { DEFAULT_ROUTES, loadRouteFile } from "./routes.ts";
+import { DEFAULT_ROUTES, loadRouteFile, parseRouteText, RouteTableError } from "./routes.ts";
 
 export interface GatewayDependencies {
   readonly config: AppConfig;
@@ -27,8 +28,8 @@ export interface GatewayDependencies {
   /** For the issuer's discovery document and key set. @default globalThis.fetch */
   readonly fetch?: typeof fetch;
   /**
-   * The route table.
-   * @default the file `config.gateway.routesFile`, else `DEFAULT_ROUTES`
+   * A fixed route table (tests); the configuration's is not followed then.
+   * @default `gatewayRoutes(config)`, refreshed with the configuration
    */
   readonly routes?: readonly GatewayRoute[];
   /**
@@ -37,7 +38,7 @@ export interface GatewayDependencies {
    * @default this gateway alone
    */
   readonly gateways?: InstanceCount;
-  /** The live configuration: its rate limits apply to running routes. */
+  /** The live configuration: its route table and rate limits apply to running routes. */
   readonly configuration?: RefreshableConfig<AppConfig>;
 }
 
@@ -69,21 +70,63 @@ export function rateLimitOverrides(
   return overrides;
 }
 
-/** The gateway's route table from configuration; throws `RouteTableError` for a bad file. */
+/**
+ * The gateway's route table from configuration: GATEWAY_ROUTES, else the file
+ * GATEWAY_ROUTES_FILE, else the built-in routes. Throws `RouteTableError` for
+ * a bad file and `ConfigError` for a bad GATEWAY_ROUTES.
+ */
 export function gatewayRoutes(config: AppConfig): readonly GatewayRoute[] {
+  if (config.gateway.routes !== "") {
+    try {
+      return parseRouteText(config.gateway.routes, "GATEWAY_ROUTES");
+    } catch (error) {
+      if (!(error instanceof RouteTableError)) throw error;
+      throw new ConfigError([{ env: "GATEWAY_ROUTES", message: error.issues.join("; ") }]);
+    }
+  }
   return config.gateway.routesFile === ""
     ? DEFAULT_ROUTES
     : loadRouteFile(config.gateway.routesFile);
 }
 
+/** The breaker options of each service of `routes` (every route of a service agrees). */
+function breakerOptionsOf(routes: readonly GatewayRoute[]): Map<string, BreakerOptions> {
+  const options = new Map<string, BreakerOptions>();
+  for (const route of routes) {
+    if (!options.has(route.service)) options.set(route.service, route.breaker);
+  }
+  return options;
+}
+
 /** Creates the gateway; throws `RouteTableError` when the route file is invalid. */
 export function createGatewayService(deps: GatewayDependencies): Service {
   const { config, context, discovery } = deps;
-  const routes = deps.routes ?? gatewayRoutes(config);
+  const routesOf = (next: AppConfig) => deps.routes ?? gatewayRoutes(next);
+  let routes = routesOf(config);
   let overrides = rateLimitOverrides(config, routes);
+  const breakers = new ServiceBreakers({
+    services: breakerOptionsOf(routes),
+    logger: context.logger,
+    metrics: context.metrics,
+  });
   deps.configuration?.subscribe({
-    validate: (next) => void rateLimitOverrides(next, routes),
-    apply(next) {
+    // The new table and the rate limits are checked together: a limit may name a new policy.
+    validate: (next) => void rateLimitOverrides(next, routesOf(next)),
+    apply(next, previous) {
+      if (next.gateway.routes !== previous.gateway.routes) {
+        routes = routesOf(next);
+        const replaced = breakers.configure(breakerOptionsOf(routes));
+        gateway.setRoutes(routes);
+        context.logger.info(
+          "Gateway routes changed: {routes}; circuit breakers started afresh for {services}",
+          {
+            routes: routes.map((route) =>
+              `${route.prefix} -> ${route.service} (${route.timeoutMs} ms, ${route.retries} retries)`
+            ),
+            services: replaced,
+          },
+        );
+      }
       const applied = rateLimitOverrides(next, routes);
       const changed = [...new Set([...applied.keys(), ...overrides.keys()])].filter((policy) =>
         JSON.stringify(applied.get(policy)) !== JSON.stringify(overrides.get(policy))
@@ -101,16 +144,6 @@ export function createGatewayService(deps: GatewayDependencies): Service {
         });
       }
     },
-  });
-
-  const breakerOptions = new Map<string, BreakerOptions>();
-  for (const route of routes) {
-    if (!breakerOptions.has(route.service)) breakerOptions.set(route.service, route.breaker);
-  }
-  const breakers = new ServiceBreakers({
-    services: breakerOptions,
-    logger: context.logger,
-    metrics: context.metrics,
   });
 
   // One balanced client per timeout and retry count; the first one reports the client metrics.
@@ -145,8 +178,11 @@ export function createGatewayService(deps: GatewayDependencies): Service {
     ...(deps.gateways === undefined ? {} : { gatewayCount: deps.gateways.count }),
     ...(deps.fetch === undefined ? {} : { fetch: deps.fetch }),
   });
+  // What /ready and /metrics reveal (instances, limits, breakers) stays off the public port.
+  const management = new Hono();
   const app = createServiceApp({
     context,
+    management,
     bodyLimitBytes: config.process.bodyLimitBytes,
     readiness: gateway.readiness,
     successLogSampling: SUCCESS_LOG_SAMPLING,
@@ -156,6 +192,7 @@ export function createGatewayService(deps: GatewayDependencies): Service {
   return {
     name: context.name,
     app,
+    management: { app: management, port: config.gateway.managementPort },
     start() {
       context.logger.info("Gateway routes: {routes}", {
         routes: routes.map((route) => `${route.prefix} -> ${route.service}`),

@@ -3,7 +3,9 @@
  * what authentication, rate limit, circuit breaker, timeout and retries.
  *
  * The built-in table is `DEFAULT_ROUTES`; `GATEWAY_ROUTES_FILE` names a JSON
- * file that replaces it, validated at start by `parseRouteTable`:
+ * file that replaces it, validated at start by `parseRouteTable`, and
+ * `GATEWAY_ROUTES` carries the table itself (JSON or YAML, from the config
+ * service's repository, refreshable while the gateway runs):
  *
  * ```json
  * {
@@ -33,6 +35,7 @@
  * Routes sharing a rate-limit policy name share its counts and must agree on
  * its limit and window.
  */
+import { parse as parseYaml } from "yaml";
 import type { BreakerOptions } from "../../shared/http/circuit_breaker.ts";
 
 export type RouteAuth =
@@ -393,6 +396,22 @@ export function loadRouteFile(path: string): GatewayRoute[] {
     ]);
   }
   return parseRouteTable(json, path);
+}
+
+/** Reads and validates a route table written as JSON or YAML text; throws `RouteTableError`. */
+export function parseRouteText(text: string, source: string): GatewayRoute[] {
+  let value: unknown;
+  try {
+    // JSON is YAML: one parser reads both.
+    value = parseYaml(text);
+  } catch (error) {
+    throw new RouteTableError(source, [
+      `the text is neither JSON nor YAML: ${
+        error instanceof Error ? error.message : String(error)
+      }`,
+    ]);
+  }
+  return parseRouteTable(value, source);
 }
 
 /** The upstream path for a request path the route matched, with the query unchanged. */

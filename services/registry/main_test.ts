@@ -505,6 +505,12 @@ Deno.test("registry serves every registered instance, and itself, as Prometheus 
       version: "1.2.3",
       metadata: {},
     })).body?.cancel();
+    // Its /metrics on a management port of its own: scraped there.
+    await (await register(registry, "gateway", "gateway-2", {
+      baseUrl: "http://10.0.0.6:9092",
+      version: "1.2.3",
+      metadata: { metricsUrl: "http://10.0.0.6:9093/metrics" },
+    })).body?.cancel();
     const anonymous = await fetch(`${registry.url}/api/v1/registry/prometheus/targets`);
     assert.equal(anonymous.status, 401, "Prometheus reads with a token too");
     await anonymous.body?.cancel();
@@ -535,6 +541,18 @@ Deno.test("registry serves every registered instance, and itself, as Prometheus 
         },
       },
       {
+        targets: ["10.0.0.6:9093"],
+        labels: {
+          service: "gateway",
+          instance: "gateway-2",
+          __scheme__: "http",
+          __metrics_path__: "/metrics",
+          __meta_registry_version: "1.2.3",
+          __meta_registry_base_url: "http://10.0.0.6:9092",
+          __meta_registry_metadata_metricsUrl: "http://10.0.0.6:9093/metrics",
+        },
+      },
+      {
         targets: ["10.0.0.5:8183"],
         labels: {
           service: "query",
@@ -553,7 +571,7 @@ Deno.test("registry serves every registered instance, and itself, as Prometheus 
     const after = await (await read(registry, "/api/v1/registry/prometheus/targets")).json();
     assert.deepEqual(
       after.map((group: { labels: { instance: string } }) => group.labels.instance),
-      ["registry-test", "gateway-1"],
+      ["registry-test", "gateway-1", "gateway-2"],
     );
   } finally {
     await registry.stop();

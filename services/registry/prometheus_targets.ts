@@ -27,20 +27,32 @@ function defaultPort(protocol: string): string {
   return protocol === "https:" ? "443" : "80";
 }
 
-/** The target group of one instance; undefined when its base URL is not http(s). */
-export function targetGroup(instance: ServiceInstance): TargetGroup | undefined {
-  let url: URL;
+function httpUrl(text: string): URL | undefined {
   try {
-    url = new URL(instance.baseUrl);
+    const url = new URL(text);
+    return url.protocol === "http:" || url.protocol === "https:" ? url : undefined;
   } catch {
     return undefined;
   }
-  if (url.protocol !== "http:" && url.protocol !== "https:") return undefined;
+}
+
+/**
+ * The target group of one instance; undefined when its base URL is not
+ * http(s). It is scraped at its metadata's `metricsUrl` when that is an
+ * http(s) URL (the gateway's management port: its public port has no
+ * `/metrics`), else at `<base URL>/metrics`.
+ */
+export function targetGroup(instance: ServiceInstance): TargetGroup | undefined {
+  const base = httpUrl(instance.baseUrl);
+  if (base === undefined) return undefined;
+  const declared = instance.metadata.metricsUrl;
+  const url = (declared === undefined ? undefined : httpUrl(declared)) ??
+    new URL(`${base.pathname.replace(/\/$/, "")}/metrics`, base);
   const labels: Record<string, string> = {
     service: instance.service,
     instance: instance.instanceId,
     __scheme__: url.protocol.slice(0, -1),
-    __metrics_path__: `${url.pathname.replace(/\/$/, "")}/metrics`,
+    __metrics_path__: url.pathname,
     __meta_registry_version: instance.version,
     __meta_registry_base_url: instance.baseUrl,
   };

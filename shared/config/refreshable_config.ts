@@ -111,6 +111,12 @@ export class RefreshableConfig<C> {
     this.#status = { ...this.#status, refused: { version, reason } };
   }
 
+  /** Records that the repository is back at the applied version: no refused change is pending. */
+  confirm(): void {
+    const { refused: _refused, ...rest } = this.#status;
+    this.#status = rest;
+  }
+
   /**
    * Validates `variables` whole and applies their refreshable settings at
    * once; a setting that needs a restart keeps its value and is reported.
@@ -120,7 +126,9 @@ export class RefreshableConfig<C> {
     const changed = names.filter((name) => variables[name] !== this.#variables[name]);
     const sinceProposed = names.filter((name) => variables[name] !== this.#proposed[name]);
     if (sinceProposed.length === 0 && changed.length === 0) {
-      this.#status = { ...this.#status, version, source };
+      // The repository is back at the applied values: no refused change is pending.
+      const { refused: _refused, ...rest } = this.#status;
+      this.#status = { ...rest, version, source };
       return { outcome: "unchanged" };
     }
     const restartRequired = changed.filter((name) => !refreshable.has(name));

@@ -337,7 +337,9 @@ export async function loadRemoteConfig<C>(
     const run = applying.then(async () => {
       const known = config.status.source === "config-service" ? config.status.version : undefined;
       const fetched = await fetchConfig(known);
-      if (fetched === undefined || fetched.version === config.status.refused?.version) return;
+      // Not modified: the repository holds the applied version again.
+      if (fetched === undefined) return config.confirm();
+      if (fetched.version === config.status.refused?.version) return;
       const result = (() => {
         try {
           validate(fetched);
@@ -405,6 +407,9 @@ export async function loadRemoteConfig<C>(
           const { version } = JSON.parse(event.data) as { version: string };
           if (version !== config.status.version || config.status.source !== "config-service") {
             await refresh().catch(() => {});
+          } else {
+            // Back at the applied version (after a refused change): nothing is pending.
+            config.confirm();
           }
         }
       } catch (error) {

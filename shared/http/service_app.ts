@@ -35,7 +35,15 @@ export interface ReadinessCheck {
 export interface ServiceAppOptions {
   /** The service's name, instance id, logger and metrics registry. */
   readonly context: ServiceContext;
-  readonly readiness?: readonly ReadinessCheck[];
+  /**
+   * Where `/ready` and `/metrics` answer when they must not on the public
+   * port (Spring's `management.server.port`): this app gets them, and
+   * `/health`, and the service's app keeps only `/health`. Served on its own
+   * listener by the process. @default the service's app
+   */
+  readonly management?: Hono;
+  /** The checks of `/ready`; a function when they change while running (read per request). */
+  readonly readiness?: readonly ReadinessCheck[] | (() => readonly ReadinessCheck[]);
   /**
    * Largest accepted request body.
    * @default 1_048_576
@@ -64,6 +72,9 @@ export interface ServiceAppOptions {
 }
 
 const OPERATIONAL_ROUTES = ["/health", "/ready", "/metrics"];
+
+/** The context variable a handler sets to the route it matched itself, for spans and metrics. */
+export const HTTP_ROUTE = "httpRoute";
 
 function timeout(ms: number, what: string): { promise: Promise<never>; cancel(): void } {
   let timer: ReturnType<typeof setTimeout> | undefined;
@@ -205,8 +216,10 @@ export function createServiceApp(options: ServiceAppOptions): Hono {
       const url = new URL(c.req.url);
       const handle = async (span: Span | undefined) => {
         await next();
-        const matched = c.req.routePath !== "/*";
-        const route = matched ? c.req.routePath : "unmatched";
+        // A handler that routes by itself (the gateway's table) names the route it chose.
+        const chosen: unknown = c.get(HTTP_ROUTE as never);
+        const matched = typeof chosen === "string" || c.req.routePath !== "/*";
+        const route = typeof chosen === "string" ? chosen : matched ? c.req.routePath : "unmatched";
         const status = c.res.status;
         if (span !== undefined) {
           if (matched) {
@@ -267,9 +280,17 @@ export function createServiceApp(options: ServiceAppOptions): Hono {
 
   app.get("/health", (c) => c.json({ status: "up", service: context.name }));
 
-  app.get("/ready", async (c) => {
+  const operational = options.management ?? app;
+  if (options.management !== undefined) {
+    operational.get("/health", (c) => c.json({ status: "up", service: context.name }));
+    operational.notFound((c) =>
+      problemResponse(notFound(`No resource at ${c.req.path}`), c.req.path)
+    );
+  }
+
+  operational.get("/ready", async (c) => {
     const results = await Promise.all(
-      readiness.map(async (check) =>
+      (typeof readiness === "function" ? readiness() : readiness).map(async (check) =>
         [check.name, await runReadinessCheck(check, readinessTimeoutMs)] as const
       ),
     );
@@ -285,7 +306,7 @@ export function createServiceApp(options: ServiceAppOptions): Hono {
     );
   });
 
-  app.get("/metrics", async (c) => {
+  operational.get("/metrics", async (c) => {
     return c.body(await metrics.render(), 200, { "content-type": PROMETHEUS_CONTENT_TYPE });
   });
 

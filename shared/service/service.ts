@@ -12,6 +12,11 @@ export interface Service {
   readonly name: string;
   readonly app: Hono;
   /**
+   * The operational endpoints (`/health`, `/ready`, `/metrics`) when they
+   * answer on a management port of their own rather than on the service's.
+   */
+  readonly management?: { readonly app: Hono; readonly port: number };
+  /**
    * Starts background work. Resolves once it runs; a dependency that is down
    * is retried (and reported by `/ready`) rather than failing the start.
    */
