@@ -12,6 +12,8 @@ import { SERVICE_PERMISSIONS } from "./dev.ts";
 async function main(args: string[]): Promise<number> {
   // The compose file test validates compose.yaml with Debian's docker-compose.
   await aptInstall("tools", ["docker-compose"]);
+  // The console tests drive Debian's chromium with playwright-core (never `playwright install`).
+  await aptInstall("tools", ["chromium"]);
   let started: Engine[] = [];
   try {
     started = await engineUp(ENGINES);
