@@ -73,7 +73,8 @@ async function search(page: Page, console: string, text: string, version = "v2")
 }
 
 Deno.test({
-  name: "console in a browser: sign-in per user, search and paging, word counts, traces, live, system, permissions, CSRF, sign-out",
+  name:
+    "console in a browser: sign-in per user, search and paging, word counts, traces, live, system, permissions, CSRF, sign-out",
   sanitizeResources: false,
   sanitizeOps: false,
   async fn() {
@@ -190,6 +191,8 @@ Deno.test({
       await page.locator(".done", { hasText: "Granted WRITE on author 42" }).waitFor();
       assert.equal(await page.locator("#grants tbody tr").count(), 1);
       await shot(page, "permissions");
+      await page.getByLabel("Scope").selectOption("author");
+      await page.getByLabel("Target (tweet id or author id; empty for all)").fill("42");
       await page.getByRole("button", { name: "Revoke", exact: true }).click();
       await page.locator(".done", { hasText: "Revoked author 42" }).waitFor();
       // CSRF: the same form without its token is refused.
@@ -208,7 +211,7 @@ Deno.test({
       assert.equal(await page.getByRole("link", { name: "Permissions" }).count(), 0);
       const refused = await page.goto(`${console}/permissions`);
       assert.equal(refused?.status(), 403);
-      await page.getByRole("heading", { name: "Admins only" }).waitFor();
+      await page.getByRole("heading", { level: 1, name: "Admins only" }).waitFor();
       const csrf = await page.locator("input[name=csrf]").first().inputValue();
       const posted = await page.evaluate(async ([url, token]) => {
         const response = await fetch(url!, {
