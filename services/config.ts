@@ -68,6 +68,11 @@ export const settings = {
       min: 1,
       doc: "Largest request body any service accepts",
     }),
+    pgliteTemplateFile: text("PGLITE_TEMPLATE_FILE", {
+      default: ".data/pglite/cluster-0.5.16.tar",
+      doc: "Embedded PGlite: an empty cluster saved on first start and copied into memory on " +
+        "later ones (initdb once); empty: initdb on every start",
+    }),
   },
   tracing: {
     zipkinUrl: text("ZIPKIN_URL", {

@@ -31,10 +31,10 @@ import {
   serviceCredentials,
 } from "./config.ts";
 import { loadWordCountCodec, type WordCountCodec } from "../shared/events/word_count_event.ts";
-import { PGlite } from "@electric-sql/pglite";
 import postgres from "postgres";
 import type { SqlDatabase } from "../shared/database/database.ts";
 import { PgliteDatabase } from "../shared/database/pglite_database.ts";
+import { startPglite } from "../shared/database/pglite_thread.ts";
 import { PostgresDatabase } from "../shared/database/postgres_database.ts";
 import { TracedSqlDatabase } from "../shared/database/traced_database.ts";
 import { createJwtVerifier, type JwtVerifier } from "../shared/auth/jwt_verifier.ts";
@@ -208,8 +208,10 @@ export class Infrastructure {
 
   /**
    * A service's own database: PostgreSQL at `url`, or with `url` empty an
-   * embedded PGlite in memory (its data lives in this process only). One
-   * per service, even when two services name the same server.
+   * embedded PGlite in memory (its data lives in this process only), on a
+   * worker thread of its own so that its start never stalls the services.
+   * One per service, even when two services name the same server: each
+   * embedded database is a cluster and a thread of its own.
    */
   database(service: string, url: string, tracer?: Tracer): SqlDatabase {
     let database = this.#databases.get(service);
@@ -294,11 +296,13 @@ export class Infrastructure {
   #createDatabase(service: string, url: string, tracer: Tracer | undefined): SqlDatabase {
     const traced = tracer === undefined ? {} : { tracer };
     if (url === "") {
+      const templateFile = this.config.process.pgliteTemplateFile;
       this.logger.info(
-        "{service} database: embedded PGlite in memory; its data lives in this process only",
-        { service },
+        "{service} database: embedded PGlite in memory on a worker thread; its data lives in " +
+          "this process only (empty cluster from {template})",
+        { service, template: templateFile || "initdb" },
       );
-      return new TracedSqlDatabase(new PgliteDatabase(new PGlite()), traced);
+      return new TracedSqlDatabase(new PgliteDatabase(startPglite({ templateFile })), traced);
     }
     this.logger.info("{service} database: PostgreSQL at {url}", {
       service,

@@ -304,6 +304,7 @@ async function run(
     const context: ServiceContext = {
       name,
       instanceId,
+      version: VERSION,
       logger,
       metrics,
       tracer: serviceTracer(name, metrics),
@@ -385,13 +386,15 @@ async function run(
     Deno.addSignalListener(signal, () => void shutdown(signal));
   }
 
-  await Promise.all(running.map(async ({ service }) => {
+  const started = Promise.all(running.map(async ({ service }) => {
     try {
       await service.start();
     } catch (error) {
       if (!shuttingDown) throw error;
     }
   }));
+  // A start still retrying an engine when the signal comes must not keep the process alive.
+  await Promise.race([started, stopped.promise]);
   await stopped.promise;
   await shutdownTracing();
   await shutdownLogging();

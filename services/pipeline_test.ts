@@ -149,7 +149,7 @@ Deno.test("pipeline makes every produced tweet searchable by text, user and id, 
 
   // One tweet is one trace: the indexer's span continues the producer's.
   const indexed = exporter.getFinishedSpans().filter((span) =>
-    span.name === "twitter-topic process"
+    span.name === "process twitter-topic"
   );
   assert.equal(indexed.length, COUNT);
   for (const span of indexed) {

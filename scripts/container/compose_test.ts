@@ -7,6 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { VERSIONS } from "../engines/versions.ts";
+import { DEV_CLIENT_SECRET, prometheusConfig, tokenUrl } from "../engines/prometheus_config.ts";
 import { listSettings } from "../../shared/config/setting.ts";
 import { settings } from "../../services/config.ts";
 
@@ -24,7 +25,12 @@ const ENGINES = {
   postgres: { image: "postgres:15", port: 5432 },
   zipkin: { image: `openzipkin/zipkin:${VERSIONS.zipkin}`, port: 9411 },
   keycloak: { image: `keycloak/keycloak:${VERSIONS.keycloak}`, port: 9091 },
+  // The 2.x image of the release Debian 12 packages (VERSIONS.prometheus).
+  prometheus: { image: "prom/prometheus:v2.42.0", port: 9090 },
 } as const;
+
+/** Engines the services wait for: all but Prometheus, which watches them instead. */
+const SERVICE_ENGINES = Object.keys(ENGINES).filter((engine) => engine !== "prometheus");
 
 const SERVICES = {
   registry: 8761,
@@ -222,6 +228,34 @@ Deno.test("Keycloak imports the repository's realm file", async () => {
   assert.equal(realm.enabled, true);
 });
 
+Deno.test("Prometheus reads the registry's targets with the configuration the engine gets", async () => {
+  const prometheus = service(await resolvedConfig(), "prometheus");
+  const mounts = (prometheus.volumes ?? []).map((volume) =>
+    typeof volume === "string" ? volume.split(":").slice(0, 2) : [volume.source, volume.target]
+  );
+  assert.deepEqual(mounts, [[
+    `${ROOT}/scripts/container/prometheus.yml`,
+    "/etc/prometheus/prometheus.yml",
+  ]]);
+  assert.ok(prometheus.command?.includes("--config.file=/etc/prometheus/prometheus.yml"));
+  assert.equal(prometheus.depends_on?.registry?.condition, "service_healthy");
+  const expected = prometheusConfig({
+    registryUrls: [SETTINGS.REGISTRY_URLS],
+    oauth2: {
+      clientId: "prometheus",
+      clientSecret: DEV_CLIENT_SECRET,
+      tokenUrl: tokenUrl(SETTINGS.OIDC_ISSUER),
+    },
+  });
+  assert.equal(
+    await Deno.readTextFile(`${ROOT}/scripts/container/prometheus.yml`),
+    expected,
+    "scripts/container/prometheus.yml is out of date: write it again with `deno run " +
+      "scripts/engines/prometheus_config.ts http://registry:8761 " +
+      "http://keycloak:9091/realms/twitterapi > scripts/container/prometheus.yml`",
+  );
+});
+
 Deno.test("the services share one build, publish their ports and register by name", async () => {
   const config = await resolvedConfig();
   const builds = new Set<string>();
@@ -254,7 +288,7 @@ Deno.test("the services get every engine's address and wait for healthy engines"
     }
     assert.deepEqual(
       Object.keys(entry.depends_on ?? {}).sort(),
-      Object.keys(ENGINES).sort(),
+      SERVICE_ENGINES.sort(),
       `${name}: depends_on`,
     );
     for (const [engine, dependency] of Object.entries(entry.depends_on ?? {})) {

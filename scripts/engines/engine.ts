@@ -100,8 +100,11 @@ export async function run(
   return text;
 }
 
-/** Installs Debian packages that are missing (needs root, as CI and dev machines have). */
-export async function aptInstall(engine: string, packages: readonly string[]): Promise<void> {
+/**
+ * Installs Debian packages that are missing (needs root, as CI and dev
+ * machines have); resolves to the ones it installed.
+ */
+export async function aptInstall(engine: string, packages: readonly string[]): Promise<string[]> {
   const missing: string[] = [];
   for (const name of packages) {
     const status = await new Deno.Command("dpkg-query", {
@@ -113,7 +116,7 @@ export async function aptInstall(engine: string, packages: readonly string[]): P
       missing.push(name);
     }
   }
-  if (missing.length === 0) return;
+  if (missing.length === 0) return missing;
   const env = { DEBIAN_FRONTEND: "noninteractive" };
   await run("apt-get", ["update", "-qq"], { engine, env, what: "update Debian's package lists" });
   await run("apt-get", ["install", "-y", "-qq", "--no-install-recommends", ...missing], {
@@ -121,6 +124,7 @@ export async function aptInstall(engine: string, packages: readonly string[]): P
     env,
     what: `install ${missing.join(", ")}`,
   });
+  return missing;
 }
 
 /** The system user engines that refuse root run as; created when missing. */

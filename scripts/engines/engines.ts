@@ -16,10 +16,19 @@ import { elasticsearch } from "./elasticsearch.ts";
 import { kafka } from "./kafka.ts";
 import { keycloak } from "./keycloak.ts";
 import { postgres } from "./postgres.ts";
+import { prometheus } from "./prometheus.ts";
 import { redis } from "./redis.ts";
 import { zipkin } from "./zipkin.ts";
 
-export const ENGINES: readonly Engine[] = [redis, postgres, kafka, elasticsearch, zipkin, keycloak];
+export const ENGINES: readonly Engine[] = [
+  redis,
+  postgres,
+  kafka,
+  elasticsearch,
+  zipkin,
+  keycloak,
+  prometheus,
+];
 
 const USAGE = `Usage: deno task engines up|down|status|logs [engine...]
 

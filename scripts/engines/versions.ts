@@ -9,4 +9,5 @@ export const VERSIONS = {
   postgres: "Debian 12 postgresql-15 15.18-0+deb12u1",
   zipkin: "3.6.1",
   keycloak: "26.7.3",
+  prometheus: "Debian 12 prometheus 2.42.0+ds-5+deb12u1",
 } as const;

@@ -3,6 +3,7 @@
  * and PGlite): word-count events in, the HTTP API out.
  */
 import assert from "node:assert/strict";
+import { InMemorySpanExporter, SimpleSpanProcessor } from "@opentelemetry/sdk-trace";
 import type { SqlDatabase, SqlParam, SqlTransaction } from "../../shared/database/database.ts";
 import { memoryPglite } from "../../shared/database/database_contract.ts";
 import { PgliteDatabase } from "../../shared/database/pglite_database.ts";
@@ -13,6 +14,7 @@ import { loadWordCountCodec, type WordCountEvent } from "../../shared/events/wor
 import { testContext } from "../../shared/testing/test_context.ts";
 import { createTestIssuer } from "../../shared/testing/test_issuer.ts";
 import { waitFor } from "../../shared/testing/wait.ts";
+import { configureTracing } from "../../shared/trace/tracing.ts";
 import { loadConfig } from "../config.ts";
 import { createAnalyticsService } from "./main.ts";
 
@@ -386,5 +388,35 @@ Deno.test("analytics is not ready before its schema is migrated", async () => {
     assert.equal((await get("/ready", {})).response.status, 200);
   } finally {
     await close();
+  }
+});
+
+Deno.test("analytics continues each word count's trace, and its write is in every one", async () => {
+  const exporter = new InMemorySpanExporter();
+  configureTracing({ spanProcessors: [new SimpleSpanProcessor({ exporter })] });
+  const { eventLog, noLag, close } = await analytics();
+  const traceIds = ["0af7651916cd43dd8448eb211c80319c", "1bf7651916cd43dd8448eb211c80319d"];
+  try {
+    // One key, so one partition and one batch: one write for both.
+    await eventLog.send(
+      TOPIC,
+      [event("kafka", 1), event("kafka", 2)].map((update, i) => ({
+        ...records([update])[0]!,
+        headers: { traceparent: `00-${traceIds[i]}-b7ad6b7169203331-01` },
+      })),
+    );
+    await noLag();
+  } finally {
+    await close();
+    configureTracing();
+  }
+  const spans = exporter.getFinishedSpans();
+  for (const traceId of traceIds) {
+    const inTrace = spans.filter((span) => span.spanContext().traceId === traceId);
+    const processed = inTrace.find((span) => span.name === `process ${TOPIC}`);
+    assert.equal(processed?.parentSpanContext?.spanId, "b7ad6b7169203331");
+    assert.equal(processed?.resource.attributes["service.name"], "analytics");
+    const stored = inTrace.find((span) => span.name === "store word counts");
+    assert.equal(stored?.parentSpanContext?.spanId, processed?.spanContext().spanId);
   }
 });

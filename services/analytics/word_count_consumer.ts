@@ -1,17 +1,13 @@
 /**
- * Turns a batch of word-count events into one write of the store.
- * Undecodable or invalid events go to the dead-letter topic, so one bad
- * event never blocks its partition. The handler resolves only once the
- * batch is committed in the database (and dead letters acknowledged), so the
- * event log commits the offsets only then; a redelivered batch is harmless.
+ * Word-count events become one write of the store per batch. Undecodable or
+ * invalid events are dead-lettered by the consumer kit
+ * (`shared/event_log/consumer_service.ts`), so one bad event never blocks its
+ * partition; the batch commits only once the write is durable, and a
+ * redelivered batch is harmless.
  */
-import { deadLetter } from "../../shared/event_log/dead_letter.ts";
-import type {
-  BatchHandler,
-  EventLog,
-  ProducerRecord,
-  RecordBatch,
-} from "../../shared/event_log/event_log.ts";
+import type { Decoded } from "../../shared/event_log/consumer_service.ts";
+import type { ConsumedRecord } from "../../shared/event_log/event_log.ts";
+import { inRecordsSpan } from "../../shared/event_log/traced_event_log.ts";
 import type { WordCountCodec, WordCountEvent } from "../../shared/events/word_count_event.ts";
 import { tokenize } from "../../shared/text/tokenize.ts";
 import type { WordCountStore, WordCountUpdate } from "./word_count_store.ts";
@@ -44,30 +40,21 @@ export function toUpdate(event: WordCountEvent): WordCountUpdate {
   return { word: event.word, count: Number(event.count), updatedAt: event.updatedAt };
 }
 
-export interface WordCountConsumerOptions {
-  readonly eventLog: EventLog;
-  readonly store: WordCountStore;
-  readonly codec: WordCountCodec;
-  readonly deadLetterTopic: string;
-  /** Called after every batch that is about to be committed, for metrics and logs. */
-  readonly onStored?: (result: { stored: number; deadLettered: number }) => void;
+/** The update a word-count event makes; throws for one that is undecodable or invalid. */
+export function decodeWordCount(codec: WordCountCodec, record: ConsumedRecord): WordCountUpdate {
+  return toUpdate(codec.decode(record.value));
 }
 
-export function createWordCountConsumer(options: WordCountConsumerOptions): BatchHandler {
-  const { eventLog, store, codec, deadLetterTopic } = options;
-
-  return async function storeBatch(batch: RecordBatch): Promise<void> {
-    const updates: WordCountUpdate[] = [];
-    const deadLetters: ProducerRecord[] = [];
-    for (const record of batch.records) {
-      try {
-        updates.push(toUpdate(codec.decode(record.value)));
-      } catch (error) {
-        deadLetters.push(deadLetter(record, error));
-      }
-    }
-    if (deadLetters.length > 0) await eventLog.send(deadLetterTopic, deadLetters);
-    await store.record(updates);
-    options.onStored?.({ stored: updates.length, deadLettered: deadLetters.length });
-  };
+/** Writes a batch's updates in one transaction of the store, in every word count's trace. */
+export async function storeWordCounts(
+  store: WordCountStore,
+  decoded: readonly Decoded<WordCountUpdate>[],
+): Promise<number> {
+  await inRecordsSpan(
+    decoded.map(({ record }) => record),
+    "store word counts",
+    { "word_counts.updates": decoded.length },
+    () => store.record(decoded.map(({ value }) => value)),
+  );
+  return decoded.length;
 }

@@ -43,7 +43,7 @@ export interface ServiceBreakersOptions {
   readonly services: ReadonlyMap<string, BreakerOptions>;
   /** Logs every state change. */
   readonly logger: Logger;
-  /** Registers `gateway_breaker_state{service}`. */
+  /** Registers `gateway_breaker_state{upstream}`. */
   readonly metrics?: MetricsRegistry;
 }
 
@@ -69,7 +69,7 @@ export class ServiceBreakers {
       "Circuit breaker state per upstream service: 0 closed, 1 half-open, 2 open.",
       () =>
         [...this.#breakers.keys()].map((service) => ({
-          labels: { service },
+          labels: { upstream: service },
           value: BREAKER_STATE_VALUES[this.state(service)],
         })),
     );

@@ -283,7 +283,7 @@ Deno.test("gateway breaker opens on failures, answers 503 without calling the up
   await withGateway({ routes }, async ({ url, discovery, metrics }) => {
     discovery.add("query", query);
     const state = async () =>
-      /gateway_breaker_state\{service="query"\} (\d)/.exec(await metrics())?.[1];
+      /gateway_breaker_state\{upstream="query"\} (\d)/.exec(await metrics())?.[1];
     assert.equal(await state(), "0");
     // 5xx answers pass through (the upstream's own error) and count as failures.
     for (let i = 0; i < 3; i++) {
@@ -392,8 +392,8 @@ Deno.test("gateway streams a large response body through", async () => {
 Deno.test("gateway reports breakers on /metrics and rate-limit stores on /ready", async () => {
   await withGateway({}, async ({ url }) => {
     const metrics = await (await fetch(`${url}/metrics`)).text();
-    assert.match(metrics, /gateway_breaker_state\{service="query"\} 0/);
-    assert.match(metrics, /gateway_breaker_state\{service="stream"\} 0/);
+    assert.match(metrics, /gateway_breaker_state\{upstream="query"\} 0/);
+    assert.match(metrics, /gateway_breaker_state\{upstream="stream"\} 0/);
     const ready = await fetch(`${url}/ready`);
     assert.equal(ready.status, 200);
     const body = await ready.json();

@@ -451,7 +451,7 @@ Deno.test("gateway fails over without a failed request when an instance crashes 
       outcomes.filter((outcome) => outcome.answer === "things-2").length,
     );
     assert.equal(
-      await counterValue(gateway.context, 'http_client_ejections_total{service="things"}'),
+      await counterValue(gateway.context, 'http_client_ejections_total{upstream="things"}'),
       1,
     );
   } finally {
@@ -633,9 +633,9 @@ Deno.test("gateway refuses bodies over HTTP_BODY_LIMIT_BYTES with 413, declared 
     await exact.body?.cancel();
     assert.deepEqual(completed, [limit]);
     const metrics = await gateway.context.metrics.render();
-    assert.match(metrics, /gateway_breaker_state\{service="things"\} 0/);
+    assert.match(metrics, /gateway_breaker_state\{upstream="things"\} 0/);
     assert.equal(
-      await counterValue(gateway.context, 'http_client_ejections_total{service="things"}'),
+      await counterValue(gateway.context, 'http_client_ejections_total{upstream="things"}'),
       0,
     );
   } finally {
@@ -650,7 +650,7 @@ Deno.test("gateway breaker opens on a crashed service, reopens on a failed probe
   const breaker = { ...DEFAULT_BREAKER, volumeThreshold: 3, resetTimeoutMs: 500 };
   const gateway = await startGateway({ registry, routes: [route({ breaker, retries: 1 })] });
   const state = async () =>
-    /gateway_breaker_state\{service="things"\} (\d)/.exec(await gateway.context.metrics.render())
+    /gateway_breaker_state\{upstream="things"\} (\d)/.exec(await gateway.context.metrics.render())
       ?.[1];
   const call = async (method = "GET") => {
     const response = await fetch(`${gateway.url}${PREFIX}/1`, {

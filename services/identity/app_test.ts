@@ -164,6 +164,20 @@ Deno.test("identity client_credentials grant issues a service-account token with
   assert.equal(decode(body.access_token).header.alg, "RS256");
 });
 
+Deno.test("identity gives Prometheus's client a token for the registry only", async () => {
+  const { service } = await testIdentity();
+  const { response, body } = await token(
+    service,
+    { grant_type: "client_credentials" },
+    basic("prometheus", devSecret("prometheus")),
+  );
+  assert.equal(response.status, 200);
+  const claims = await verify(service, body.access_token, "registry");
+  assert.deepEqual(audiences(claims), ["registry"]);
+  assert.equal(claims.azp, "prometheus");
+  assert.equal(claims.preferred_username, "service-account-prometheus");
+});
+
 Deno.test("identity client_credentials accepts client_secret_post as well", async () => {
   const { service } = await testIdentity();
   const { response, body } = await token(service, {

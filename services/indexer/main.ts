@@ -1,13 +1,12 @@
 /** The indexer service: tweet topic -> search index (seed: kafka-to-elastic-service). */
-import { retryUntilDone } from "../../shared/async/retry.ts";
-import type { ConsumerGroupMember, EventLog } from "../../shared/event_log/event_log.ts";
+import { ConsumerService } from "../../shared/event_log/consumer_service.ts";
+import type { EventLog } from "../../shared/event_log/event_log.ts";
 import type { TweetCodec } from "../../shared/events/tweet_event.ts";
-import { registerLagGauge } from "../../shared/event_log/lag_gauge.ts";
 import { createServiceApp } from "../../shared/http/service_app.ts";
 import type { SearchIndex } from "../../shared/search_index/search_index.ts";
 import type { Service, ServiceContext } from "../../shared/service/service.ts";
 import type { AppConfig } from "../config.ts";
-import { createTweetIndexer } from "./tweet_indexer.ts";
+import { decodeTweet, indexTweets } from "./tweet_indexer.ts";
 
 export interface IndexerDependencies {
   readonly config: AppConfig;
@@ -19,23 +18,26 @@ export interface IndexerDependencies {
 
 export function createIndexerService(deps: IndexerDependencies): Service {
   const { config, context, eventLog, index, codec } = deps;
-  const { logger, metrics } = context;
+  const { logger } = context;
   const settings = config.indexer;
   const topic = config.tweets.topic;
-  const events = metrics.counter("indexer_events_total", "Tweet events handled, by outcome.");
-  const failures = metrics.counter(
-    "indexer_batch_failures_total",
-    "Batches whose indexing failed and will be redelivered.",
-  );
-  registerLagGauge(metrics, {
-    name: "indexer_consumer_lag",
-    help: "Events of the tweet topic not yet committed by the indexer's group, per partition.",
+  const consumer = new ConsumerService({
+    context,
     eventLog,
     groupId: settings.groupId,
-    topic,
+    topics: [topic, settings.deadLetterTopic].map((name) => ({
+      name,
+      partitions: config.tweets.partitions,
+    })),
+    metricPrefix: "indexer",
+    lagTopics: [topic],
   });
-  const stopping = new AbortController();
-  let member: ConsumerGroupMember | undefined;
+  const handler = consumer.deadLettering({
+    deadLetterTopic: settings.deadLetterTopic,
+    outcome: "indexed",
+    decode: (record) => decodeTweet(codec, record),
+    handle: (decoded) => indexTweets(index, decoded),
+  });
 
   const app = createServiceApp({
     context,
@@ -46,63 +48,22 @@ export function createIndexerService(deps: IndexerDependencies): Service {
     ],
   });
 
-  const handler = createTweetIndexer({
-    eventLog,
-    index,
-    codec,
-    deadLetterTopic: settings.deadLetterTopic,
-    tracer: context.tracer,
-    onIndexed({ indexed, deadLettered }) {
-      events.inc({ outcome: "indexed" }, indexed);
-      if (deadLettered > 0) {
-        events.inc({ outcome: "dead-lettered" }, deadLettered);
-        logger.warn("Sent {count} undecodable events to {topic}", {
-          count: deadLettered,
-          topic: settings.deadLetterTopic,
-        });
-      }
-    },
-  });
-
   return {
     name: context.name,
     app,
     async start() {
-      const retry = { logger, signal: stopping.signal };
-      await retryUntilDone(() => index.open(), { ...retry, action: "open the search index" });
-      for (const name of [topic, settings.deadLetterTopic]) {
-        const spec = { name, partitions: config.tweets.partitions };
-        await retryUntilDone(() => eventLog.ensureTopic(spec), {
-          ...retry,
-          action: `create topic ${name}`,
-        });
-      }
-      member = await retryUntilDone(() =>
-        eventLog.consume({
-          groupId: settings.groupId,
-          topics: [topic],
-          fromBeginning: true,
-          maxBatchSize: settings.maxBatchSize,
-          partitionConcurrency: settings.partitionConcurrency,
-          onBatchError(error, batch, attempt) {
-            failures.inc();
-            logger.error(
-              "Cannot index {count} events of {topic}/{partition} (attempt {attempt}); retrying",
-              {
-                count: batch.records.length,
-                topic: batch.topic,
-                partition: batch.partition,
-                attempt,
-                error,
-              },
-            );
-          },
-        }, handler), { ...retry, action: `join consumer group ${settings.groupId}` });
+      await consumer.retry("open the search index", () => index.open());
+      await consumer.consume({
+        action: "index",
+        topics: [topic],
+        fromBeginning: true,
+        maxBatchSize: settings.maxBatchSize,
+        partitionConcurrency: settings.partitionConcurrency,
+      }, handler);
       logger.info("Indexing {topic} as group {group}", { topic, group: settings.groupId });
     },
     async stop() {
-      stopping.abort();
-      await member?.stop();
+      await consumer.stop();
       logger.info("Stopped indexing; offsets committed");
     },
   };

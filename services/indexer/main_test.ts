@@ -59,7 +59,7 @@ Deno.test("indexer indexes tweets by id and commits their offsets", async () => 
   assert.match(metrics, /indexer_events_total\{outcome="indexed"\} 3/);
   assert.match(
     metrics,
-    /indexer_consumer_lag\{group="twitter-indexer",partition="\d",topic="twitter-topic"\} 0/,
+    /event_log_consumer_lag\{group="twitter-indexer",partition="\d",topic="twitter-topic"\} 0/,
   );
   await service.stop();
   await eventLog.close();
@@ -137,7 +137,7 @@ Deno.test("indexer continues the producer's trace for each tweet", async () => {
   await waitFor("the document", async () => (await index.count()) === 1);
   await service.stop();
   await eventLog.close();
-  const span = exporter.getFinishedSpans().find((span) => span.name === `${TOPIC} process`);
+  const span = exporter.getFinishedSpans().find((span) => span.name === `process ${TOPIC}`);
   assert.equal(span?.spanContext().traceId, traceId);
   assert.equal(span?.parentSpanContext?.spanId, "b7ad6b7169203331");
   assert.equal(span?.attributes["tweet.id"], "8");

@@ -1,32 +1,13 @@
 /**
- * The CQRS write side: turns a batch of tweet events into index documents.
- * Undecodable events go to the dead-letter topic with the reason in their
- * headers, so one bad event never blocks its partition. The batch handler
- * resolves only once the documents are durable in the index (and dead letters
- * acknowledged), so the event log commits the offsets only then.
+ * The CQRS write side: tweet events become index documents, one bulk write
+ * per batch. Decoding, dead-lettering and tracing are the consumer kit's
+ * (`shared/event_log/consumer_service.ts`); this is what is the indexer's own.
  */
-import { type Span, SpanKind, SpanStatusCode } from "@opentelemetry/api";
-import { deadLetter } from "../../shared/event_log/dead_letter.ts";
-import type {
-  BatchHandler,
-  EventLog,
-  ProducerRecord,
-  RecordBatch,
-} from "../../shared/event_log/event_log.ts";
+import type { Decoded } from "../../shared/event_log/consumer_service.ts";
+import type { ConsumedRecord } from "../../shared/event_log/event_log.ts";
+import { inRecordsSpan, recordSpan } from "../../shared/event_log/traced_event_log.ts";
 import type { TweetCodec, TweetEvent } from "../../shared/events/tweet_event.ts";
 import type { SearchIndex, TweetDocument } from "../../shared/search_index/search_index.ts";
-import { extractTraceContext, type Tracer } from "../../shared/trace/tracing.ts";
-
-export interface TweetIndexerOptions {
-  readonly eventLog: EventLog;
-  readonly index: SearchIndex;
-  readonly codec: TweetCodec;
-  readonly deadLetterTopic: string;
-  /** Continues each tweet's trace. */
-  readonly tracer: Tracer;
-  /** Called after every committed-to-be batch, for metrics and logs. */
-  readonly onIndexed?: (result: { indexed: number; deadLettered: number }) => void;
-}
 
 export function toDocument(event: TweetEvent): TweetDocument {
   return {
@@ -38,42 +19,31 @@ export function toDocument(event: TweetEvent): TweetDocument {
   };
 }
 
-export function createTweetIndexer(options: TweetIndexerOptions): BatchHandler {
-  const { eventLog, index, codec, deadLetterTopic, tracer } = options;
+/** The document of a tweet event; throws `EventDecodeError` for a record that is not one. */
+export function decodeTweet(codec: TweetCodec, record: ConsumedRecord): TweetDocument {
+  return toDocument(codec.decode(record.value));
+}
 
-  return async function indexBatch(batch: RecordBatch): Promise<void> {
-    // The last event for an id wins within a batch, as it would across batches.
-    const documents = new Map<string, TweetDocument>();
-    const deadLetters: ProducerRecord[] = [];
-    const spans: Span[] = [];
-    for (const record of batch.records) {
-      const span = tracer.startSpan(`${batch.topic} process`, {
-        kind: SpanKind.CONSUMER,
-        attributes: {
-          "messaging.destination.name": batch.topic,
-          "messaging.destination.partition.id": String(batch.partition),
-          "messaging.kafka.offset": record.offset,
-        },
-      }, extractTraceContext(record.headers));
-      spans.push(span);
-      try {
-        const document = toDocument(codec.decode(record.value));
-        span.setAttribute("tweet.id", document.id);
-        documents.set(document.id, document);
-      } catch (error) {
-        span.setStatus({ code: SpanStatusCode.ERROR, message: "dead-lettered" });
-        deadLetters.push(deadLetter(record, error));
-      }
-    }
-    try {
-      if (deadLetters.length > 0) await eventLog.send(deadLetterTopic, deadLetters);
-      if (documents.size > 0) await index.upsert([...documents.values()]);
-    } catch (error) {
-      for (const span of spans) span.setStatus({ code: SpanStatusCode.ERROR });
-      throw error;
-    } finally {
-      for (const span of spans) span.end();
-    }
-    options.onIndexed?.({ indexed: documents.size, deadLettered: deadLetters.length });
-  };
+/**
+ * Writes a batch's documents in one bulk request, in every tweet's trace;
+ * resolves once they are durable, with the number of documents written.
+ */
+export async function indexTweets(
+  index: SearchIndex,
+  decoded: readonly Decoded<TweetDocument>[],
+): Promise<number> {
+  // The last event for an id wins within a batch, as it would across batches.
+  const documents = new Map<string, TweetDocument>();
+  for (const { record, value } of decoded) {
+    recordSpan(record)?.setAttribute("tweet.id", value.id);
+    documents.set(value.id, value);
+  }
+  if (documents.size === 0) return 0;
+  await inRecordsSpan(
+    decoded.map(({ record }) => record),
+    "index tweets",
+    { "index.documents": documents.size },
+    () => index.upsert([...documents.values()]),
+  );
+  return documents.size;
 }

@@ -169,5 +169,5 @@ Deno.test("the query service's default client secret is the realm file's develop
   const audiences = client.protocolMappers.map((mapper) =>
     mapper.config["included.custom.audience"]
   );
-  assert.deepEqual(audiences.sort(), ["analytics", "registry", "wordcount"]);
+  assert.deepEqual(audiences.sort(), ["analytics", "config", "registry", "wordcount"]);
 });

@@ -17,6 +17,7 @@ import {
 import { invalidParameters, type ParameterError, ProblemError } from "../../shared/http/problem.ts";
 import type { InstanceRegistry, RegisteredInstance, ServiceSnapshot } from "./registry.ts";
 import { readJsonObject } from "../../shared/http/json_body.ts";
+import { targetGroups } from "./prometheus_targets.ts";
 
 export interface RegistryRoutesOptions {
   readonly registry: InstanceRegistry;
@@ -28,11 +29,22 @@ export interface RegistryRoutesOptions {
    * @default 15_000
    */
   readonly pingMs?: number;
+  /**
+   * The registry itself, listed among the Prometheus targets at the address
+   * Prometheus reached it at (it does not register with itself).
+   */
+  readonly self: {
+    readonly service: string;
+    readonly instanceId: string;
+    readonly version: string;
+  };
 }
 
 /** Every route under it needs a token; see `requireRegistryToken`. */
 export const REGISTRY_API = "/api/v1/registry";
 const BASE = `${REGISTRY_API}/services`;
+/** Prometheus HTTP service discovery: every Prometheus polls it every few seconds. */
+export const PROMETHEUS_TARGETS_ROUTE = `${REGISTRY_API}/prometheus/targets`;
 /** Registrations: logged at debug, the registry logs each change itself. */
 export const INSTANCE_ROUTE = `${BASE}/:service/instances/:instanceId`;
 /** Renewals, every second per instance: logged at debug. */
@@ -198,7 +210,7 @@ function watchResponse(
 }
 
 export function addRegistryRoutes(app: Hono, options: RegistryRoutesOptions): Hono {
-  const { registry, closing, pingMs = 15_000 } = options;
+  const { registry, closing, pingMs = 15_000, self } = options;
 
   app.get(BASE, (c) => c.json({ services: registry.services(), warmingUp: registry.warmingUp }));
 
@@ -218,6 +230,14 @@ export function addRegistryRoutes(app: Hono, options: RegistryRoutesOptions): Ho
       });
     }
     return watchResponse(registry, service, { closing, pingMs });
+  });
+
+  app.get(PROMETHEUS_TARGETS_ROUTE, (c) => {
+    const instances = registry.services().flatMap(({ service }) =>
+      registry.snapshot(service).instances
+    );
+    const itself = { ...self, baseUrl: new URL(c.req.url).origin, metadata: {} };
+    return c.json(targetGroups([itself, ...instances]));
   });
 
   app.put(INSTANCE_ROUTE, async (c) => {

@@ -3,7 +3,13 @@ import type { JwtVerifier } from "../../shared/auth/jwt_verifier.ts";
 import { createServiceApp } from "../../shared/http/service_app.ts";
 import type { Service, ServiceContext } from "../../shared/service/service.ts";
 import type { AppConfig } from "../config.ts";
-import { addRegistryRoutes, HEARTBEAT_ROUTE, INSTANCE_ROUTE, requireRegistryToken } from "./app.ts";
+import {
+  addRegistryRoutes,
+  HEARTBEAT_ROUTE,
+  INSTANCE_ROUTE,
+  PROMETHEUS_TARGETS_ROUTE,
+  requireRegistryToken,
+} from "./app.ts";
 import { type Clock, type InstanceChange, InstanceRegistry } from "./registry.ts";
 
 export interface RegistryDependencies {
@@ -73,10 +79,11 @@ export function createRegistryService(deps: RegistryDependencies): Service {
   });
   metrics.gauge(
     "registry_instances",
-    "Registered instances per service.",
+    "Registered instances per registered service.",
     () =>
       registry.services().map(({ service, instances }) => ({
-        labels: { service },
+        // Not `service`: that is the target label of the registry itself.
+        labels: { registered_service: service },
         value: instances,
       })),
   );
@@ -84,12 +91,13 @@ export function createRegistryService(deps: RegistryDependencies): Service {
   const app = createServiceApp({
     context,
     bodyLimitBytes: config.process.bodyLimitBytes,
-    quietRoutes: [HEARTBEAT_ROUTE, INSTANCE_ROUTE],
+    quietRoutes: [HEARTBEAT_ROUTE, INSTANCE_ROUTE, PROMETHEUS_TARGETS_ROUTE],
   });
   requireRegistryToken(app, deps.verifier);
   addRegistryRoutes(app, {
     registry,
     closing: closing.signal,
+    self: { service: context.name, instanceId: context.instanceId, version: context.version },
     ...(deps.pingMs === undefined ? {} : { pingMs: deps.pingMs }),
   });
 

@@ -311,7 +311,7 @@ Deno.test("registry evicts an instance that stops heart-beating, from list and w
     const metrics = await (await fetch(`${registry.url}/metrics`)).text();
     assert.match(metrics, /registry_evictions_total 1\n/);
     assert.match(metrics, /registry_registrations_total 2\n/);
-    assert.match(metrics, /registry_instances\{service="query"\} 1\n/);
+    assert.match(metrics, /registry_instances\{registered_service="query"\} 1\n/);
   } finally {
     clearInterval(beating);
     await watch.close();
@@ -489,5 +489,73 @@ Deno.test("registry starts without its issuer and answers 503 until the issuer's
     assert.equal((await response.json()).type, "urn:twitterapi:problem:unavailable");
   } finally {
     await service.stop();
+  }
+});
+
+Deno.test("registry serves every registered instance, and itself, as Prometheus HTTP service discovery", async () => {
+  const registry = await startTestRegistry();
+  try {
+    await (await register(registry, "query", "query-1", {
+      baseUrl: "http://10.0.0.5:8183",
+      version: "1.2.3",
+      metadata: { "wordcount-partitions": "0,2" },
+    })).body?.cancel();
+    await (await register(registry, "gateway", "gateway-1", {
+      baseUrl: "https://gateway.example/edge",
+      version: "1.2.3",
+      metadata: {},
+    })).body?.cancel();
+    const anonymous = await fetch(`${registry.url}/api/v1/registry/prometheus/targets`);
+    assert.equal(anonymous.status, 401, "Prometheus reads with a token too");
+    await anonymous.body?.cancel();
+    const response = await read(registry, "/api/v1/registry/prometheus/targets");
+    assert.equal(response.status, 200);
+    assert.equal(response.headers.get("content-type"), "application/json");
+    assert.deepEqual(await response.json(), [
+      {
+        targets: [`127.0.0.1:${registry.port}`],
+        labels: {
+          service: "registry",
+          instance: "registry-test",
+          __scheme__: "http",
+          __metrics_path__: "/metrics",
+          __meta_registry_version: "0.0.0-test",
+          __meta_registry_base_url: `http://127.0.0.1:${registry.port}`,
+        },
+      },
+      {
+        targets: ["gateway.example:443"],
+        labels: {
+          service: "gateway",
+          instance: "gateway-1",
+          __scheme__: "https",
+          __metrics_path__: "/edge/metrics",
+          __meta_registry_version: "1.2.3",
+          __meta_registry_base_url: "https://gateway.example/edge",
+        },
+      },
+      {
+        targets: ["10.0.0.5:8183"],
+        labels: {
+          service: "query",
+          instance: "query-1",
+          __scheme__: "http",
+          __metrics_path__: "/metrics",
+          __meta_registry_version: "1.2.3",
+          __meta_registry_base_url: "http://10.0.0.5:8183",
+          __meta_registry_metadata_wordcount_partitions: "0,2",
+        },
+      },
+    ]);
+
+    // A deregistered instance is no target any more.
+    await (await deregister(registry, "query", "query-1")).body?.cancel();
+    const after = await (await read(registry, "/api/v1/registry/prometheus/targets")).json();
+    assert.deepEqual(
+      after.map((group: { labels: { instance: string } }) => group.labels.instance),
+      ["registry-test", "gateway-1"],
+    );
+  } finally {
+    await registry.stop();
   }
 });

@@ -1,15 +1,16 @@
 /**
  * Produces mock tweets to the event log at a steady, adjustable rate. A tweet
  * counts as produced only once the log acknowledged it; a failed send is
- * retried, never dropped.
+ * retried, never dropped. Each tweet starts its own trace: the traced event
+ * log gives it a producer span of its own (each attempt of a retried send
+ * starts new ones).
  */
-import { ROOT_CONTEXT, SpanKind, trace } from "@opentelemetry/api";
 import { retryUntilDone, sleep } from "../../shared/async/retry.ts";
 import type { EventLog, ProducerRecord } from "../../shared/event_log/event_log.ts";
 import { encodeLongKey } from "../../shared/event_log/murmur2.ts";
 import type { TweetEvent } from "../../shared/events/tweet_event.ts";
+import { inNewTraces } from "../../shared/event_log/traced_event_log.ts";
 import type { Logger } from "../../shared/log/log.ts";
-import { injectTraceContext, type Tracer } from "../../shared/trace/tracing.ts";
 
 export type StreamState = "running" | "paused" | "completed" | "stopped";
 
@@ -31,8 +32,6 @@ export interface TweetEmitterOptions {
   /** Stop after this many tweets; 0 means never. */
   readonly count: number;
   readonly logger: Logger;
-  /** Starts each tweet's trace. */
-  readonly tracer: Tracer;
   /** Called with every acknowledged batch size. */
   readonly onProduced?: (count: number) => void;
   /**
@@ -156,29 +155,17 @@ export class TweetEmitter {
   /** Sends `size` new tweets, each in its own trace; false if stopped first. */
   async #send(size: number): Promise<boolean> {
     const { topic, logger } = this.options;
-    const spans = [];
     const records: ProducerRecord[] = [];
     for (let i = 0; i < size; i++) {
       const tweet = this.options.next();
-      const span = this.options.tracer.startSpan(`${topic} publish`, {
-        kind: SpanKind.PRODUCER,
-        root: true,
-        attributes: {
-          "messaging.system": "twitterapi",
-          "messaging.destination.name": topic,
-          "tweet.id": tweet.id.toString(),
-        },
-      });
-      spans.push(span);
       records.push({
         key: encodeLongKey(tweet.userId),
         value: this.options.encode(tweet),
-        headers: injectTraceContext({}, trace.setSpan(ROOT_CONTEXT, span)),
         timestamp: tweet.createdAt,
       });
     }
     try {
-      await retryUntilDone(() => this.options.eventLog.send(topic, records), {
+      await retryUntilDone(() => inNewTraces(() => this.options.eventLog.send(topic, records)), {
         action: `send ${size} tweets to ${topic}`,
         logger,
         signal: this.#stopping.signal,
@@ -190,8 +177,6 @@ export class TweetEmitter {
         error,
       });
       return false;
-    } finally {
-      for (const span of spans) span.end();
     }
   }
 }

@@ -1,5 +1,6 @@
 /** The stream service: mock tweets to the tweet topic (seed: twitter-to-kafka-service). */
 import type { EventLog } from "../../shared/event_log/event_log.ts";
+import { TracedEventLog } from "../../shared/event_log/traced_event_log.ts";
 import type { TweetCodec } from "../../shared/events/tweet_event.ts";
 import { createServiceApp } from "../../shared/http/service_app.ts";
 import type { Service, ServiceContext } from "../../shared/service/service.ts";
@@ -25,7 +26,8 @@ export interface StreamDependencies {
 }
 
 export function createStreamService(deps: StreamDependencies): Service {
-  const { config, context, eventLog, codec, verifier } = deps;
+  const { config, context, codec, verifier } = deps;
+  const eventLog = new TracedEventLog(deps.eventLog, context.tracer);
   const settings = config.stream;
   const workerId = settings.workerId >= 0 ? settings.workerId : Math.floor(Math.random() * 1024);
   const tweets = new MockTweets({
@@ -47,7 +49,6 @@ export function createStreamService(deps: StreamDependencies): Service {
     ratePerSecond: settings.ratePerSecond,
     count: settings.count,
     logger: context.logger,
-    tracer: context.tracer,
     onProduced: (count) => produced.inc({}, count),
   });
   deps.configuration?.subscribe({

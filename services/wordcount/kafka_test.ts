@@ -12,6 +12,7 @@ import { loadWordCountCodec } from "../../shared/events/word_count_event.ts";
 import { serviceLogger } from "../../shared/log/log.ts";
 import { MetricsRegistry } from "../../shared/metrics/metrics.ts";
 import { serviceTracer } from "../../shared/trace/tracing.ts";
+import { TEST_VERSION } from "../../shared/testing/test_context.ts";
 import { createTestIssuer } from "../../shared/testing/test_issuer.ts";
 import { delay, waitFor } from "../../shared/testing/wait.ts";
 import { createKafkaClient } from "../../shared/event_log/kafka_event_log.ts";
@@ -102,6 +103,7 @@ Deno.test({
         context: {
           name: "wordcount",
           instanceId,
+          version: TEST_VERSION,
           logger: serviceLogger("wordcount", instanceId),
           metrics: new MetricsRegistry(),
           tracer: serviceTracer("wordcount"),

@@ -1,9 +1,9 @@
 /** The wordcount service: exactly-once word counts with interactive queries (seed: kafka-streams-service). */
-import { retryUntilDone } from "../../shared/async/retry.ts";
 import { bearerAuth } from "../../shared/auth/bearer_auth.ts";
 import type { JwtVerifier } from "../../shared/auth/jwt_verifier.ts";
 import type { ServiceDiscovery } from "../../shared/discovery/service_discovery.ts";
-import type { ConsumerGroupMember, EventLog, TopicSpec } from "../../shared/event_log/event_log.ts";
+import { ConsumerService } from "../../shared/event_log/consumer_service.ts";
+import type { EventLog } from "../../shared/event_log/event_log.ts";
 import type { TweetCodec } from "../../shared/events/tweet_event.ts";
 import type { WordCountCodec } from "../../shared/events/word_count_event.ts";
 import { createServiceApp } from "../../shared/http/service_app.ts";
@@ -24,8 +24,11 @@ export interface WordCountDependencies {
   readonly verifier: JwtVerifier;
 }
 
+/** Restores take from milliseconds (a fresh topic) to minutes (a long changelog). */
+const RESTORE_BUCKETS = [0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 120, 300];
+
 export function createWordCountService(deps: WordCountDependencies): Service {
-  const { config, context, eventLog } = deps;
+  const { config, context } = deps;
   const { logger, metrics } = context;
   const settings = config.wordcount;
   // loadConfig has validated every size.
@@ -37,6 +40,20 @@ export function createWordCountService(deps: WordCountDependencies): Service {
     wordCounts: config.wordCounts.topic,
     partitions: settings.partitions,
   };
+  const consumer = new ConsumerService({
+    context,
+    eventLog: deps.eventLog,
+    groupId: settings.groupId,
+    topics: [
+      { name: topics.tweets, partitions: config.tweets.partitions },
+      { name: topics.repartition, partitions: settings.partitions },
+      { name: topics.changelog, partitions: settings.partitions, compacted: true },
+      { name: topics.wordCounts, partitions: config.wordCounts.partitions },
+    ],
+    metricPrefix: "wordcount",
+    lagTopics: [topics.tweets, topics.repartition],
+  });
+  const eventLog = consumer.eventLog;
   const records = metrics.counter(
     "wordcount_records_total",
     "Records consumed and committed by the word-count processor (tweets and repartition records).",
@@ -47,8 +64,9 @@ export function createWordCountService(deps: WordCountDependencies): Service {
     "Aborted transactions, failed restores and undecodable tweets, by kind.",
   );
   const restoreSeconds = metrics.histogram(
-    "wordcount_restore_seconds",
+    "wordcount_restore_duration_seconds",
     "Time to restore one partition's state store from the changelog.",
+    RESTORE_BUCKETS,
   );
   metrics.gauge(
     "wordcount_owned_partitions",
@@ -87,8 +105,6 @@ export function createWordCountService(deps: WordCountDependencies): Service {
     },
   });
 
-  const stopping = new AbortController();
-  let member: ConsumerGroupMember | undefined;
   const app = createServiceApp({
     context,
     bodyLimitBytes: config.process.bodyLimitBytes,
@@ -97,6 +113,7 @@ export function createWordCountService(deps: WordCountDependencies): Service {
       {
         name: "state",
         check() {
+          const member = consumer.member;
           if (member === undefined) {
             return Promise.reject(new Error("not a member of the consumer group yet"));
           }
@@ -130,52 +147,33 @@ export function createWordCountService(deps: WordCountDependencies): Service {
       publish(metadata());
     },
     async start() {
-      const retry = { logger, signal: stopping.signal };
-      const specs: TopicSpec[] = [
-        { name: topics.tweets, partitions: config.tweets.partitions },
-        { name: topics.repartition, partitions: settings.partitions },
-        { name: topics.changelog, partitions: settings.partitions, compacted: true },
-        { name: topics.wordCounts, partitions: config.wordCounts.partitions },
-      ];
-      for (const spec of specs) {
-        await retryUntilDone(() => eventLog.ensureTopic(spec), {
-          ...retry,
-          action: `create topic ${spec.name}`,
-        });
-      }
-      member = await retryUntilDone(() =>
-        eventLog.consumeTransactional({
-          groupId: settings.groupId,
-          topics: [topics.tweets, topics.repartition],
-          transactionalId: `${settings.groupId}-${context.instanceId}`,
-          commitIntervalMs: settings.commitIntervalMs,
-          maxBatchSize: settings.maxBatchSize,
-          onAssigned: (partitions) => processor.restore(partitions),
-          onRevoked: (partitions) => processor.revoke(partitions),
-          beforeCommit: (transaction) => processor.flush(transaction),
-          onCommitted(consumed) {
-            commits.inc();
-            records.inc({}, consumed);
-          },
-          onError(error, action) {
-            failures.inc({ kind: "transaction" });
-            logger.warn("Word counts: {action}; recovering from the committed state", {
-              action,
-              error,
-            });
-          },
-        }, (batch, transaction) => processor.handle(batch, transaction)), {
-        ...retry,
-        action: `join consumer group ${settings.groupId}`,
-      });
+      await consumer.consumeTransactional({
+        topics: [topics.tweets, topics.repartition],
+        transactionalId: `${settings.groupId}-${context.instanceId}`,
+        commitIntervalMs: settings.commitIntervalMs,
+        maxBatchSize: settings.maxBatchSize,
+        onAssigned: (partitions) => processor.restore(partitions),
+        onRevoked: (partitions) => processor.revoke(partitions),
+        beforeCommit: (transaction) => processor.flush(transaction),
+        onCommitted(consumed) {
+          commits.inc();
+          records.inc({}, consumed);
+        },
+        onError(error, action) {
+          failures.inc({ kind: "transaction" });
+          logger.warn("Word counts: {action}; recovering from the committed state", {
+            action,
+            error,
+          });
+        },
+      }, (batch, transaction) => processor.handle(batch, transaction));
       logger.info("Counting words of {topic} as group {group}", {
         topic: topics.tweets,
         group: settings.groupId,
       });
     },
     async stop() {
-      stopping.abort();
-      await member?.stop();
+      await consumer.stop();
       logger.info("Stopped counting words; the last transaction is committed");
     },
   };

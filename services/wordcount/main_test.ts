@@ -4,13 +4,15 @@
  * the partitions and answering for every word through forwarding.
  */
 import assert from "node:assert/strict";
+import { InMemorySpanExporter, SimpleSpanProcessor } from "@opentelemetry/sdk-trace";
 import { MemoryEventLog } from "../../shared/event_log/memory_event_log.ts";
 import { loadTweetCodec } from "../../shared/events/tweet_event.ts";
 import { loadWordCountCodec } from "../../shared/events/word_count_event.ts";
 import { MetricsRegistry } from "../../shared/metrics/metrics.ts";
-import { serviceTracer } from "../../shared/trace/tracing.ts";
+import { configureTracing, serviceTracer } from "../../shared/trace/tracing.ts";
 import { serviceLogger } from "../../shared/log/log.ts";
 import type { ServiceContext } from "../../shared/service/service.ts";
+import { TEST_VERSION } from "../../shared/testing/test_context.ts";
 import { createTestIssuer } from "../../shared/testing/test_issuer.ts";
 import { waitFor } from "../../shared/testing/wait.ts";
 import type { EventLog } from "../../shared/event_log/event_log.ts";
@@ -35,6 +37,7 @@ function context(instanceId: string): ServiceContext {
   return {
     name: "wordcount",
     instanceId,
+    version: TEST_VERSION,
     logger: serviceLogger("wordcount", instanceId),
     metrics: new MetricsRegistry(),
     tracer: serviceTracer("wordcount"),
@@ -199,4 +202,71 @@ Deno.test("two wordcount instances share the partitions and answer for every wor
     await b.server.shutdown();
     await eventLog.close();
   }
+});
+
+Deno.test("wordcount continues each tweet's trace through the repartition topic into the word counts", async () => {
+  const exporter = new InMemorySpanExporter();
+  configureTracing({ spanProcessors: [new SimpleSpanProcessor({ exporter })] });
+  const eventLog = new MemoryEventLog();
+  const discovery = new MetadataDiscovery();
+  const { service, server } = wordcount(eventLog, discovery, "wordcount-traced");
+  const traceIds = ["0af7651916cd43dd8448eb211c80319c", "1bf7651916cd43dd8448eb211c80319d"];
+  // Words of their own per tweet, so each update continues exactly one tweet's trace.
+  const texts = ["alpha beta", "gamma"];
+  try {
+    await service.start();
+    for (const [i, text] of texts.entries()) {
+      await eventLog.send(config.tweets.topic, [{
+        key: null,
+        value: tweetCodec.encode({
+          id: BigInt(i + 1),
+          userId: 1n,
+          text,
+          createdAt: Date.now(),
+          source: "test",
+        }),
+        headers: { traceparent: `00-${traceIds[i]}-b7ad6b7169203331-01` },
+      }]);
+    }
+    const updates = new Map<string, string>();
+    const reader = await eventLog.consume(
+      { groupId: "trace-reader", topics: [config.wordCounts.topic] },
+      (batch) => {
+        for (const record of batch.records) {
+          updates.set(wordCountCodec.decode(record.value).word, record.headers.traceparent!);
+        }
+        return Promise.resolve();
+      },
+    );
+    await waitFor("an update of every word", () => Promise.resolve(updates.size === 3));
+    await reader.stop();
+    for (const [i, text] of texts.entries()) {
+      for (const word of text.split(" ")) {
+        assert.equal(updates.get(word)?.split("-")[1], traceIds[i], word);
+      }
+    }
+  } finally {
+    await service.stop();
+    await server.shutdown();
+    await eventLog.close();
+    configureTracing();
+  }
+  const spans = exporter.getFinishedSpans();
+  for (const traceId of traceIds) {
+    const names = new Set(
+      spans.filter((span) => span.spanContext().traceId === traceId).map((span) => span.name),
+    );
+    for (
+      const name of [
+        `process ${config.tweets.topic}`,
+        `send ${config.wordcount.repartitionTopic}`,
+        `process ${config.wordcount.repartitionTopic}`,
+        `send ${config.wordcount.changelogTopic}`,
+        `send ${config.wordCounts.topic}`,
+      ]
+    ) {
+      assert.ok(names.has(name), `${traceId} has ${name}`);
+    }
+  }
+  assert.ok(spans.every((span) => span.resource.attributes["service.name"] === "wordcount"));
 });

@@ -13,15 +13,23 @@
  * at or below it are skipped. Tweets processed twice (an instance that read
  * the group's offsets while the previous owner's commit was still in flight)
  * or repartition records delivered again therefore count once.
+ *
+ * Traces: a repartition record continues the trace of the first tweet of the
+ * batch its word occurs in, and a word's changelog entry and count update
+ * continue the trace of the last repartition record that changed it, so a
+ * tweet's trace runs on to analytics through both topics (records that merge
+ * several tweets can continue only one of their traces).
  */
 import type {
   ConsumedRecord,
   EventLog,
   RecordBatch,
+  RecordHeaders,
   TopicPartition,
   Transaction,
 } from "../../shared/event_log/event_log.ts";
 import { partitionForKey } from "../../shared/event_log/murmur2.ts";
+import { recordFailed, recordSpan, traceHeaders } from "../../shared/event_log/traced_event_log.ts";
 import type { TweetCodec } from "../../shared/events/tweet_event.ts";
 import type { WordCountCodec } from "../../shared/events/word_count_event.ts";
 import { tokenize } from "../../shared/text/tokenize.ts";
@@ -113,8 +121,11 @@ export class WordCountProcessor {
   readonly #now: () => number;
   /** Restored partitions' stores. */
   readonly #stores = new Map<number, Map<string, WordState>>();
-  /** Words changed since the last commit, per partition. */
-  readonly #dirty = new Map<number, Set<string>>();
+  /**
+   * Words changed since the last commit, per partition, with the trace
+   * headers of the record that changed each last.
+   */
+  readonly #dirty = new Map<number, Map<string, RecordHeaders>>();
 
   constructor(options: WordCountProcessorOptions) {
     this.#options = options;
@@ -179,10 +190,10 @@ export class WordCountProcessor {
       if (store === undefined || words.size === 0) continue;
       const changelog = [];
       const updates = [];
-      for (const word of words) {
+      for (const [word, headers] of words) {
         const state = store.get(word)!;
         const key = encoder.encode(word);
-        changelog.push({ key, value: encoder.encode(JSON.stringify(toEntry(state))) });
+        changelog.push({ key, value: encoder.encode(JSON.stringify(toEntry(state))), headers });
         updates.push({
           key,
           value: wordCountCodec.encode({
@@ -190,6 +201,7 @@ export class WordCountProcessor {
             count: BigInt(state.count),
             updatedAt: state.updatedAt,
           }),
+          headers,
         });
       }
       transaction.send(topics.changelog, changelog);
@@ -235,19 +247,26 @@ export class WordCountProcessor {
 
   #repartition(batch: RecordBatch, transaction: Transaction): void {
     const { tweetCodec, topics } = this.#options;
-    // word -> [offset, createdAt, occurrences], so one record per word per batch.
+    // word -> [offset, createdAt, occurrences], so one record per word per batch,
+    // in the trace of the word's first tweet.
     const occurrences = new Map<string, [number, number, number][]>();
+    const traces = new Map<string, RecordHeaders>();
     for (const record of batch.records) {
       let tweet;
       try {
         tweet = tweetCodec.decode(record.value);
       } catch (error) {
+        recordFailed(record, error);
         this.#options.onUndecodable?.(record, error);
         continue;
       }
+      recordSpan(record)?.setAttribute("tweet.id", tweet.id.toString());
       for (const word of tokenize(tweet.text)) {
         let tweets = occurrences.get(word);
-        if (tweets === undefined) occurrences.set(word, tweets = []);
+        if (tweets === undefined) {
+          occurrences.set(word, tweets = []);
+          traces.set(word, traceHeaders(record));
+        }
         const last = tweets.at(-1);
         if (last?.[0] === record.offset) last[2]++;
         else tweets.push([record.offset, tweet.createdAt, 1]);
@@ -257,7 +276,11 @@ export class WordCountProcessor {
       topics.repartition,
       [...occurrences].map(([word, tweets]) => {
         const value: RepartitionValue = { partition: batch.partition, occurrences: tweets };
-        return { key: encoder.encode(word), value: encoder.encode(JSON.stringify(value)) };
+        return {
+          key: encoder.encode(word),
+          value: encoder.encode(JSON.stringify(value)),
+          headers: traces.get(word)!,
+        };
       }),
     );
   }
@@ -267,7 +290,7 @@ export class WordCountProcessor {
     // The event log delivers only restored partitions; a store is always there.
     if (store === undefined) throw new Error(`No state for partition ${batch.partition}`);
     let dirty = this.#dirty.get(batch.partition);
-    if (dirty === undefined) this.#dirty.set(batch.partition, dirty = new Set());
+    if (dirty === undefined) this.#dirty.set(batch.partition, dirty = new Map());
     const oldest = this.#oldestKept();
     for (const record of batch.records) {
       if (record.key === null) continue;
@@ -305,7 +328,7 @@ export class WordCountProcessor {
           if (start < oldest.get(size.name)!) windows.delete(start);
         }
       }
-      dirty.add(word);
+      dirty.set(word, traceHeaders(record));
     }
   }
 

@@ -35,7 +35,7 @@ Deno.test("client credentials: a token of the service account, with the client's
     });
     const claims = decodeJwt(await source.token());
     assert.equal(claims.azp, "query-service");
-    assert.deepEqual([claims.aud].flat().sort(), ["analytics", "registry", "wordcount"]);
+    assert.deepEqual([claims.aud].flat().sort(), ["analytics", "config", "registry", "wordcount"]);
   }));
 
 Deno.test("client credentials: cached until shortly before expiry, one request for concurrent callers", () =>

@@ -132,7 +132,13 @@ Deno.test("verify() accepts a token of the issuer and maps its claims", async ()
     assert.equal(token.subject, claims.sub);
     assert.equal(token.username, "app_user");
     assert.deepEqual(token.roles, ["app_user_role"]);
-    assert.deepEqual([...token.audience].sort(), ["analytics", "query", "stream", "wordcount"]);
+    assert.deepEqual([...token.audience].sort(), [
+      "analytics",
+      "config",
+      "query",
+      "stream",
+      "wordcount",
+    ]);
     assert.equal(token.clientId, CONSOLE);
     assert.ok(token.scopes.includes("profile"), token.scopes.join(" "));
     assert.equal(token.expiresAt.getTime(), (claims.exp ?? 0) * 1000);

@@ -236,15 +236,15 @@ export class BalancedClient {
     if (metrics !== undefined) {
       this.#requests = metrics.counter(
         "http_client_requests_total",
-        "Calls through the balanced HTTP client, by service and outcome",
+        "Calls through the balanced HTTP client, by upstream service and outcome.",
       );
       this.#ejections = metrics.counter(
         "http_client_ejections_total",
-        "Instances ejected after consecutive failures, by service",
+        "Instances ejected after consecutive failures, by upstream service.",
       );
       metrics.gauge(
         "http_client_outstanding",
-        "Requests sent and awaiting response headers, by service and instance",
+        "Requests sent and awaiting response headers, by upstream service and instance.",
         () => this.#outstandingSamples(),
       );
     }
@@ -267,10 +267,13 @@ export class BalancedClient {
   ): Promise<Response> {
     try {
       const response = await this.#call(service, path, init);
-      this.#requests?.inc({ service, outcome: response.status >= 500 ? "server-error" : "ok" });
+      this.#requests?.inc({
+        upstream: service,
+        outcome: response.status >= 500 ? "server-error" : "ok",
+      });
       return response;
     } catch (error) {
-      this.#requests?.inc({ service, outcome: outcomeOf(error, init.signal) });
+      this.#requests?.inc({ upstream: service, outcome: outcomeOf(error, init.signal) });
       throw error;
     }
   }
@@ -461,7 +464,7 @@ export class BalancedClient {
       this.#options.ejectionMs * 2 ** (state.ejections - 1),
     );
     state.ejectedUntil = now + ejectionMs;
-    this.#ejections?.inc({ service });
+    this.#ejections?.inc({ upstream: service });
     this.#logger?.warn(
       "Ejecting {service} instance {instanceId} for {ejectionMs} ms after {failures} consecutive failures",
       {
@@ -483,7 +486,7 @@ export class BalancedClient {
   #outstandingSamples(): GaugeSample[] {
     return [...this.#states].flatMap(([service, states]) =>
       [...states].map(([instance, state]) => ({
-        labels: { service, instance },
+        labels: { upstream: service, upstream_instance: instance },
         value: state.outstanding,
       }))
     );

@@ -137,7 +137,7 @@ Deno.test("killing an instance under load fails no GET", async () => {
   assert.ok(victim.requests.length < 200 - 50);
   assert.ok(survivors.every((server) => server.requests.length > 50));
   // Attempts did reach the killed instance, failed, and were retried elsewhere.
-  assert.match(await metrics.render(), /http_client_ejections_total\{service="query"\} [1-9]/);
+  assert.match(await metrics.render(), /http_client_ejections_total\{upstream="query"\} [1-9]/);
 });
 
 Deno.test("a POST is sent once and its 503 surfaces", async () => {
@@ -260,7 +260,7 @@ Deno.test("an instance is ejected after consecutive failures and gets traffic ag
   clock += 1;
   for (let i = 0; i < 10; i++) assert.deepEqual(await get(client), [200, "ok"]);
   assert.equal(flaky.requests.length, 4 + 5, "traffic returns once the ejection ends");
-  assert.match(await metrics.render(), /http_client_ejections_total\{service="query"\} 2/);
+  assert.match(await metrics.render(), /http_client_ejections_total\{upstream="query"\} 2/);
 });
 
 Deno.test("the last healthy instance is never ejected", async () => {
@@ -277,7 +277,7 @@ Deno.test("the last healthy instance is never ejected", async () => {
   });
   for (let i = 0; i < 20; i++) assert.deepEqual(await get(client), [500, "status 500"]);
   assert.deepEqual([a.requests.length, b.requests.length], [2, 18]);
-  assert.match(await metrics.render(), /http_client_ejections_total\{service="query"\} 1/);
+  assert.match(await metrics.render(), /http_client_ejections_total\{upstream="query"\} 1/);
 
   discovery.current = [instanceOf("a", a)];
   assert.deepEqual(await get(client), [500, "status 500"]);
@@ -348,7 +348,7 @@ Deno.test("a service without instances fails with NoInstanceError", async () => 
   assert.equal(error.message, "Cannot call ghost GET /x: no instance is known");
   assert.match(
     await metrics.render(),
-    /http_client_requests_total\{outcome="no-instance",service="ghost"\} 1/,
+    /http_client_requests_total\{outcome="no-instance",upstream="ghost"\} 1/,
   );
 });
 
@@ -365,15 +365,15 @@ Deno.test("metrics count outcomes and the requests awaiting an answer", async ()
     await waitFor("the request to arrive", () => a.requests.length === 1);
     assert.match(
       await metrics.render(),
-      /http_client_outstanding\{instance="a",service="query"\} 1/,
+      /http_client_outstanding\{upstream="query",upstream_instance="a"\} 1/,
     );
   } finally {
     release.resolve();
     await pending;
   }
   const text = await metrics.render();
-  assert.match(text, /http_client_outstanding\{instance="a",service="query"\} 0/);
-  assert.match(text, /http_client_requests_total\{outcome="ok",service="query"\} 1/);
+  assert.match(text, /http_client_outstanding\{upstream="query",upstream_instance="a"\} 0/);
+  assert.match(text, /http_client_requests_total\{outcome="ok",upstream="query"\} 1/);
 });
 
 Deno.test("a caller's abort stops the call without retry or ejection", async () => {
@@ -395,7 +395,7 @@ Deno.test("a caller's abort stops the call without retry or ejection", async () 
     assert.equal(error.message, "caller gave up");
     assert.equal(b.requests.length, 0);
     const text = await metrics.render();
-    assert.match(text, /http_client_requests_total\{outcome="aborted",service="query"\} 1/);
+    assert.match(text, /http_client_requests_total\{outcome="aborted",upstream="query"\} 1/);
     assert.doesNotMatch(text, /http_client_ejections_total\{/);
   } finally {
     release.resolve();

@@ -6,7 +6,7 @@
 import { type Span, SpanKind, SpanStatusCode, trace } from "@opentelemetry/api";
 import { Hono, type MiddlewareHandler } from "hono";
 import { HTTPException } from "hono/http-exception";
-import { PROMETHEUS_CONTENT_TYPE } from "../metrics/metrics.ts";
+import { PROMETHEUS_CONTENT_TYPE, registerProcessMetrics } from "../metrics/metrics.ts";
 import type { ServiceContext } from "../service/service.ts";
 import { extractTraceContext, inSpan, recordError } from "../trace/tracing.ts";
 import {
@@ -145,14 +145,10 @@ export function createServiceApp(options: ServiceAppOptions): Hono {
   );
   const inFlight = metrics.gauge("http_requests_in_flight", "HTTP requests being handled.");
   let active = 0;
-  metrics.gauge("process_resident_memory_bytes", "Resident memory of the process.", () => [
-    { labels: {}, value: Deno.memoryUsage().rss },
-  ]);
-  metrics.gauge("process_heap_used_bytes", "JavaScript heap in use.", () => [
-    { labels: {}, value: Deno.memoryUsage().heapUsed },
-  ]);
-  metrics.gauge("service_info", "Constant 1, labelled with the service and instance.").set(
-    { service: context.name, instance: context.instanceId },
+  registerProcessMetrics(metrics);
+  // Service and instance are the target's labels, set by Prometheus from the registry.
+  metrics.gauge("service_info", "Constant 1, labelled with the build's version.").set(
+    { version: context.version, deno_version: Deno.version.deno },
     1,
   );
 

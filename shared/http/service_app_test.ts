@@ -74,7 +74,9 @@ Deno.test("service app /metrics counts requests by route and times them", async 
   assert.match(text, /http_requests_total\{method="GET",route="\/health",status="200"\} 1/);
   assert.match(text, /http_requests_total\{method="GET",route="unmatched",status="404"\} 1/);
   assert.match(text, /http_request_duration_seconds_count\{method="GET",route="\/health"\} 1/);
-  assert.match(text, /service_info\{instance="kernel-test",service="kernel"\} 1/);
+  assert.match(text, /service_info\{deno_version="[^"]+",version="0\.0\.0-test"\} 1/);
+  assert.match(text, /process_start_time_seconds \d+(\.\d+)?\n/);
+  assert.match(text, /process_cpu_seconds_total \d+(\.\d+)?\n/);
   assert.match(text, /process_resident_memory_bytes \d+/);
 });
 

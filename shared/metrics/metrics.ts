@@ -3,6 +3,8 @@
  * rendered in the text exposition format (version 0.0.4).
  */
 
+import process from "node:process";
+
 export type Labels = Readonly<Record<string, string>>;
 
 export const PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8";
@@ -30,6 +32,47 @@ interface Metric {
   render(): Promise<string[]>;
 }
 
+const METRIC_NAME = /^[a-zA-Z_:][a-zA-Z0-9_:]*$/;
+const LABEL_NAME = /^[a-zA-Z_][a-zA-Z0-9_]*$/;
+/**
+ * Labels Prometheus sets on every series of a target: a metric's own label of
+ * the same name would be renamed `exported_<name>` at scrape time. Name
+ * what a metric is about otherwise (`upstream`, `registered_service`).
+ */
+export const TARGET_LABELS: ReadonlySet<string> = new Set(["job", "instance", "service"]);
+
+/** Refuses names Prometheus would reject or that break its naming conventions. */
+function checkName(name: string, type: "counter" | "gauge" | "histogram"): void {
+  const problem = !METRIC_NAME.test(name)
+    ? "must match [a-zA-Z_:][a-zA-Z0-9_:]*"
+    : type === "counter" && !name.endsWith("_total")
+    ? "a counter's name must end in _total"
+    : type !== "counter" && name.endsWith("_total")
+    ? "only a counter's name ends in _total"
+    : /_(ms|milliseconds|millis|micros|microseconds)$/.test(name)
+    ? "durations are in seconds (_seconds)"
+    : undefined;
+  if (problem !== undefined) {
+    throw new TypeError(`Cannot register metric '${name}': ${problem}`);
+  }
+}
+
+/** Checks the labels of a metric's new series (once per series, not per update). */
+function checkLabels(metric: string, labels: Labels, reserved: readonly string[] = []): void {
+  for (const label of Object.keys(labels)) {
+    const problem = !LABEL_NAME.test(label) || label.startsWith("__")
+      ? "must match [a-zA-Z_][a-zA-Z0-9_]* and not start with __"
+      : TARGET_LABELS.has(label)
+      ? "is a target label Prometheus sets itself"
+      : reserved.includes(label)
+      ? "is reserved"
+      : undefined;
+    if (problem !== undefined) {
+      throw new TypeError(`Cannot record metric '${metric}' as label '${label}' ${problem}`);
+    }
+  }
+}
+
 function escapeLabel(value: string): string {
   return value.replaceAll("\\", "\\\\").replaceAll("\n", "\\n").replaceAll('"', '\\"');
 }
@@ -39,40 +82,64 @@ function labelKey(labels: Labels): string {
     .join(",");
 }
 
+function formatValue(value: number): string {
+  if (Number.isNaN(value)) return "NaN";
+  return Number.isFinite(value) ? String(value) : value > 0 ? "+Inf" : "-Inf";
+}
+
 function series(name: string, key: string, value: number): string {
-  const rendered = Number.isFinite(value) ? String(value) : value > 0 ? "+Inf" : "-Inf";
+  const rendered = formatValue(value);
   return key === "" ? `${name} ${rendered}` : `${name}{${key}} ${rendered}`;
 }
 
 function header(name: string, help: string, type: string): string[] {
-  return [`# HELP ${name} ${help.replaceAll("\n", " ")}`, `# TYPE ${name} ${type}`];
+  // HELP text escapes only backslash and line feed.
+  const escaped = help.replaceAll("\\", "\\\\").replaceAll("\n", "\\n");
+  return [`# HELP ${name} ${escaped}`, `# TYPE ${name} ${type}`];
+}
+
+/** A sample computed at scrape time. */
+export interface GaugeSample {
+  readonly labels: Labels;
+  readonly value: number;
 }
 
 export class Counter implements Metric {
   readonly #values = new Map<string, number>();
-  constructor(readonly name: string, readonly help: string) {}
+  constructor(
+    readonly name: string,
+    readonly help: string,
+    /** Reads totals kept elsewhere at scrape time (the process's CPU time). */
+    readonly collect?: () => Promise<GaugeSample[]> | GaugeSample[],
+  ) {
+    checkName(name, "counter");
+  }
 
   inc(labels: Labels = {}, amount = 1): void {
+    if (!(amount >= 0)) {
+      throw new RangeError(
+        `Cannot increase counter '${this.name}' as 'amount' must be >= 0: current value is ${amount}`,
+      );
+    }
     const key = labelKey(labels);
-    this.#values.set(key, (this.#values.get(key) ?? 0) + amount);
+    const value = this.#values.get(key);
+    if (value === undefined) checkLabels(this.name, labels);
+    this.#values.set(key, (value ?? 0) + amount);
   }
 
   get(labels: Labels = {}): number {
     return this.#values.get(labelKey(labels)) ?? 0;
   }
 
-  render(): Promise<string[]> {
-    return Promise.resolve([
+  async render(): Promise<string[]> {
+    const collected = this.collect ? await this.collect() : [];
+    for (const sample of collected) checkLabels(this.name, sample.labels);
+    return [
       ...header(this.name, this.help, "counter"),
       ...[...this.#values].map(([key, value]) => series(this.name, key, value)),
-    ]);
+      ...collected.map((sample) => series(this.name, labelKey(sample.labels), sample.value)),
+    ];
   }
-}
-
-/** A sample of a gauge computed at scrape time. */
-export interface GaugeSample {
-  readonly labels: Labels;
-  readonly value: number;
 }
 
 export class Gauge implements Metric {
@@ -82,14 +149,19 @@ export class Gauge implements Metric {
     readonly help: string,
     /** Computes samples at scrape time (for values owned elsewhere, like lag). */
     readonly collect?: () => Promise<GaugeSample[]> | GaugeSample[],
-  ) {}
+  ) {
+    checkName(name, "gauge");
+  }
 
   set(labels: Labels, value: number): void {
-    this.#values.set(labelKey(labels), value);
+    const key = labelKey(labels);
+    if (!this.#values.has(key)) checkLabels(this.name, labels);
+    this.#values.set(key, value);
   }
 
   async render(): Promise<string[]> {
     const collected = this.collect ? await this.collect() : [];
+    for (const sample of collected) checkLabels(this.name, sample.labels);
     return [
       ...header(this.name, this.help, "gauge"),
       ...[...this.#values].map(([key, value]) => series(this.name, key, value)),
@@ -111,12 +183,18 @@ export class Histogram implements Metric {
     readonly name: string,
     readonly help: string,
     readonly buckets: readonly number[] = LATENCY_BUCKETS,
-  ) {}
+  ) {
+    checkName(name, "histogram");
+    if (buckets.some((bound, index) => index > 0 && bound <= buckets[index - 1]!)) {
+      throw new TypeError(`Cannot register histogram '${name}': buckets must increase`);
+    }
+  }
 
   observe(labels: Labels, value: number): void {
     const key = labelKey(labels);
     let entry = this.#series.get(key);
     if (entry === undefined) {
+      checkLabels(this.name, labels, ["le"]);
       entry = { labels, counts: this.buckets.map(() => 0), sum: 0, count: 0 };
       this.#series.set(key, entry);
     }
@@ -150,6 +228,28 @@ export class Histogram implements Metric {
   }
 }
 
+/**
+ * The process metrics Prometheus's client libraries export under these names
+ * (start time, CPU, resident memory), and the Deno heap.
+ */
+export function registerProcessMetrics(metrics: MetricsRegistry): void {
+  metrics.gauge("process_start_time_seconds", "Start time of the process since the epoch.")
+    .set({}, Math.round(performance.timeOrigin) / 1000);
+  metrics.counter("process_cpu_seconds_total", "User and system CPU time spent.", () => {
+    const { user, system } = process.cpuUsage();
+    return [{ labels: {}, value: (user + system) / 1e6 }];
+  });
+  metrics.gauge("process_resident_memory_bytes", "Resident memory of the process.", () => [
+    { labels: {}, value: Deno.memoryUsage().rss },
+  ]);
+  metrics.gauge("deno_heap_used_bytes", "JavaScript heap in use.", () => [
+    { labels: {}, value: Deno.memoryUsage().heapUsed },
+  ]);
+  metrics.gauge("deno_heap_total_bytes", "JavaScript heap allocated.", () => [
+    { labels: {}, value: Deno.memoryUsage().heapTotal },
+  ]);
+}
+
 /** The metrics of one service, rendered by its `/metrics` endpoint. */
 export class MetricsRegistry {
   readonly #metrics = new Map<string, Metric>();
@@ -162,8 +262,8 @@ export class MetricsRegistry {
     return metric;
   }
 
-  counter(name: string, help: string): Counter {
-    return this.#add(new Counter(name, help));
+  counter(name: string, help: string, collect?: Counter["collect"]): Counter {
+    return this.#add(new Counter(name, help, collect));
   }
 
   gauge(name: string, help: string, collect?: Gauge["collect"]): Gauge {

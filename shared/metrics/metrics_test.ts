@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { MetricsRegistry } from "./metrics.ts";
+import { MetricsRegistry, registerProcessMetrics } from "./metrics.ts";
 
 Deno.test("MetricsRegistry renders counters with escaped labels", async () => {
   const registry = new MetricsRegistry();
@@ -43,6 +43,66 @@ Deno.test("MetricsRegistry collects gauges at scrape time", async () => {
 
 Deno.test("MetricsRegistry refuses a name twice", () => {
   const registry = new MetricsRegistry();
-  registry.counter("a", "A.");
-  assert.throws(() => registry.gauge("a", "A."), /name is taken/);
+  registry.counter("a_total", "A.");
+  assert.throws(() => registry.counter("a_total", "A."), /name is taken/);
+  registry.gauge("b", "B.");
+  assert.throws(() => registry.histogram("b", "B."), /name is taken/);
+});
+
+Deno.test("MetricsRegistry refuses names that break Prometheus's conventions", () => {
+  const registry = new MetricsRegistry();
+  assert.throws(() => registry.counter("requests", "R."), /must end in _total/);
+  assert.throws(() => registry.gauge("open_total", "O."), /only a counter's name ends in _total/);
+  assert.throws(() => registry.histogram("latency_ms", "L."), /seconds/);
+  assert.throws(() => registry.gauge("bad-name", "B."), /must match/);
+  assert.throws(() => registry.histogram("h_seconds", "H.", [1, 0.5]), /buckets must increase/);
+});
+
+Deno.test("metrics refuse labels that Prometheus sets on the target, or reserves", () => {
+  const registry = new MetricsRegistry();
+  const counter = registry.counter("calls_total", "Calls.");
+  for (const label of ["service", "instance", "job", "__name", "bad-label"]) {
+    assert.throws(() => counter.inc({ [label]: "x" }), /Cannot record metric 'calls_total'/);
+  }
+  const histogram = registry.histogram("wait_seconds", "Wait.");
+  assert.throws(() => histogram.observe({ le: "1" }, 1), /'le' is reserved/);
+  registry.gauge("depth", "Depth.", () => [{ labels: { instance: "a" }, value: 1 }]);
+  return assert.rejects(() => registry.render(), /label 'instance'/);
+});
+
+Deno.test("counters only go up", () => {
+  const counter = new MetricsRegistry().counter("ups_total", "Ups.");
+  assert.throws(() => counter.inc({}, -1), /must be >= 0/);
+  assert.throws(() => counter.inc({}, NaN), /must be >= 0/);
+});
+
+Deno.test("MetricsRegistry escapes HELP text and renders NaN and infinities", async () => {
+  const registry = new MetricsRegistry();
+  const gauge = registry.gauge("ratio", "A \\ backslash\nand a new line.");
+  gauge.set({ kind: "nan" }, NaN);
+  gauge.set({ kind: "up" }, Infinity);
+  gauge.set({ kind: "down" }, -Infinity);
+  assert.equal(
+    await registry.render(),
+    [
+      "# HELP ratio A \\\\ backslash\\nand a new line.",
+      "# TYPE ratio gauge",
+      'ratio{kind="nan"} NaN',
+      'ratio{kind="up"} +Inf',
+      'ratio{kind="down"} -Inf',
+      "",
+    ].join("\n"),
+  );
+});
+
+Deno.test("registerProcessMetrics() exports Prometheus's standard process metrics", async () => {
+  const registry = new MetricsRegistry();
+  registerProcessMetrics(registry);
+  const text = await registry.render();
+  const start = Number(/^process_start_time_seconds (\S+)$/m.exec(text)?.[1]);
+  assert.ok(Math.abs(start - Date.now() / 1000) < 3600, `start time ${start}`);
+  assert.match(text, /^# TYPE process_cpu_seconds_total counter$/m);
+  assert.match(text, /^process_cpu_seconds_total \d+(\.\d+)?(e-\d+)?$/m);
+  assert.match(text, /^process_resident_memory_bytes [1-9]\d*$/m);
+  assert.match(text, /^deno_heap_used_bytes [1-9]\d*$/m);
 });

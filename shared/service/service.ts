@@ -31,6 +31,8 @@ export interface Service {
 export interface ServiceContext {
   readonly name: string;
   readonly instanceId: string;
+  /** The build's version, registered and reported on `/metrics` (`service_info`). */
+  readonly version: string;
   readonly logger: Logger;
   readonly metrics: MetricsRegistry;
   /** Spans under the service's own `service.name`. */
