@@ -619,63 +619,26 @@ export function addConsoleRoutes(app: Hono, options: ConsoleRoutesOptions): Hono
   );
 
   /**
-   * New tweets as server-sent events: the newest page through the gateway,
-   * read only when the browser has taken the previous events (a pull stream:
-   * a slow reader slows the reading, nothing piles up).
+   * New tweets as server-sent events: query's streaming search through the
+   * gateway, passed on as it arrives. Nothing is buffered on the way, so the
+   * browser's reading paces the gateway's, and query's reading of the index.
    */
   app.get(
     "/live/events",
-    signedIn((_c, session) => {
-      const seen = new Set<string>();
-      const encoder = new TextEncoder();
-      let first = true;
-      const body = new ReadableStream<Uint8Array>({
-        async pull(controller) {
-          if (!first) await new Promise((resolve) => setTimeout(resolve, 1000));
-          first = false;
-          const response = await asUser(session, "/api/v2/tweets?size=20", {
-            headers: { accept: "application/vnd.twitterapi.v2+json" },
-          });
-          if (response === undefined) {
-            controller.enqueue(encoder.encode("event: signed-out\ndata: {}\n\n"));
-            controller.close();
-            return;
-          }
-          if (!response.ok) {
-            const problem = await problemOf(response);
-            controller.enqueue(
-              encoder.encode(`event: problem\ndata: ${JSON.stringify(problem)}\n\n`),
-            );
-            return;
-          }
-          const page = await response.json() as {
-            data: { id: string; text: string; createdAt: string; author: { id: string } }[];
-          };
-          const fresh = page.data.filter((tweet) => !seen.has(tweet.id)).reverse();
-          for (const tweet of fresh) seen.add(tweet.id);
-          if (seen.size > 10_000) seen.clear();
-          const lines = fresh.map((tweet) =>
-            `event: tweet\ndata: ${
-              JSON.stringify({
-                id: tweet.id,
-                userId: tweet.author.id,
-                text: tweet.text,
-                createdAt: tweet.createdAt,
-              })
-            }\n\n`
-          ).join("");
-          controller.enqueue(encoder.encode(lines === "" ? ": nothing new\n\n" : lines));
-        },
-      }, { highWaterMark: 0 });
-      return Promise.resolve(
-        new Response(body, {
-          headers: {
-            "content-type": "text/event-stream",
-            "cache-control": "no-store",
-            "x-accel-buffering": "no",
-          },
-        }),
-      );
+    signedIn(async (c, session) => {
+      const response = await asUser(session, "/api/v2/tweets/stream?size=20", {
+        headers: { accept: "text/event-stream" },
+        signal: c.req.raw.signal,
+      });
+      const headers = { "content-type": "text/event-stream", "cache-control": "no-store" };
+      if (response === undefined) {
+        return new Response("event: signed-out\ndata: {}\n\n", { headers });
+      }
+      if (!response.ok) {
+        const problem = await problemOf(response);
+        return new Response(`event: problem\ndata: ${JSON.stringify(problem)}\n\n`, { headers });
+      }
+      return new Response(response.body, { headers: { ...headers, "x-accel-buffering": "no" } });
     }),
   );
 

@@ -35,7 +35,7 @@ function followEvents() {
     time.textContent = tweet.createdAt.slice(11, 19);
     const author = document.createElement("span");
     author.className = "author";
-    author.textContent = ` ${tweet.userId}: `;
+    author.textContent = ` ${tweet.author?.id ?? tweet.userId}: `;
     item.append(time, author, document.createTextNode(tweet.text));
     list.prepend(item);
     while (list.children.length > 200) list.lastElementChild.remove();
@@ -43,6 +43,15 @@ function followEvents() {
     if (counter) counter.textContent = String(count);
   });
   source.addEventListener("signed-out", () => location.assign("/login?returnTo=/live"));
+  source.addEventListener("problem", (event) => {
+    const problem = JSON.parse(event.data);
+    source.close();
+    const item = document.createElement("li");
+    item.className = "problem";
+    item.setAttribute("role", "alert");
+    item.textContent = `${problem.title}: ${problem.detail ?? ""} (HTTP ${problem.status})`;
+    list.prepend(item);
+  });
 }
 
 followFragments();
