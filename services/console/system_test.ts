@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { SessionStore } from "./sessions.ts";
-import { p99, parseMetrics } from "./system.ts";
+import { p99, parseMetrics, SystemView } from "./system.ts";
 
 Deno.test("console metrics parsing reads labels and values of the Prometheus text format", () => {
   const series = parseMetrics(
@@ -41,4 +41,69 @@ Deno.test("console sessions are bounded, least recently used first, and expire w
   assert.equal(store.get(a.id), undefined);
   assert.notEqual(a.csrfToken, c.csrfToken);
   assert.equal(store.get(undefined), undefined);
+});
+
+Deno.test("console system view marks an instance down when its health fails and evicted once unlisted", async () => {
+  let now = Date.parse("2026-12-01T10:00:10Z");
+  let listed = ["a", "b"];
+  let healthy = true;
+  let requests = 10;
+  const fetchStub: typeof fetch = (input) => {
+    const url = String(input instanceof Request ? input.url : input);
+    const json = (body: unknown) => Promise.resolve(Response.json(body));
+    if (url.endsWith("/api/v1/registry/services")) {
+      return json({ services: [{ service: "query" }] });
+    }
+    if (url.endsWith("/api/v1/registry/services/query/instances")) {
+      return json({
+        instances: listed.map((id) => ({
+          service: "query",
+          instanceId: id,
+          baseUrl: `http://${id}.test`,
+          version: "1",
+          registeredAt: "2026-12-01T10:00:00Z",
+        })),
+      });
+    }
+    if (url.endsWith("/health")) {
+      return Promise.resolve(
+        new Response("{}", { status: healthy || url.includes("a.") ? 200 : 503 }),
+      );
+    }
+    return Promise.resolve(
+      new Response(
+        `http_requests_total{status="200"} ${requests}\nhttp_requests_total{status="500"} 1\n`,
+      ),
+    );
+  };
+  const view = new SystemView({
+    registryUrls: ["http://registry.test"],
+    tokens: { token: () => Promise.resolve("t"), invalidate() {} },
+    fetch: fetchStub,
+    now: () => now,
+  });
+  const first = await view.instances();
+  assert.deepEqual(first.map((instance) => [instance.instanceId, instance.state]), [["a", "up"], [
+    "b",
+    "up",
+  ]]);
+  assert.equal(first[0]!.uptimeSeconds, 10);
+  now += 2000;
+  requests = 30;
+  healthy = false;
+  const second = await view.instances();
+  assert.deepEqual(second.map((instance) => [instance.instanceId, instance.state]), [["a", "up"], [
+    "b",
+    "down",
+  ]]);
+  assert.equal(second[0]!.requestsPerSecond, 10);
+  listed = ["a"];
+  now += 2000;
+  const third = await view.instances();
+  assert.deepEqual(third.map((instance) => [instance.instanceId, instance.state]), [["a", "up"], [
+    "b",
+    "evicted",
+  ]]);
+  now += 61_000;
+  assert.deepEqual((await view.instances()).map((instance) => instance.instanceId), ["a"]);
 });
