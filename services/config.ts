@@ -60,7 +60,8 @@ export const settings = {
     }),
     instanceId: text("INSTANCE_ID", {
       default: "",
-      doc: "Instance id in logs and metrics; empty: <service>-<hostname>-<pid>",
+      doc:
+        "Instance id in logs and metrics; empty: <service>-<hostname>-<pid>. A stable one also makes Kafka consumers static members (KAFKA_CLIENT=platformatic): <group>-<id>",
     }),
     logLevel: oneOf("LOG_LEVEL", LOG_LEVELS, { default: "info", doc: "Lowest level logged" }),
     bodyLimitBytes: integer("HTTP_BODY_LIMIT_BYTES", {
@@ -177,6 +178,11 @@ export const settings = {
     kafkaBrokers: list("KAFKA_BROKERS", {
       default: ["127.0.0.1:19092"],
       doc: "Kafka: bootstrap brokers, host:port",
+    }),
+    kafkaClient: oneOf("KAFKA_CLIENT", ["platformatic", "kafkajs"], {
+      default: "platformatic",
+      doc:
+        "Kafka: client library (@platformatic/kafka: lz4, static membership with INSTANCE_ID; kafkajs: gzip, dynamic membership)",
     }),
     kafkaClientId: text("KAFKA_CLIENT_ID", {
       default: "twitterapi",

@@ -7,7 +7,10 @@
  */
 import { Client } from "@elastic/elasticsearch";
 import type { EventLog } from "../shared/event_log/event_log.ts";
-import { createKafkaClient, KafkaEventLog } from "../shared/event_log/kafka_event_log.ts";
+import { createKafkaClient } from "../shared/event_log/kafka_client.ts";
+import { KafkaEventLog } from "../shared/event_log/kafka_event_log.ts";
+import { createPlatformaticClient } from "../shared/event_log/platformatic_client.ts";
+import { PlatformaticEventLog } from "../shared/event_log/platformatic_event_log.ts";
 import { MemoryEventLog } from "../shared/event_log/memory_event_log.ts";
 import { loadTweetCodec, type TweetCodec } from "../shared/events/tweet_event.ts";
 import { type Logger, logShippingLogger, type Sink } from "../shared/log/log.ts";
@@ -339,8 +342,34 @@ export class Infrastructure {
 
   #createEventLog(): EventLog {
     const settings = this.config.eventLog;
+    if (settings.adapter === "kafka" && settings.kafkaClient === "platformatic") {
+      const instanceId = this.config.process.instanceId;
+      this.logger.info(
+        "Event log: Kafka at {brokers} (EVENT_LOG=kafka, KAFKA_CLIENT=platformatic), {membership}",
+        {
+          brokers: settings.kafkaBrokers.join(","),
+          membership: instanceId === ""
+            ? "dynamic group membership (no INSTANCE_ID)"
+            : `static group membership as <group>-${instanceId}`,
+        },
+      );
+      const logger = this.logger;
+      return new PlatformaticEventLog(
+        createPlatformaticClient({
+          clientId: settings.kafkaClientId,
+          brokers: settings.kafkaBrokers,
+        }),
+        {
+          // A restarted process with the same INSTANCE_ID rejoins as the same
+          // static member and takes its partitions back without a rebalance.
+          ...(instanceId === "" ? {} : { instanceIdFor: (groupId) => `${groupId}-${instanceId}` }),
+          onError: (error, context) =>
+            logger.warn("Kafka: {context}: {error}", { context, error: String(error) }),
+        },
+      );
+    }
     if (settings.adapter === "kafka") {
-      this.logger.info("Event log: Kafka at {brokers} (EVENT_LOG=kafka)", {
+      this.logger.info("Event log: Kafka at {brokers} (EVENT_LOG=kafka, KAFKA_CLIENT=kafkajs)", {
         brokers: settings.kafkaBrokers.join(","),
       });
       const logger = this.logger;

@@ -12,7 +12,7 @@ import assert from "node:assert/strict";
 import { ZipkinExporter } from "@opentelemetry/exporter-zipkin";
 import { connectPostgres, DATABASE_URL } from "../shared/database/database_contract.ts";
 import { StaticDiscovery } from "../shared/discovery/service_discovery.ts";
-import { createKafkaClient } from "../shared/event_log/kafka_event_log.ts";
+import { createKafkaClient } from "../shared/event_log/kafka_client.ts";
 import { serviceLogger } from "../shared/log/log.ts";
 import type { Service } from "../shared/service/service.ts";
 import { testContext } from "../shared/testing/test_context.ts";

@@ -4,8 +4,15 @@
  * token, called
  *  1. directly on the query service;
  *  2. through nginx `proxy_pass` with upstream keepalive;
- *  3. through our gateway: JWT check, rate limit in Redis (a limit never
- *     reached), circuit breaker, discovery-routed proxying;
+ *  3. through a bare `Deno.serve` + `fetch` pass-through (bare_proxy.ts: no
+ *     auth, no limit, no breaker, no logging), the physical limit of a proxy
+ *     on this runtime;
+ *  4. through our gateway: JWT check, rate limit in Redis (a limit never
+ *     reached), circuit breaker, discovery-routed proxying, with the embedded
+ *     observability defaults (spans and log lines kept in memory);
+ *  5. unless `--cost=off`, through the same gateway with trace export to
+ *     Zipkin and log shipping to Elasticsearch on, at 10 % and at 100 %
+ *     sampling (`gw-obs10`, `gw-obs100`): their cost is printed against 4;
  * and, with `--breakdown`, through the gateway with parts left out.
  * The services run as deployed: `registry identity query stream indexer` in
  * one process (embedded engines; `stream` fills the query's index), each
@@ -18,7 +25,11 @@
  * (seconds per target), --rounds=2 (turns of every target; the final line
  * takes the medians), --tweets=2000 (in the index), --log-level=info (of the
  * services: info logs every request, as deployed), --gateway-cpu-prof=DIR (a
- * V8 CPU profile of the gateway process), --breakdown.
+ * V8 CPU profile of the gateway process), --services-cpu-prof=DIR (of the
+ * services' process: query's own cost per search), --cost=on|off, --breakdown.
+ * Every row shows the proxy's CPU per request (ms of CPU time), and the load
+ * average of the machine is printed before and after (other users' load
+ * makes every number noisy).
  */
 import builtInRealm from "../../shared/auth/twitterapi-realm.json" with { type: "json" };
 import { DEFAULT_ROUTES, type GatewayRoute } from "../../services/gateway/routes.ts";
@@ -28,6 +39,7 @@ import { aptInstall } from "../engines/engine.ts";
 import { write } from "../engines/engines.ts";
 
 const MAIN = new URL("../../services/main.ts", import.meta.url).pathname;
+const BARE_PROXY = new URL("./bare_proxy.ts", import.meta.url).pathname;
 const REALM = builtInRealm.realm;
 // The super user reads every tweet, so the wait for all of them and every target see the same data.
 const USER = "app_super_user";
@@ -37,7 +49,7 @@ const READY_TIMEOUT_MS = 60_000;
 
 const USAGE = `Usage: deno task bench:gateway [--threads=N] [--connections=N] [--duration=SECONDS]
   [--warmup=SECONDS] [--rounds=N] [--tweets=N] [--log-level=LEVEL] [--gateway-cpu-prof=DIR]
-  [--breakdown]
+  [--services-cpu-prof=DIR] [--cost=on|off] [--breakdown]
 `;
 
 interface Options {
@@ -61,8 +73,12 @@ interface Options {
   readonly logLevel: string;
   /** A directory for a CPU profile of the gateway process; empty: no profile. */
   readonly gatewayCpuProf: string;
+  /** A directory for a CPU profile of the services' process (query); empty: no profile. */
+  readonly servicesCpuProf: string;
   /** Also measures the gateway without JWT, without rate limit, and with it in memory. */
   readonly breakdown: boolean;
+  /** Also measures the gateway with trace export and log shipping on (10 % and 100 %). */
+  readonly cost: boolean;
 }
 
 function parseOptions(args: readonly string[]): Options {
@@ -75,6 +91,8 @@ function parseOptions(args: readonly string[]): Options {
     tweets: "2000",
     "log-level": "info",
     "gateway-cpu-prof": "",
+    "services-cpu-prof": "",
+    cost: "on",
   };
   const flags = new Set<string>();
   for (const arg of args) {
@@ -102,8 +120,13 @@ function parseOptions(args: readonly string[]): Options {
     tweets: positive("tweets"),
     logLevel: values["log-level"]!,
     gatewayCpuProf: values["gateway-cpu-prof"]!,
+    servicesCpuProf: values["services-cpu-prof"]!,
     breakdown: flags.has("breakdown"),
+    cost: values.cost === "on",
   };
+  if (values.cost !== "on" && values.cost !== "off") {
+    throw new RangeError(`--cost must be on or off: got ${values.cost}`);
+  }
   if (options.connections < options.threads) {
     throw new RangeError("--connections must be at least --threads (wrk needs one per thread)");
   }
@@ -324,6 +347,8 @@ interface GatewayVariant {
   readonly auth: boolean;
   /** Where the rate limit counts; undefined: no rate limit. */
   readonly rateLimitStore?: "redis" | "memory";
+  /** Trace export to Zipkin and log shipping to Elasticsearch, at this sampling ratio. */
+  readonly exportRatio?: number;
 }
 
 /** The one in the final line: everything on, as deployed. */
@@ -333,6 +358,16 @@ const FULL_GATEWAY: GatewayVariant = {
   auth: true,
   rateLimitStore: "redis",
 };
+
+/** `--cost=on`: the full gateway with trace export and log shipping on. */
+const EXPORTING: readonly GatewayVariant[] = [0.1, 1].map((ratio) => ({
+  ...FULL_GATEWAY,
+  name: `gw-obs${ratio * 100}`,
+  what: `as gateway, with trace export to Zipkin at ${
+    ratio * 100
+  } % sampling and log shipping to Elasticsearch`,
+  exportRatio: ratio,
+}));
 
 /** `--breakdown`: the same gateway with parts left out, to see what each costs. */
 const BREAKDOWN: readonly GatewayVariant[] = [
@@ -440,6 +475,8 @@ interface CpuUse {
   readonly proxy: number;
   /** Every process on the machine, wrk and other users included. */
   readonly machine: number;
+  /** CPU milliseconds the proxy used per request (0 for the direct calls). */
+  readonly proxyMsPerRequest: number;
 }
 
 const COLUMNS = [
@@ -453,6 +490,7 @@ const COLUMNS = [
   ["query cpu", 10],
   ["proxy cpu", 10],
   ["all cpu", 8],
+  ["proxy ms/req", 13],
 ] as const;
 
 function row(values: readonly string[]): string {
@@ -475,6 +513,7 @@ function format(name: string, result: WrkResult, cpu: CpuUse): string {
     percent(cpu.services),
     percent(cpu.proxy),
     percent(cpu.machine),
+    cpu.proxyMsPerRequest.toFixed(3),
   ]);
 }
 
@@ -503,6 +542,9 @@ async function bench(options: Options, cleanup: Cleanup, dir: string): Promise<v
   const backend = spawn(cleanup, dir, "services", Deno.execPath(), [
     "run",
     ...SERVICE_PERMISSIONS,
+    ...(options.servicesCpuProf === ""
+      ? []
+      : ["--cpu-prof", `--cpu-prof-dir=${options.servicesCpuProf}`]),
     MAIN,
     "registry",
     "identity",
@@ -535,7 +577,21 @@ async function bench(options: Options, cleanup: Cleanup, dir: string): Promise<v
     return status === 200 && total >= options.tweets;
   });
 
-  const variants = [FULL_GATEWAY, ...(options.breakdown ? BREAKDOWN : [])];
+  const zipkinUrl = Deno.env.get("ZIPKIN_URL") || "http://127.0.0.1:9411";
+  const elasticsearchUrl = Deno.env.get("ELASTICSEARCH_URL") ?? "http://127.0.0.1:9200";
+  if (options.cost) {
+    await checkHttp("Zipkin", `${zipkinUrl.replace(/\/$/, "")}/health`, "zipkin");
+    await checkHttp(
+      "Elasticsearch",
+      `${elasticsearchUrl.replace(/\/$/, "")}/_cluster/health`,
+      "elasticsearch",
+    );
+  }
+  const variants = [
+    FULL_GATEWAY,
+    ...(options.cost ? EXPORTING : []),
+    ...(options.breakdown ? BREAKDOWN : []),
+  ];
   const gateways = new Map<string, { child: Child; baseUrl: string }>();
   for (const variant of variants) {
     const routesFile = `${dir}/${variant.name}-routes.json`;
@@ -554,6 +610,13 @@ async function bench(options: Options, cleanup: Cleanup, dir: string): Promise<v
       GATEWAY_ROUTES_FILE: routesFile,
       RATE_LIMIT_STORE: variant.rateLimitStore ?? "memory",
       REDIS_URL: redisUrl,
+      ...(variant.exportRatio === undefined ? {} : {
+        ZIPKIN_URL: zipkinUrl,
+        TRACE_SAMPLE_RATIO: String(variant.exportRatio),
+        LOG_SHIPPING: "elasticsearch",
+        LOG_SHIPPING_ELASTICSEARCH_URL: elasticsearchUrl,
+        LOG_SHIPPING_INDEX_PREFIX: `logs-bench-${run}`,
+      }),
     });
     const baseUrl = `http://127.0.0.1:${port}`;
     await until(
@@ -591,9 +654,21 @@ async function bench(options: Options, cleanup: Cleanup, dir: string): Promise<v
     async () => (await search(viaNginx, token)).status === 200,
   );
 
+  const barePort = freePort();
+  const bare = spawn(cleanup, dir, "bare", Deno.execPath(), [
+    "run",
+    "--allow-net",
+    BARE_PROXY,
+    String(barePort),
+    `http://127.0.0.1:${queryPort}`,
+  ], {});
+  const viaBare = `http://127.0.0.1:${barePort}${path}`;
+  await until(bare, "proxying to query", async () => (await search(viaBare, token)).status === 200);
+
   const targets: { name: string; url: string; proxy?: Child; gatewayUrl?: string }[] = [
     { name: "direct", url: direct },
     { name: "nginx", url: viaNginx, proxy: nginx },
+    { name: "bare", url: viaBare, proxy: bare },
     ...variants.map((variant) => {
       const { child, baseUrl } = gateways.get(variant.name)!;
       return { name: variant.name, url: `${baseUrl}${path}`, proxy: child, gatewayUrl: baseUrl };
@@ -603,7 +678,9 @@ async function bench(options: Options, cleanup: Cleanup, dir: string): Promise<v
     `wrk -t${options.threads} -c${options.connections} -d${options.duration}s --latency ` +
       `(after ${options.warmup} s of warm-up each): GET ${path}, Authorization: Bearer <${USER}>\n`,
   );
+  write(`  bare: Deno.serve + fetch pass-through, nothing else\n`);
   for (const variant of variants) write(`  ${variant.name}: ${variant.what}\n`);
+  write(`load average before: ${await loadAverage()}\n`);
   write(`${row(COLUMNS.map(([title]) => title))}\n`);
   const measured = new Map<string, { result: WrkResult; cpu: CpuUse }[]>();
   for (let round = 1; round <= options.rounds; round++) {
@@ -628,12 +705,12 @@ async function bench(options: Options, cleanup: Cleanup, dir: string): Promise<v
       );
       const seconds = (performance.now() - started) / 1000;
       const machine = await machineCpuSeconds();
+      const proxySeconds = proxy === undefined ? 0 : await cpuSeconds(proxy.pid) - before.proxy;
       const cpu: CpuUse = {
         services: (await cpuSeconds(backend.pid) - before.services) / seconds * 100,
-        proxy: proxy === undefined
-          ? 0
-          : (await cpuSeconds(proxy.pid) - before.proxy) / seconds * 100,
+        proxy: proxySeconds / seconds * 100,
         machine: (machine.busy - before.machine.busy) / seconds * 100,
+        proxyMsPerRequest: result.requests === 0 ? 0 : proxySeconds * 1000 / result.requests,
       };
       measured.set(name, [...measured.get(name) ?? [], { result, cpu }]);
       write(`${format(options.rounds === 1 ? name : `${name}#${round}`, result, cpu)}\n`);
@@ -670,23 +747,68 @@ async function bench(options: Options, cleanup: Cleanup, dir: string): Promise<v
           services: median(runs.map((run) => run.cpu.services)),
           proxy: median(runs.map((run) => run.cpu.proxy)),
           machine: median(runs.map((run) => run.cpu.machine)),
+          proxyMsPerRequest: median(runs.map((run) => run.cpu.proxyMsPerRequest)),
         })
       }\n`);
     }
   }
   const d = results.get("direct")!;
   const n = results.get("nginx")!;
+  const b = results.get("bare")!;
   const g = results.get("gateway")!;
-  if (d.non2xx + n.non2xx + g.non2xx + d.socketErrors + n.socketErrors + g.socketErrors > 0) {
+  if ([d, n, b, g].some((result) => result.non2xx + result.socketErrors > 0)) {
     write("!!! non-2xx responses or socket errors above: the line below is INVALID !!!\n");
   }
+  write(`load average after: ${await loadAverage()}\n`);
+  const cpuPerRequest = (name: string) =>
+    median(measured.get(name)!.map(({ cpu }) => cpu.proxyMsPerRequest));
   write(
     `gateway/direct: ${(g.requestsPerSecond / d.requestsPerSecond).toFixed(2)}; gateway/nginx: ${
       (g.requestsPerSecond / n.requestsPerSecond).toFixed(2)
-    }; added p50: ${(g.p50Ms - d.p50Ms).toFixed(2)} ms; added p99: ${
-      (g.p99Ms - d.p99Ms).toFixed(2)
-    } ms\n`,
+    }; gateway/bare: ${(g.requestsPerSecond / b.requestsPerSecond).toFixed(2)}; added p50: ${
+      (g.p50Ms - d.p50Ms).toFixed(2)
+    } ms; added p99: ${(g.p99Ms - d.p99Ms).toFixed(2)} ms; cpu/request: gateway ${
+      cpuPerRequest("gateway").toFixed(3)
+    } ms, bare ${cpuPerRequest("bare").toFixed(3)} ms (${
+      (cpuPerRequest("gateway") / cpuPerRequest("bare")).toFixed(2)
+    }x)\n`,
   );
+  if (options.cost) {
+    const costs = EXPORTING.map((variant) => {
+      const on = results.get(variant.name)!;
+      return `${variant.exportRatio! * 100} % sampling: throughput ${
+        signedPercent(on.requestsPerSecond / g.requestsPerSecond - 1)
+      }, p99 ${signedPercent(on.p99Ms / g.p99Ms - 1)}, cpu/request ${
+        signedPercent(cpuPerRequest(variant.name) / cpuPerRequest("gateway") - 1)
+      }`;
+    });
+    write(`export+shipping cost (against gateway, both off): ${costs.join("; ")}\n`);
+  }
+}
+
+function signedPercent(fraction: number): string {
+  const percent = fraction * 100;
+  return `${percent >= 0 ? "+" : ""}${percent.toFixed(1)} %`;
+}
+
+/** The 1, 5 and 15 minute load averages of the machine. */
+async function loadAverage(): Promise<string> {
+  return (await Deno.readTextFile("/proc/loadavg")).split(" ").slice(0, 3).join(" ");
+}
+
+/** Fails, naming the command that starts `engine`, unless `url` answers 2xx. */
+async function checkHttp(name: string, url: string, engine: string): Promise<void> {
+  try {
+    const response = await fetch(url, { signal: AbortSignal.timeout(5000) });
+    await response.body?.cancel();
+    if (!response.ok) throw new Error(`it answered ${response.status}`);
+  } catch (error) {
+    throw new Error(
+      `${name} is not usable at ${url} (needed by --cost=on): ${
+        error instanceof Error ? error.message : error
+      }; start it with: deno task engines up ${engine} (or pass --cost=off)`,
+    );
+  }
 }
 
 function median(values: readonly number[]): number {

@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { connectPostgres, DATABASE_URL } from "../../shared/database/database_contract.ts";
-import { createKafkaClient } from "../../shared/event_log/kafka_event_log.ts";
+import { createKafkaClient } from "../../shared/event_log/kafka_client.ts";
 import { loadWordCountCodec, type WordCountEvent } from "../../shared/events/word_count_event.ts";
 import { serviceLogger } from "../../shared/log/log.ts";
 import type { Service } from "../../shared/service/service.ts";

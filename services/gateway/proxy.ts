@@ -36,10 +36,15 @@ const NULL_BODY_STATUSES: ReadonlySet<number> = new Set([101, 103, 204, 205, 304
 
 /** Removes the hop-by-hop fields from `headers`, those named by `Connection` included. */
 function dropHopByHop(headers: Headers): Headers {
-  const listed = (headers.get("connection") ?? "").split(",")
-    .map((name) => name.trim().toLowerCase())
-    .filter((name) => name !== "");
-  for (const name of [...HOP_BY_HOP, ...listed]) headers.delete(name);
+  const connection = headers.get("connection");
+  if (connection !== null) {
+    for (const name of connection.split(",")) {
+      const listed = name.trim();
+      if (listed !== "") headers.delete(listed);
+    }
+  }
+  // Per request on the hot path: only the fields present cost a delete.
+  for (const name of HOP_BY_HOP) if (headers.has(name)) headers.delete(name);
   // The body is re-framed on each hop.
   headers.delete("content-length");
   return headers;
@@ -204,11 +209,12 @@ export function proxy(options: ProxyOptions) {
         client.fetch(service, path + url.search, {
           method,
           headers,
+          redirect: "manual",
           // Not the request's signal: Deno aborts it once a response is sent, which would cut
           // a streamed body short. A client that goes away cancels the response body instead.
-          signal: bodyFailed.signal,
-          redirect: "manual",
-          ...(requestBody === undefined ? {} : { body: requestBody }),
+          // Without a body nothing can fail on the client's side (and the client's timeout
+          // then needs no signal combined with this one).
+          ...(requestBody === undefined ? {} : { body: requestBody, signal: bodyFailed.signal }),
         }));
     } catch (error) {
       if (bodyError !== undefined) throw clientBodyProblem(bodyError.error);

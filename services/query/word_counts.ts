@@ -85,6 +85,10 @@ export class RemoteWordCounts implements WordCountLookup {
 
   async countsOf(words: readonly string[]): Promise<WordCounts> {
     if (words.length === 0) return { status: "ok", counts: {} };
+    // Open: the answer is known without building the breaker's rejection
+    // (two errors with their stacks, a tenth of a search's CPU while the
+    // source is down). The opening itself was logged by the circuit.
+    if (this.#circuit.state === "open") return UNAVAILABLE;
     try {
       const counts = await this.#circuit.fire(() => this.#lookUp(words));
       this.#lastFailure = "";

@@ -3,7 +3,7 @@
  * partitioning, offsets, consumer groups with committed offsets) behind one
  * small interface, so that services never depend on a Kafka client directly.
  *
- * Adapters: `MemoryEventLog` (embedded, in process) and, later, a Kafka one.
+ * Adapters: `MemoryEventLog` (embedded, in process), `KafkaEventLog` (kafkajs).
  * Every adapter must pass `event_log_contract.ts`.
  */
 
@@ -74,6 +74,9 @@ export interface PartitionLag extends TopicPartition {
  * records are delivered again (after a back-off), so a handler must be
  * idempotent and must not swallow failures of its side effect.
  */
+/** Most records given to one handler call unless the consumer says otherwise. */
+export const DEFAULT_MAX_BATCH_SIZE = 500;
+
 export type BatchHandler = (batch: RecordBatch) => Promise<void>;
 
 export interface ConsumerOptions {
@@ -224,5 +227,14 @@ export class TopicMismatchError extends Error {
       `Cannot use topic '${topic}': it has ${actual} partitions, the service needs ${expected}`,
     );
     this.name = "TopicMismatchError";
+  }
+}
+
+/** Thrown by every operation of an event log after `close`. */
+export class EventLogClosedError extends Error {
+  readonly code = "event-log-closed";
+  constructor(action: string) {
+    super(`Cannot ${action}: the event log is closed`);
+    this.name = "EventLogClosedError";
   }
 }

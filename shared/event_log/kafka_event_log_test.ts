@@ -15,7 +15,7 @@ import type {
   RecordMetadata,
   TopicSpec,
 } from "./event_log.ts";
-import { UnknownTopicError } from "./event_log.ts";
+import { EventLogClosedError, UnknownTopicError } from "./event_log.ts";
 import {
   collector,
   keyedRecords,
@@ -26,13 +26,8 @@ import {
   waitForAssignment,
   waitForNoLag,
 } from "./event_log_contract.ts";
-import {
-  createKafkaClient,
-  EventLogClosedError,
-  KafkaEventLog,
-  type KafkaEventLogOptions,
-  type KafkaLogEntry,
-} from "./kafka_event_log.ts";
+import { createKafkaClient, type KafkaLogEntry } from "./kafka_client.ts";
+import { KafkaEventLog, type KafkaEventLogOptions } from "./kafka_event_log.ts";
 import { encodeLongKey, partitionForKey } from "./murmur2.ts";
 import { delay, waitFor } from "../testing/wait.ts";
 

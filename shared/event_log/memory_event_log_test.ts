@@ -15,7 +15,8 @@ import {
   waitForNoLag,
 } from "./event_log_contract.ts";
 import { delay, waitFor } from "../testing/wait.ts";
-import { EventLogClosedError, MemoryEventLog } from "./memory_event_log.ts";
+import { EventLogClosedError } from "./event_log.ts";
+import { MemoryEventLog } from "./memory_event_log.ts";
 
 runEventLogContract("MemoryEventLog", () => Promise.resolve(new MemoryEventLog()));
 

@@ -6,6 +6,7 @@
 import { type Span, SpanKind, SpanStatusCode, trace } from "@opentelemetry/api";
 import { Hono, type MiddlewareHandler } from "hono";
 import { HTTPException } from "hono/http-exception";
+import { logsAt } from "../log/log.ts";
 import { PROMETHEUS_CONTENT_TYPE, registerProcessMetrics } from "../metrics/metrics.ts";
 import type { ServiceContext } from "../service/service.ts";
 import { extractTraceContext, inSpan, recordError } from "../trace/tracing.ts";
@@ -45,6 +46,16 @@ export interface ServiceAppOptions {
    * frequent machine traffic such as heartbeats.
    */
   readonly quietRoutes?: readonly string[];
+  /**
+   * Logs one in this many successful requests (status below 400) at info, the
+   * others at debug: a proxy's line per request costs more CPU than the
+   * proxying itself. Each sampled line says how many it stands for
+   * (`sampledOneIn`). A request that failed (4xx, 5xx) or that came with a
+   * caller's `traceparent` (someone follows that trace, and finds its lines
+   * by trace id) is always logged at info.
+   * @default 1 (every request at info)
+   */
+  readonly successLogSampling?: number;
   /**
    * Longest wait for one readiness check.
    * @default 2000
@@ -137,6 +148,14 @@ export function createServiceApp(options: ServiceAppOptions): Hono {
   const quietPaths = [...quietRoutes].map(routePattern);
   const isQuiet = (path: string) => quietPaths.some((pattern) => pattern.test(path));
   const { logger, metrics } = context;
+  const successLogSampling = options.successLogSampling ?? 1;
+  if (!Number.isSafeInteger(successLogSampling) || successLogSampling < 1) {
+    throw new RangeError(
+      `Cannot create the service app as 'successLogSampling' must be a positive integer: current value is ${successLogSampling}`,
+    );
+  }
+  /** Successful requests not followed by a caller since the last one logged at info. */
+  let unloggedSuccesses = 0;
   const bodyLimitBytes = options.bodyLimitBytes ?? 1_048_576;
   const requests = metrics.counter("http_requests_total", "HTTP requests handled.");
   const durations = metrics.histogram(
@@ -210,8 +229,13 @@ export function createServiceApp(options: ServiceAppOptions): Hono {
         const fields = { ...labels, path: c.req.path, durationMs: Math.round(seconds * 1e4) / 10 };
         if (quietRoutes.has(route)) {
           logger.debug("{method} {path} {status}", fields);
-        } else {
+        } else if (successLogSampling === 1 || status >= 400 || traceparent !== undefined) {
           logger.info("{method} {path} {status}", fields);
+        } else if (++unloggedSuccesses >= successLogSampling) {
+          unloggedSuccesses = 0;
+          logger.info("{method} {path} {status}", { ...fields, sampledOneIn: successLogSampling });
+        } else if (logsAt(context.name, "debug")) {
+          logger.debug("{method} {path} {status}", fields);
         }
       };
       // Probes and heartbeats start no trace of their own: several a second

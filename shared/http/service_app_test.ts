@@ -2,6 +2,8 @@ import assert from "node:assert/strict";
 import { SpanKind, SpanStatusCode } from "@opentelemetry/api";
 import { InMemorySpanExporter, SimpleSpanProcessor } from "@opentelemetry/sdk-trace";
 import { testContext } from "../testing/test_context.ts";
+import { configureLogging, shutdownLogging } from "../log/log.ts";
+import { MemoryLogStore } from "../log/memory_log_store.ts";
 import { configureTracing } from "../trace/tracing.ts";
 import { ProblemError } from "./problem.ts";
 import { createServiceApp, type ServiceAppOptions } from "./service_app.ts";
@@ -238,4 +240,38 @@ Deno.test("service app starts no trace for probes and quiet routes, but continue
   assert.match(traced.headers.get("traceresponse") ?? "", /^00-4bf92f3577b34da6a3ce929d0e0e4736-/);
   assert.equal(exporter.getFinishedSpans()[0]?.name, "PUT /api/v1/things/:id/heartbeat");
   configureTracing();
+});
+
+Deno.test("service app logs one successful request in N at info, and every failed or traced one", async () => {
+  const store = new MemoryLogStore();
+  await configureLogging({ stream: new WritableStream(), sinks: [store.sink] });
+  try {
+    const hono = createServiceApp({ context: testContext("sampled"), successLogSampling: 3 });
+    hono.get("/ok", (c) => c.text("ok"));
+    for (let i = 0; i < 7; i++) await (await hono.request("/ok")).body?.cancel();
+    await (await hono.request("/missing")).body?.cancel();
+    await (await hono.request("/ok", {
+      headers: { traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01" },
+    })).body?.cancel();
+  } finally {
+    await shutdownLogging();
+  }
+  const lines = (await store.search({ service: "sampled" })).map((entry) => ({
+    message: entry.message,
+    sampledOneIn: entry.labels.sampledOneIn,
+  })).reverse();
+  assert.deepEqual(lines, [
+    // The 3rd and the 6th of the seven, each standing for three.
+    { message: "GET /ok 200", sampledOneIn: 3 },
+    { message: "GET /ok 200", sampledOneIn: 3 },
+    { message: "GET /missing 404", sampledOneIn: undefined },
+    { message: "GET /ok 200", sampledOneIn: undefined },
+  ]);
+});
+
+Deno.test("service app refuses a success log sampling that is not a positive integer", () => {
+  assert.throws(
+    () => createServiceApp({ context: testContext("kernel"), successLogSampling: 0 }),
+    RangeError,
+  );
 });

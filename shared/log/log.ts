@@ -111,6 +111,14 @@ export function setServiceLogLevel(service: string, level: LogLevel): void {
   serviceLevels.set(service, level);
 }
 
+/**
+ * Whether `service`'s lines at `level` are logged now: lets a hot path skip
+ * building a line that the level filter would drop.
+ */
+export function logsAt(service: string, level: LogLevel): boolean {
+  return LEVEL_ORDER[level] >= LEVEL_ORDER[serviceLevels.get(service) ?? processLevel];
+}
+
 function levelFilter(record: LogRecord): boolean {
   const service = record.category[1];
   const lowest = (service === undefined ? undefined : serviceLevels.get(service)) ?? processLevel;

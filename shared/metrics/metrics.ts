@@ -73,7 +73,11 @@ function checkLabels(metric: string, labels: Labels, reserved: readonly string[]
   }
 }
 
+const NEEDS_ESCAPE = /[\\\n"]/;
+
+/** Label values rarely need escaping: the test spares three scans per label on every update. */
 function escapeLabel(value: string): string {
+  if (!NEEDS_ESCAPE.test(value)) return value;
   return value.replaceAll("\\", "\\\\").replaceAll("\n", "\\n").replaceAll('"', '\\"');
 }
 
