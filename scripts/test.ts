@@ -9,6 +9,9 @@ import { ENGINES, engineUp, write } from "./engines/engines.ts";
 import { stop } from "./engines/engine.ts";
 import { SERVICE_PERMISSIONS } from "./dev.ts";
 
+/** The tests that drive a browser, run apart with every permission. */
+const BROWSER_TESTS = "services/console/console_test.ts";
+
 /** Where `Deno.makeTempDir` creates folders. */
 function tmpDir(): string {
   return Deno.env.get("TMPDIR") || "/tmp";
@@ -17,6 +20,8 @@ function tmpDir(): string {
 async function main(args: string[]): Promise<number> {
   // The compose file test validates compose.yaml with Debian's docker-compose.
   await aptInstall("tools", ["docker-compose"]);
+  // The console tests drive Debian's chromium with playwright-core (never `playwright install`).
+  await aptInstall("tools", ["chromium"]);
   let started: Engine[] = [];
   try {
     started = await engineUp(ENGINES);
@@ -27,12 +32,29 @@ async function main(args: string[]): Promise<number> {
   try {
     const child = new Deno.Command(Deno.execPath(), {
       // Tests may write only in the temporary folder (a private Prometheus's data).
-      args: ["test", ...SERVICE_PERMISSIONS, "--allow-run", `--allow-write=${tmpDir()}`, ...args],
+      args: [
+        "test",
+        ...SERVICE_PERMISSIONS,
+        "--allow-run",
+        `--allow-write=${tmpDir()}`,
+        `--ignore=${BROWSER_TESTS}`,
+        ...args,
+      ],
       stdin: "null",
       stdout: "inherit",
       stderr: "inherit",
     }).spawn();
-    return (await child.status).code;
+    const code = (await child.status).code;
+    if (args.length > 0) return code;
+    // playwright-core reads system files and writes its profile: it needs every permission.
+    const browser = new Deno.Command(Deno.execPath(), {
+      args: ["test", "--allow-all", BROWSER_TESTS],
+      stdin: "null",
+      stdout: "inherit",
+      stderr: "inherit",
+    }).spawn();
+    const browserCode = (await browser.status).code;
+    return code !== 0 ? code : browserCode;
   } finally {
     for (const engine of started) {
       write(`${engine.name}: ${await stop(engine) ? "stopped" : "was not running"}\n`);

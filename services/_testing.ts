@@ -55,6 +55,7 @@ export async function startMain(
       QUERY_PORT: "0",
       ANALYTICS_PORT: "0",
       CONFIG_PORT: "0",
+      CONSOLE_PORT: "0",
       ...env,
     },
     stdin: "null",

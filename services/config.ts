@@ -622,6 +622,31 @@ export const settings = {
       doc: "analytics: most events per database transaction",
     }),
   },
+  console: {
+    port: integer("CONSOLE_PORT", { default: 8184, ...PORT, doc: "console: HTTP port" }),
+    ...serviceClient("console", "its registrations and its reads of the registry"),
+    browserClientId: text("CONSOLE_BROWSER_CLIENT_ID", {
+      default: "twitterapi-console",
+      doc: "console: public OAuth client people sign in through (authorization code with PKCE)",
+    }),
+    publicUrl: text("CONSOLE_PUBLIC_URL", {
+      default: "",
+      doc:
+        "console: its address in the browser, for the redirect URIs; empty: the request's origin",
+      pattern: /^(https?:\/\/[^\s/]+)?$/,
+      patternDescription: "empty or an origin like https://console.example",
+    }),
+    sessionIdleMs: integer("CONSOLE_SESSION_IDLE_MS", {
+      default: 1_800_000,
+      min: 1000,
+      doc: "console: a session without a request for this long is forgotten",
+    }),
+    maxSessions: integer("CONSOLE_MAX_SESSIONS", {
+      default: 10_000,
+      min: 1,
+      doc: "console: sessions kept at most (the least recently used goes first)",
+    }),
+  },
 };
 
 export type AppConfig = ConfigOf<typeof settings>;
@@ -695,6 +720,7 @@ export const REGISTERING_SERVICES = [
   "wordcount",
   "analytics",
   "query",
+  "console",
 ] as const;
 export type RegisteringService = typeof REGISTERING_SERVICES[number];
 

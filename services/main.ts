@@ -27,6 +27,7 @@ import {
   settings,
 } from "./config.ts";
 import { createConfigService } from "./config/main.ts";
+import { createConsoleService } from "./console/main.ts";
 import { createGatewayService } from "./gateway/main.ts";
 import { createIdentityService } from "./identity/main.ts";
 import { createIndexerService } from "./indexer/main.ts";
@@ -163,6 +164,18 @@ const SERVICES: Readonly<Record<string, ServiceEntry>> = {
         discovery: infrastructure.registry("query"),
         tokens: infrastructure.serviceTokens("query"),
       })),
+  },
+  console: {
+    port: (config) => config.console.port,
+    create: (config, context, infrastructure) =>
+      createConsoleService({
+        config,
+        context,
+        discovery: infrastructure.registry("console"),
+        tokens: infrastructure.serviceTokens("console"),
+        traces: infrastructure.traceReader(),
+        logs: infrastructure.logs().reader,
+      }),
   },
 };
 

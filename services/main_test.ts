@@ -75,6 +75,7 @@ Deno.test("selectServices() accepts service names or all, in start order", () =>
     "wordcount",
     "analytics",
     "query",
+    "console",
   ]);
   assert.deepEqual(selectServices(["query", "stream"]), ["stream", "query"]);
   assert.equal(selectServices([]), undefined);
@@ -195,6 +196,7 @@ Deno.test("main runs all services, serves searchable tweets and shuts down on SI
         JSON.stringify([
           "analytics",
           "config",
+          "console",
           "gateway",
           "identity",
           "indexer",

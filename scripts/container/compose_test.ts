@@ -42,6 +42,7 @@ const SERVICES = {
   wordcount: 8187,
   query: 8183,
   analytics: 8188,
+  console: 8184,
 } as const;
 
 const SETTING_NAMES = new Set(listSettings(settings).map((setting) => setting.env));

@@ -7,6 +7,7 @@
  *   /realms/{realm}/protocol/openid-connect/auth      authorization: code with PKCE
  *   /realms/{realm}/protocol/openid-connect/token     client_credentials, password, code
  *   /realms/{realm}/protocol/openid-connect/userinfo  userinfo for a bearer token
+ *   /realms/{realm}/protocol/openid-connect/logout    end session (RP-initiated logout)
  *
  * OAuth errors are RFC 6749 `{error, error_description}`; anything else
  * (an unknown realm or path) is problem+json like every service's.
@@ -24,6 +25,7 @@ import {
   loginPage,
   readAuthorizationRequest,
   redirectLocation,
+  signedOutPage,
   verifierMatches,
 } from "./authorization.ts";
 import type { KeyRing } from "./key_ring.ts";
@@ -43,6 +45,7 @@ import {
   findPerson,
   type GrantedScopes,
   grantScopes,
+  isRegisteredPostLogoutRedirect,
   type Realm,
   type RealmClient,
   type RealmUser,
@@ -50,6 +53,7 @@ import {
   serviceAccount,
   SIGNING_ALGORITHMS,
 } from "./realm.ts";
+import { type UserSession, UserSessions } from "./sessions.ts";
 import { issueTokens, userClaims } from "./tokens.ts";
 
 export interface IdentityRoutesOptions {
@@ -68,7 +72,12 @@ export interface IdentityRoutesOptions {
   readonly now?: () => number;
 }
 
-const GRANT_TYPES = ["authorization_code", "client_credentials", "password"] as const;
+const GRANT_TYPES = [
+  "authorization_code",
+  "client_credentials",
+  "password",
+  "refresh_token",
+] as const;
 /** A password that matches nothing: compared against when a user is unknown, to take the same time. */
 const NO_PASSWORD = crypto.randomUUID();
 
@@ -76,6 +85,10 @@ export function addIdentityRoutes(app: Hono, options: IdentityRoutesOptions): Ho
   const { realm, keys, logger, autoApproveLoginHint } = options;
   const now = options.now ?? Date.now;
   const codes = new AuthorizationCodes();
+  const sessions = new UserSessions(
+    realm.ssoSessionIdleTimeoutSeconds,
+    realm.ssoSessionMaxLifespanSeconds,
+  );
   const base = `/realms/${realm.name}`;
   const openIdConnect = `${base}/protocol/openid-connect`;
   const issued = options.metrics.counter(
@@ -155,6 +168,7 @@ export function addIdentityRoutes(app: Hono, options: IdentityRoutesOptions): Ho
       authorization_endpoint: `${endpoint}/auth`,
       token_endpoint: `${endpoint}/token`,
       userinfo_endpoint: `${endpoint}/userinfo`,
+      end_session_endpoint: `${endpoint}/logout`,
       jwks_uri: `${endpoint}/certs`,
       grant_types_supported: GRANT_TYPES,
       response_types_supported: ["code"],
@@ -293,6 +307,32 @@ export function addIdentityRoutes(app: Hono, options: IdentityRoutesOptions): Ho
     readonly user: RealmUser;
     readonly scopes: GrantedScopes;
     readonly nonce?: string | undefined;
+    /** A person's grant starts (or, refreshed, continues) a session with a refresh token. */
+    readonly session?: UserSession;
+  }
+
+  function refreshToken(client: RealmClient, params: ReadonlyMap<string, string>): Grant {
+    const token = requireParam(params, "refresh_token");
+    const session = sessions.refresh(token, now());
+    if (session === undefined) throw invalidGrant("Invalid refresh token");
+    if (session.clientId !== client.clientId) {
+      throw invalidGrant("Invalid refresh token. Token client and authorized client don't match");
+    }
+    const user = realm.users.get(session.username);
+    if (user === undefined || !user.enabled) {
+      sessions.end(session.id);
+      throw invalidGrant("Account disabled");
+    }
+    return { user, scopes: session.scopes, session };
+  }
+
+  function withSession(client: RealmClient, grant: Grant): Grant {
+    const session = sessions.start({
+      clientId: client.clientId,
+      username: grant.user.username,
+      scopes: grant.scopes,
+    }, now());
+    return { ...grant, session };
   }
 
   async function clientCredentials(client: RealmClient, params: ReadonlyMap<string, string>) {
@@ -370,10 +410,13 @@ export function addIdentityRoutes(app: Hono, options: IdentityRoutesOptions): Ho
           grant = await clientCredentials(client, params);
           break;
         case "password":
-          grant = password(client, params);
+          grant = withSession(client, password(client, params));
           break;
         case "authorization_code":
-          grant = await authorizationCode(client, params);
+          grant = withSession(client, await authorizationCode(client, params));
+          break;
+        case "refresh_token":
+          grant = refreshToken(client, params);
           break;
         default:
           throw new OAuthError(
@@ -390,6 +433,11 @@ export function addIdentityRoutes(app: Hono, options: IdentityRoutesOptions): Ho
         lifespanSeconds: realm.accessTokenLifespanSeconds,
         now: now(),
         nonce: grant.nonce,
+        session: grant.session === undefined ? undefined : {
+          id: grant.session.id,
+          refreshToken: grant.session.refreshToken,
+          refreshExpiresInSeconds: sessions.refreshExpiresIn(grant.session, now()),
+        },
       });
       issued.inc({ grant_type: grantType, client: client.clientId });
       logger.debug("Issued a {grantType} token to {client} for {username}", {
@@ -450,6 +498,89 @@ export function addIdentityRoutes(app: Hono, options: IdentityRoutesOptions): Ho
   });
   app.get(`${openIdConnect}/userinfo`, userinfo);
   app.post(`${openIdConnect}/userinfo`, userinfo);
+
+  /**
+   * RP-initiated logout (OpenID Connect RP-Initiated Logout 1.0): ends the
+   * session named by the ID token's `sid` (the hint's signature is checked,
+   * its expiry is not: a logout comes after the token's life too), then sends
+   * the browser to `post_logout_redirect_uri` with `state`, when the client
+   * registered it, else shows that the user is signed out.
+   */
+  async function endSession(c: Context, params: ReadonlyMap<string, string>): Promise<Response> {
+    const hint = params.get("id_token_hint");
+    let payload: JWTPayload | undefined;
+    if (hint !== undefined) {
+      try {
+        ({ payload } = await jwtVerify(hint, createLocalJWKSet(keys.jwks()), {
+          issuer: issuerOf(c),
+          algorithms: [...SIGNING_ALGORITHMS],
+          currentDate: new Date(0),
+        }));
+      } catch (error) {
+        return errorPage(
+          new AuthorizationPageError(
+            "invalid_request",
+            `Invalid id_token_hint: ${(error as Error).message}`,
+          ),
+        );
+      }
+      if (payload.typ !== "ID") {
+        return errorPage(new AuthorizationPageError("invalid_request", "Not an ID token"));
+      }
+    }
+    const clientId = params.get("client_id") ??
+      (typeof payload?.azp === "string" ? payload.azp : undefined);
+    const client = clientId === undefined ? undefined : realm.clients.get(clientId);
+    const redirect = params.get("post_logout_redirect_uri");
+    if (redirect !== undefined) {
+      if (client === undefined) {
+        return errorPage(
+          new AuthorizationPageError(
+            "invalid_request",
+            "post_logout_redirect_uri needs id_token_hint or client_id",
+          ),
+        );
+      }
+      if (!isRegisteredPostLogoutRedirect(client, redirect)) {
+        return errorPage(
+          new AuthorizationPageError("invalid_request", "Invalid redirect uri"),
+        );
+      }
+    }
+    const sid = typeof payload?.sid === "string" ? payload.sid : undefined;
+    const ended = sid !== undefined && sessions.end(sid);
+    logger.info("Logout through {client}: session {outcome}", {
+      client: clientId ?? "(no client)",
+      outcome: ended ? "ended" : "already gone",
+    });
+    if (redirect === undefined) return signedOutPage();
+    const location = new URL(redirect);
+    const state = params.get("state");
+    if (state !== undefined) location.searchParams.set("state", state);
+    return new Response(null, { status: 302, headers: { ...NO_STORE, location: location.href } });
+  }
+
+  app.get(`${openIdConnect}/logout`, (c) => {
+    let params: Map<string, string>;
+    try {
+      params = singleParams(new URL(c.req.url).searchParams);
+    } catch (error) {
+      if (!(error instanceof OAuthError)) throw error;
+      return errorPage(new AuthorizationPageError(error.error, error.description));
+    }
+    return endSession(c, params);
+  });
+
+  app.post(`${openIdConnect}/logout`, async (c) => {
+    let params: Map<string, string>;
+    try {
+      params = await formParams(c.req.raw);
+    } catch (error) {
+      if (!(error instanceof OAuthError)) throw error;
+      return errorPage(new AuthorizationPageError(error.error, error.description));
+    }
+    return endSession(c, params);
+  });
 
   app.all("/realms/:realm/*", (c) => {
     if (c.req.param("realm") !== realm.name) {

@@ -101,7 +101,9 @@ Deno.test("identity discovery document names Keycloak's endpoints under the issu
     "authorization_code",
     "client_credentials",
     "password",
+    "refresh_token",
   ]);
+  assert.equal(doc.end_session_endpoint, `${OIDC}/logout`);
   assert.deepEqual(doc.response_types_supported, ["code"]);
   assert.deepEqual(doc.code_challenge_methods_supported, ["S256"]);
   assert.deepEqual(doc.id_token_signing_alg_values_supported, ["RS256", "ES256"]);
@@ -568,4 +570,107 @@ Deno.test("identity lets the console's origin call the token endpoint from a bro
     { origin: "http://evil.example" },
   );
   assert.equal(response.headers.get("access-control-allow-origin"), null);
+});
+
+Deno.test("identity refresh_token grant renews a code-flow session and rotates its refresh token", async () => {
+  const { service } = await testIdentity();
+  const pair = await pkce();
+  const code = await codeByForm(service, pair, "app_admin");
+  const first = (await redeem(service, code, pair.verifier)).body;
+  assert.equal(typeof first.refresh_token, "string");
+  assert.ok(first.refresh_expires_in > 0);
+  const firstClaims = await verify(service, first.access_token, "query");
+  const refreshed = await token(service, {
+    grant_type: "refresh_token",
+    client_id: CONSOLE,
+    refresh_token: first.refresh_token,
+  });
+  assert.equal(refreshed.response.status, 200);
+  const claims = await verify(service, refreshed.body.access_token, "query");
+  assert.equal(claims.sub, firstClaims.sub);
+  assert.equal(claims.sid, firstClaims.sid);
+  assert.deepEqual(realmRoles(claims), realmRoles(firstClaims));
+  assert.equal((await verify(service, refreshed.body.id_token, CONSOLE)).sid, firstClaims.sid);
+  assert.notEqual(refreshed.body.refresh_token, first.refresh_token);
+  // The replaced refresh token is refused; so is a refresh token for another client.
+  const again = await token(service, {
+    grant_type: "refresh_token",
+    client_id: CONSOLE,
+    refresh_token: first.refresh_token,
+  });
+  assert.equal(again.response.status, 400);
+  assert.equal(again.body.error, "invalid_grant");
+  const other = await token(service, {
+    grant_type: "refresh_token",
+    refresh_token: refreshed.body.refresh_token,
+  }, basic("prometheus", devSecret("prometheus")));
+  assert.equal(other.body.error, "invalid_grant");
+});
+
+Deno.test("identity refresh_token grant refuses a token after the session idles out", async () => {
+  const { service, clock } = await testIdentity();
+  const { body } = await passwordGrant(service, "app_user");
+  clock.now += 1801 * 1000;
+  const refreshed = await token(service, {
+    grant_type: "refresh_token",
+    client_id: CONSOLE,
+    refresh_token: body.refresh_token,
+  });
+  assert.equal(refreshed.response.status, 400);
+  assert.equal(refreshed.body.error, "invalid_grant");
+});
+
+Deno.test("identity end-session endpoint ends the session and redirects to a registered URI", async () => {
+  const { service } = await testIdentity();
+  const pair = await pkce();
+  const code = await codeByForm(service, pair, "app_user");
+  const tokens = (await redeem(service, code, pair.verifier)).body;
+  const params = new URLSearchParams({
+    id_token_hint: tokens.id_token,
+    post_logout_redirect_uri: REDIRECT_URI,
+    state: "bye",
+  });
+  const response = await service.app.request(`${OIDC}/logout?${params}`);
+  assert.equal(response.status, 302);
+  const location = new URL(response.headers.get("location")!);
+  assert.equal(`${location.origin}${location.pathname}`, REDIRECT_URI);
+  assert.equal(location.searchParams.get("state"), "bye");
+  const refreshed = await token(service, {
+    grant_type: "refresh_token",
+    client_id: CONSOLE,
+    refresh_token: tokens.refresh_token,
+  });
+  assert.equal(refreshed.body.error, "invalid_grant");
+  // Without a redirect the issuer says so itself.
+  const page = await service.app.request(`${OIDC}/logout`);
+  assert.equal(page.status, 200);
+  assert.match(await page.text(), /signed out/);
+});
+
+Deno.test("identity end-session endpoint refuses an unregistered redirect and a forged hint", async () => {
+  const { service } = await testIdentity();
+  const { body } = await passwordGrant(service, "app_user");
+  const { body: withId } = await token(service, {
+    grant_type: "password",
+    client_id: CONSOLE,
+    username: "app_user",
+    password: devPassword("app_user"),
+    scope: "openid",
+  });
+  const elsewhere = new URLSearchParams({
+    id_token_hint: withId.id_token,
+    post_logout_redirect_uri: "https://attacker.example/",
+  });
+  const refused = await service.app.request(`${OIDC}/logout?${elsewhere}`);
+  assert.equal(refused.status, 400);
+  await refused.body?.cancel();
+  const forged = new URLSearchParams({ id_token_hint: `${withId.id_token.slice(0, -4)}AAAA` });
+  const bad = await service.app.request(`${OIDC}/logout?${forged}`);
+  assert.equal(bad.status, 400);
+  await bad.body?.cancel();
+  // An access token is no ID token.
+  const access = new URLSearchParams({ id_token_hint: body.access_token });
+  const notId = await service.app.request(`${OIDC}/logout?${access}`);
+  assert.equal(notId.status, 400);
+  await notId.body?.cancel();
 });

@@ -258,3 +258,8 @@ export function errorPage(error: AuthorizationPageError): Response {
     400,
   );
 }
+
+/** The page after a logout without a redirect back to the client. */
+export function signedOutPage(): Response {
+  return page("Signed out", "<p>You are signed out.</p>", 200);
+}

@@ -40,6 +40,8 @@ export interface RealmClient {
   readonly serviceAccountsEnabled: boolean;
   /** Exact URIs, or prefixes ending in `*` as Keycloak allows. */
   readonly redirectUris: readonly string[];
+  /** Where logout may send the browser back to (`+`: the redirect URIs). */
+  readonly postLogoutRedirectUris: readonly string[];
   /** Origins allowed to call the token and userinfo endpoints from a browser. */
   readonly webOrigins: readonly string[];
   readonly signatureAlgorithm: SigningAlgorithm;
@@ -55,6 +57,10 @@ export interface Realm {
   readonly name: string;
   readonly accessTokenLifespanSeconds: number;
   readonly accessCodeLifespanSeconds: number;
+  /** A browser session (and its refresh token) ends after this long without a refresh. */
+  readonly ssoSessionIdleTimeoutSeconds: number;
+  /** A browser session ends after this long whatever its use. */
+  readonly ssoSessionMaxLifespanSeconds: number;
   readonly loginWithEmailAllowed: boolean;
   readonly roles: readonly string[];
   readonly clients: ReadonlyMap<string, RealmClient>;
@@ -219,6 +225,10 @@ function readClient(
       `${where} serviceAccountsEnabled`,
     ),
     redirectUris: strings(rep.redirectUris, `${where} redirectUris`),
+    postLogoutRedirectUris: (optionalString(
+      attributes["post.logout.redirect.uris"],
+      `${where} attribute post.logout.redirect.uris`,
+    ) ?? "").split("##").filter((item) => item !== ""),
     webOrigins: strings(rep.webOrigins, `${where} webOrigins`),
     signatureAlgorithm: signingAlgorithm(
       attributes["access.token.signed.response.alg"],
@@ -305,6 +315,12 @@ export function parseRealm(rep: unknown, overrides: CredentialOverrides = {}): R
     name: requiredString(rep.realm, "realm"),
     accessTokenLifespanSeconds: seconds(rep.accessTokenLifespan, 300, "accessTokenLifespan"),
     accessCodeLifespanSeconds: seconds(rep.accessCodeLifespan, 60, "accessCodeLifespan"),
+    ssoSessionIdleTimeoutSeconds: seconds(rep.ssoSessionIdleTimeout, 1800, "ssoSessionIdleTimeout"),
+    ssoSessionMaxLifespanSeconds: seconds(
+      rep.ssoSessionMaxLifespan,
+      36000,
+      "ssoSessionMaxLifespan",
+    ),
     loginWithEmailAllowed: flag(rep.loginWithEmailAllowed, true, "loginWithEmailAllowed"),
     roles: [...roles.keys()],
     clients,
@@ -422,6 +438,20 @@ export function grantScopes(client: RealmClient, requested: string | undefined):
 /** Whether `uri` is one of the client's redirect URIs (a trailing `*` matches any suffix). */
 export function isRegisteredRedirect(client: RealmClient, uri: string): boolean {
   return client.redirectUris.some((registered) =>
+    registered.endsWith("*") ? uri.startsWith(registered.slice(0, -1)) : uri === registered
+  );
+}
+
+/**
+ * Whether `uri` may receive the browser after logout: the client's
+ * `post.logout.redirect.uris` attribute (`##`-separated; `+` stands for its
+ * redirect URIs), as Keycloak reads it.
+ */
+export function isRegisteredPostLogoutRedirect(client: RealmClient, uri: string): boolean {
+  const patterns = client.postLogoutRedirectUris.flatMap((item) =>
+    item === "+" ? client.redirectUris : [item]
+  );
+  return patterns.some((registered) =>
     registered.endsWith("*") ? uri.startsWith(registered.slice(0, -1)) : uri === registered
   );
 }

@@ -20,7 +20,17 @@ Deno.test("the realm file has the seed's roles and demo users, with their roles"
     "app_user_role",
     "app_admin_role",
     "app_super_user_role",
-    ...["identity", "config", "gateway", "stream", "indexer", "wordcount", "analytics", "query"]
+    ...[
+      "identity",
+      "config",
+      "gateway",
+      "stream",
+      "indexer",
+      "wordcount",
+      "analytics",
+      "console",
+      "query",
+    ]
       .map((service) => `service:${service}`),
   ]);
   const roles = (username: string) => [...realm.users.get(username)!.roles].sort();
@@ -195,7 +205,10 @@ Deno.test("grantScopes() adds the defaults, names only token scopes, refuses unk
 Deno.test("isRegisteredRedirect() matches exactly, or by prefix for a trailing '*'", () => {
   const client = realm.clients.get("twitterapi-console")!;
   assert.ok(isRegisteredRedirect(client, "http://127.0.0.1:8400/callback"));
-  assert.ok(!isRegisteredRedirect(client, "http://127.0.0.1:8400/callback/more"));
+  // Exact on localhost; any loopback-IP port is allowed by prefix (RFC 8252 section 7.3).
+  assert.ok(!isRegisteredRedirect(client, "http://localhost:8400/callback/more"));
+  assert.ok(isRegisteredRedirect(client, "http://127.0.0.1:51234/callback"));
+  assert.ok(!isRegisteredRedirect(client, "http://127.0.0.1.evil.example/callback"));
   assert.ok(!isRegisteredRedirect(client, "http://evil.example/callback"));
   const wild = parseRealm({
     realm: "r",

@@ -24,6 +24,12 @@ export interface TokenRequest {
   readonly now: number;
   /** From the authorization request, echoed in the ID token. */
   readonly nonce?: string | undefined;
+  /** The browser session of a user's grant: `sid` in the tokens, and its refresh token. */
+  readonly session?: {
+    readonly id: string;
+    readonly refreshToken: string;
+    readonly refreshExpiresInSeconds: number;
+  } | undefined;
 }
 
 /** The standard OAuth token response (RFC 6749 section 5.1). */
@@ -33,6 +39,9 @@ export interface TokenResponse {
   readonly expires_in: number;
   readonly scope: string;
   readonly id_token?: string;
+  readonly refresh_token?: string;
+  readonly refresh_expires_in?: number;
+  readonly session_state?: string;
   readonly "not-before-policy": 0;
 }
 
@@ -68,6 +77,8 @@ export async function issueTokens(keys: KeyRing, request: TokenRequest): Promise
   const roles = tokenRoles(user, client);
   const origins = allowedOrigins(client);
   const audience = client.audiences.length === 1 ? client.audiences[0] : [...client.audiences];
+  const session = request.session;
+  const sid = session === undefined ? {} : { sid: session.id };
   const access = await keys.sign({
     exp,
     iat,
@@ -77,6 +88,7 @@ export async function issueTokens(keys: KeyRing, request: TokenRequest): Promise
     sub: user.id,
     typ: "Bearer",
     azp: client.clientId,
+    ...sid,
     ...(scopes.applied.has("acr") ? { acr: "1" } : {}),
     ...(scopes.applied.has("web-origins") && origins.length > 0
       ? { "allowed-origins": origins }
@@ -96,6 +108,7 @@ export async function issueTokens(keys: KeyRing, request: TokenRequest): Promise
       sub: user.id,
       typ: "ID",
       azp: client.clientId,
+      ...sid,
       ...(request.nonce === undefined ? {} : { nonce: request.nonce }),
       at_hash: await accessTokenHash(access),
       ...(scopes.applied.has("acr") ? { acr: "1" } : {}),
@@ -108,6 +121,11 @@ export async function issueTokens(keys: KeyRing, request: TokenRequest): Promise
     expires_in: request.lifespanSeconds,
     scope: scopes.claim,
     ...(idToken === undefined ? {} : { id_token: idToken }),
+    ...(session === undefined ? {} : {
+      refresh_token: session.refreshToken,
+      refresh_expires_in: session.refreshExpiresInSeconds,
+      session_state: session.id,
+    }),
     "not-before-policy": 0,
   };
 }

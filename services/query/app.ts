@@ -33,6 +33,8 @@ export interface QueryRoutesOptions extends PagingLimits {
   readonly wordCounts: WordCountLookup;
   /** Announced in the v1 `Deprecation` header (epoch milliseconds). */
   readonly v1DeprecatedAt: number;
+  /** How often a streaming search reads the index for newer tweets. @default 500 */
+  readonly streamPollMs?: number;
 }
 
 const JSON_TYPE = "application/json";
@@ -152,6 +154,67 @@ export function addQueryRoutes(app: Hono, options: QueryRoutesOptions): Hono {
       return c.body(JSON.stringify(tweetV1(document)));
     };
   }
+
+  /**
+   * `GET /api/v2/tweets/stream`: the search's matching tweets as server-sent
+   * events (`event: tweet`, the v2 representation), the newest page first and
+   * every newer tweet as it is indexed. The index is read only when the
+   * client has taken the previous events (a pull stream without a buffer),
+   * so a slow client slows its own reading and nothing piles up here.
+   */
+  app.get("/api/v2/tweets/stream", async (c) => {
+    const url = new URL(c.req.url);
+    const params = new URLSearchParams(url.searchParams);
+    params.delete("cursor");
+    const query = parseSearchParams(params, options);
+    const visibleTo = await options.visibility(accessTokenOf(c));
+    const filter = visibleTo === undefined ? query : { ...query, visibleTo };
+    const collection = "/api/v2/tweets";
+    const encoder = new TextEncoder();
+    // Tweets at the newest time seen so far: a later read starts at that time again.
+    let newest = -Infinity;
+    let atNewest = new Set<string>();
+    let first = true;
+    const aborted = c.req.raw.signal;
+    const body = new ReadableStream<Uint8Array>({
+      async pull(controller) {
+        if (!first) {
+          await new Promise((resolve) => setTimeout(resolve, options.streamPollMs ?? 500));
+          if (aborted.aborted) return controller.close();
+        }
+        first = false;
+        const page = await index.search(
+          Number.isFinite(newest) ? { ...filter, from: newest } : filter,
+        );
+        const fresh = page.documents.filter((document) =>
+          document.createdAt > newest || !atNewest.has(document.id)
+        ).reverse();
+        for (const document of fresh) {
+          if (document.createdAt > newest) {
+            newest = document.createdAt;
+            atNewest = new Set();
+          }
+          atNewest.add(document.id);
+        }
+        controller.enqueue(encoder.encode(
+          fresh.length === 0
+            ? ": nothing new\n\n"
+            : fresh.map((document) =>
+              `event: tweet\nid: ${document.id}\ndata: ${
+                JSON.stringify(tweetV2(document, collection))
+              }\n\n`
+            ).join(""),
+        ));
+      },
+    }, { highWaterMark: 0 });
+    return new Response(body, {
+      headers: {
+        "content-type": "text/event-stream",
+        "cache-control": "no-store",
+        "x-accel-buffering": "no",
+      },
+    });
+  });
 
   for (const version of ["v1", "v2"] as const) {
     app.get(`/api/${version}/tweets`, search(pinned(version)));

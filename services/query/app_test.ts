@@ -234,3 +234,51 @@ Deno.test({
     await query[Symbol.asyncDispose]();
   },
 });
+
+Deno.test("query streaming search sends the newest matches, then each newer tweet once, as it is indexed", async () => {
+  const streamIndex = new MemorySearchIndex();
+  await using streaming = await startQueryService({ issuer, index: streamIndex });
+  await streamIndex.upsert(documents);
+  const response = await streaming.service.app.request("/api/v2/tweets/stream?text=kafka&size=3", {
+    headers: reader,
+  });
+  assert.equal(response.status, 200);
+  assert.equal(response.headers.get("content-type"), "text/event-stream");
+  const reader_ = response.body!.pipeThrough(new TextDecoderStream()).getReader();
+  const events: { id: string; text: string }[] = [];
+  let buffer = "";
+  const readUntil = async (count: number) => {
+    while (events.length < count) {
+      const { value, done } = await reader_.read();
+      if (done) throw new Error("the stream ended");
+      buffer += value;
+      const parts = buffer.split("\n\n");
+      buffer = parts.pop()!;
+      for (const part of parts) {
+        const data = /^data: (.*)$/m.exec(part)?.[1];
+        if (/^event: tweet$/m.test(part) && data !== undefined) events.push(JSON.parse(data));
+      }
+    }
+  };
+  // The newest page, oldest first: tweets 10, 15, 20 of the fixture.
+  await readUntil(3);
+  assert.deepEqual(events.map((event) => event.text), [
+    "Lorem Kafka ipsum number 10",
+    "Lorem Kafka ipsum number 15",
+    "Lorem Kafka ipsum number 20",
+  ]);
+  const later = Date.UTC(2026, 10, 24, 11);
+  await streamIndex.upsert([
+    { id: "2", userId: "42", text: "Kafka later", createdAt: later, source: "mock" },
+    { id: "3", userId: "42", text: "Java later", createdAt: later, source: "mock" },
+  ]);
+  await readUntil(4);
+  assert.equal(events[3]!.text, "Kafka later");
+  await streamIndex.upsert([
+    { id: "4", userId: "42", text: "Kafka same time", createdAt: later, source: "mock" },
+  ]);
+  await readUntil(5);
+  assert.equal(events[4]!.text, "Kafka same time");
+  assert.equal(new Set(events.map((event) => event.id)).size, 5);
+  await reader_.cancel();
+});
