@@ -106,6 +106,8 @@ async function startUpstream(
 
 interface TestGateway {
   readonly url: string;
+  /** The management listener: /ready and /metrics. */
+  readonly managementUrl: string;
   readonly context: ServiceContext;
   readonly discovery: RegistryClient;
   stop(): Promise<void>;
@@ -137,6 +139,7 @@ async function startGateway(options: {
   });
   await gateway.start();
   const server: HttpServer = serveApp(gateway.app, { hostname: "127.0.0.1", port: 0 });
+  const management = serveApp(gateway.management!.app, { hostname: "127.0.0.1", port: 0 });
   if (options.listed) {
     await discovery.register({
       service: "gateway",
@@ -148,10 +151,12 @@ async function startGateway(options: {
   }
   return {
     url: server.url,
+    managementUrl: management.url,
     context,
     discovery,
     async stop() {
       await server.shutdown();
+      await management.shutdown();
       await gateway.stop();
       await discovery.close();
       await store.close();
@@ -392,7 +397,7 @@ Deno.test("two gateways with Redis unreachable admit at most the route's limit t
     assert.equal(admitted.length, 50);
     assert.equal(responses.filter((response) => response.status === 429).length, total - 50);
     assert.equal(upstream.server.requests.length, 50);
-    const ready = await (await fetch(`${gateways[0]!.url}/ready`)).json();
+    const ready = await (await fetch(`${gateways[0]!.managementUrl}/ready`)).json();
     assert.equal(ready.status, "degraded");
     assert.match(
       JSON.stringify(ready.checks["rate-limit:burst"]),
@@ -416,7 +421,7 @@ Deno.test("two gateways with Redis unreachable admit at most the route's limit t
       }),
     );
     assert.equal(more.filter((status) => status === 200).length, 51 - 25);
-    const readyAlone = await (await fetch(`${alone!.url}/ready`)).json();
+    const readyAlone = await (await fetch(`${alone!.managementUrl}/ready`)).json();
     assert.match(
       JSON.stringify(readyAlone.checks["rate-limit:burst"]),
       /counting locally: 51 of 51 per 60 s per gateway, 1 gateway: /,
