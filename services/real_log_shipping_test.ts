@@ -78,6 +78,8 @@ Deno.test("a request's log lines reach Elasticsearch by its trace id from every 
   const reader = new ElasticsearchLogReader(client, { indexPrefix });
   const relay = startKillableRelay(ELASTICSEARCH_URL);
   const ports = Object.fromEntries(SERVICES.map((name) => [name, freePort()]));
+  // The gateway answers /ready and /metrics on its management port only.
+  const gatewayManagementPort = freePort();
   const child = new Deno.Command(Deno.execPath(), {
     args: [
       "run",
@@ -101,6 +103,7 @@ Deno.test("a request's log lines reach Elasticsearch by its trace id from every 
       ...Object.fromEntries(
         SERVICES.map((name) => [`${name.toUpperCase()}_PORT`, String(ports[name])]),
       ),
+      GATEWAY_MANAGEMENT_PORT: String(gatewayManagementPort),
     },
     stdin: "null",
     stdout: "piped",
@@ -108,6 +111,8 @@ Deno.test("a request's log lines reach Elasticsearch by its trace id from every 
   }).spawn();
   const lines = collectLines(child.stdout);
   const url = (service: string) => `http://127.0.0.1:${ports[service]}`;
+  const managementUrl = (service: string) =>
+    service === "gateway" ? `http://127.0.0.1:${gatewayManagementPort}` : url(service);
   // A hung child fails the test instead of hanging it.
   const watchdog = setTimeout(() => child.kill("SIGKILL"), 120_000);
 
@@ -149,7 +154,7 @@ Deno.test("a request's log lines reach Elasticsearch by its trace id from every 
     for (const service of SERVICES) {
       await waitFor(`${service} ready`, async () => {
         try {
-          const response = await fetch(`${url(service)}/ready`);
+          const response = await fetch(`${managementUrl(service)}/ready`);
           await response.body?.cancel();
           return response.status === 200;
         } catch {
@@ -217,7 +222,7 @@ Deno.test("a request's log lines reach Elasticsearch by its trace id from every 
       ),
     );
     await waitFor("drops counted on the gateway's /metrics", async () => {
-      const metrics = await (await fetch(`${url("gateway")}/metrics`)).text();
+      const metrics = await (await fetch(`${managementUrl("gateway")}/metrics`)).text();
       return sample(metrics, 'log_records_dropped_total{reason="queue_full"}') > 0 &&
         sample(metrics, "log_shipping_up") === 0;
     });
@@ -228,7 +233,7 @@ Deno.test("a request's log lines reach Elasticsearch by its trace id from every 
     relay.revive();
     let gatewayMetrics = "";
     await waitFor("shipping up again", async () => {
-      gatewayMetrics = await (await fetch(`${url("gateway")}/metrics`)).text();
+      gatewayMetrics = await (await fetch(`${managementUrl("gateway")}/metrics`)).text();
       return sample(gatewayMetrics, "log_shipping_up") === 1;
     });
     assert.ok(sample(gatewayMetrics, "log_records_shipped_total") > 0);
