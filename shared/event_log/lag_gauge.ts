@@ -4,7 +4,7 @@
  * consumer of a service adds its group and topic to the same gauge.
  */
 import type { GaugeSample, MetricsRegistry } from "../metrics/metrics.ts";
-import type { EventLog } from "./event_log.ts";
+import { type EventLog, UnknownTopicError } from "./event_log.ts";
 
 export const CONSUMER_LAG_METRIC = "event_log_consumer_lag";
 
@@ -33,10 +33,16 @@ export function registerLagGauge(metrics: MetricsRegistry, options: LagGaugeOpti
   consumers.push(options);
 }
 
+/** No samples for a topic the consumer has not created yet (a scrape during start-up). */
 async function lagSamples(options: LagGaugeOptions): Promise<GaugeSample[]> {
   const { eventLog, groupId, topic } = options;
-  return (await eventLog.lag(groupId, topic)).map((partition) => ({
-    labels: { group: groupId, topic, partition: String(partition.partition) },
-    value: partition.lag,
-  }));
+  try {
+    return (await eventLog.lag(groupId, topic)).map((partition) => ({
+      labels: { group: groupId, topic, partition: String(partition.partition) },
+      value: partition.lag,
+    }));
+  } catch (error) {
+    if (error instanceof UnknownTopicError) return [];
+    throw error;
+  }
 }
