@@ -4,16 +4,9 @@
  */
 
 import type { Admin, PartitionMetadata } from "kafkajs";
-import {
-  type PartitionLag,
-  TopicMismatchError,
-  type TopicSpec,
-  UnknownTopicError,
-} from "./event_log.ts";
+import { type PartitionLag, type TopicSpec, UnknownTopicError } from "./event_log.ts";
+import { awaitTopicLeaders } from "./_topic_leaders.ts";
 import { errorType, type Lazy, type Settings } from "./_kafka_shared.ts";
-
-/** Longest `ensure` waits for every partition of a topic to have a leader. */
-const LEADER_WAIT_MS = 10_000;
 
 /** The first and next offsets of one partition. */
 export interface PartitionBounds {
@@ -58,22 +51,7 @@ export class KafkaTopics {
     }
     // Verify, as the topic may have existed (with another count) or another
     // creator may have won the race with its leaders still pending.
-    const deadline = Date.now() + LEADER_WAIT_MS;
-    for (;;) {
-      const partitions = await this.#partitionsOf(admin, spec.name);
-      if (partitions !== undefined) {
-        if (partitions.length !== spec.partitions) {
-          throw new TopicMismatchError(spec.name, spec.partitions, partitions.length);
-        }
-        if (partitions.every((partition) => partition.leader >= 0)) break;
-      }
-      if (Date.now() > deadline) {
-        throw new Error(
-          `Cannot use topic '${spec.name}': it has no leader for every partition after ${LEADER_WAIT_MS} ms`,
-        );
-      }
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
+    await awaitTopicLeaders(spec, () => this.#partitionsOf(admin, spec.name));
     this.#partitionCounts.set(spec.name, { count: spec.partitions, readAt: Date.now() });
   }
 

@@ -7,15 +7,13 @@
 import type { Admin } from "@platformatic/kafka";
 import {
   type PartitionLag,
-  TopicMismatchError,
   type TopicPartition,
   type TopicSpec,
   UnknownTopicError,
 } from "./event_log.ts";
+import { awaitTopicLeaders } from "./_topic_leaders.ts";
 import type { Settings } from "./_platformatic_shared.ts";
 
-/** Longest `ensure` waits for every partition of a topic to have a leader. */
-const LEADER_WAIT_MS = 10_000;
 /** ListOffsets timestamps: the next offset, the first retained one. */
 const LATEST = -1n;
 const EARLIEST = -2n;
@@ -77,22 +75,7 @@ export class PlatformaticTopics {
     }
     // Verify, as the topic may have existed (with another count) or its
     // leaders may still be pending.
-    const deadline = Date.now() + LEADER_WAIT_MS;
-    for (;;) {
-      const partitions = await this.#partitionsOf(spec.name);
-      if (partitions !== undefined) {
-        if (partitions.length !== spec.partitions) {
-          throw new TopicMismatchError(spec.name, spec.partitions, partitions.length);
-        }
-        if (partitions.every((partition) => partition.leader >= 0)) break;
-      }
-      if (Date.now() > deadline) {
-        throw new Error(
-          `Cannot use topic '${spec.name}': it has no leader for every partition after ${LEADER_WAIT_MS} ms`,
-        );
-      }
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
+    await awaitTopicLeaders(spec, () => this.#partitionsOf(spec.name));
     this.#partitionCounts.set(spec.name, { count: spec.partitions, readAt: Date.now() });
   }
 
