@@ -4,7 +4,7 @@
  * proxies to the services found through discovery, behind a circuit
  * breaker per service.
  */
-import { Hono } from "hono";
+import { createOpenApiApp } from "../../shared/http/openapi.ts";
 import { BalancedClient } from "../../shared/http/balanced_client.ts";
 import { createServiceApp } from "../../shared/http/service_app.ts";
 import type { ServiceDiscovery } from "../../shared/discovery/service_discovery.ts";
@@ -179,7 +179,7 @@ export function createGatewayService(deps: GatewayDependencies): Service {
     ...(deps.fetch === undefined ? {} : { fetch: deps.fetch }),
   });
   // What /ready and /metrics reveal (instances, limits, breakers) stays off the public port.
-  const management = new Hono();
+  const management = createOpenApiApp();
   const app = createServiceApp({
     context,
     management,

@@ -4,18 +4,29 @@
  * operational endpoints `/health`, `/ready` and `/metrics`.
  */
 import { type Span, SpanKind, SpanStatusCode, trace } from "@opentelemetry/api";
-import { Hono, type MiddlewareHandler } from "hono";
+import type { MiddlewareHandler } from "hono";
+import type { BlankEnv } from "hono/types";
 import { HTTPException } from "hono/http-exception";
 import { logsAt } from "../log/log.ts";
 import { PROMETHEUS_CONTENT_TYPE, registerProcessMetrics } from "../metrics/metrics.ts";
 import type { ServiceContext } from "../service/service.ts";
 import { extractTraceContext, inSpan, recordError } from "../trace/tracing.ts";
 import {
+  createOpenApiApp,
+  createRoute,
+  mountRoute,
+  type OpenAPIHono,
+  serveOpenApiDescription,
+  z,
+} from "./openapi.ts";
+import {
   internalError,
+  invalidBody,
   notFound,
   payloadTooLarge,
   ProblemError,
   problemResponse,
+  unsupportedMediaType,
 } from "./problem.ts";
 
 /** A dependency the service needs to do its work, checked by `/ready`. */
@@ -41,7 +52,9 @@ export interface ServiceAppOptions {
    * `/health`, and the service's app keeps only `/health`. Served on its own
    * listener by the process. @default the service's app
    */
-  readonly management?: Hono;
+  readonly management?: OpenAPIHono<BlankEnv>;
+  /** What the service's `/openapi.json` says it is. @default the service's name */
+  readonly description?: string;
   /** The checks of `/ready`; a function when they change while running (read per request). */
   readonly readiness?: readonly ReadinessCheck[] | (() => readonly ReadinessCheck[]);
   /**
@@ -152,8 +165,70 @@ function userAgent(value: string | undefined): Record<string, string> {
   return value === undefined ? {} : { "user_agent.original": value.slice(0, 200) };
 }
 
-/** Creates the service's Hono app; the service adds its own routes to it. */
-export function createServiceApp(options: ServiceAppOptions): Hono {
+const HealthSchema = z.object({ status: z.literal("up"), service: z.string() }).openapi("Health");
+
+const ReadinessSchema = z.object({
+  status: z.enum(["ready", "degraded", "not-ready"]),
+  checks: z.record(
+    z.string(),
+    z.object({ status: z.enum(["up", "degraded", "down"]), error: z.string().optional() }),
+  ),
+  config: z.object({}).catchall(z.unknown()).optional()
+    .openapi({ description: "The applied configuration's version, source and pending restarts" }),
+}).openapi("Readiness");
+
+const healthRoute = createRoute({
+  method: "get",
+  path: "/health",
+  summary: "Liveness: the process answers",
+  tags: ["operations"],
+  responses: {
+    200: { description: "Alive", content: { "application/json": { schema: HealthSchema } } },
+  },
+});
+
+const readyRoute = createRoute({
+  method: "get",
+  path: "/ready",
+  summary: "Readiness: every critical dependency is usable",
+  tags: ["operations"],
+  responses: {
+    200: {
+      description: "Ready, or degraded with a non-critical dependency down",
+      content: { "application/json": { schema: ReadinessSchema } },
+    },
+    503: {
+      description: "A critical dependency is down",
+      content: { "application/json": { schema: ReadinessSchema } },
+    },
+  },
+});
+
+const metricsRoute = createRoute({
+  method: "get",
+  path: "/metrics",
+  summary: "Metrics in the Prometheus text format",
+  tags: ["operations"],
+  responses: {
+    200: {
+      description: "Every metric of the instance",
+      content: { [PROMETHEUS_CONTENT_TYPE]: { schema: z.string() } },
+    },
+  },
+});
+
+/** Maps the 4xx Hono's own validators throw (content type, malformed JSON) onto our problems. */
+function clientProblem(error: HTTPException): ProblemError {
+  if (error.status === 415) return unsupportedMediaType(error.message);
+  if (error.status === 400 && /json/i.test(error.message)) return invalidBody(error.message);
+  return new ProblemError({ status: error.status, code: "bad-request", title: error.message });
+}
+
+/**
+ * Creates the service's Hono app; the service adds its own routes to it, with
+ * `app.openapi` so that its `/openapi.json` describes them.
+ */
+export function createServiceApp(options: ServiceAppOptions): OpenAPIHono<BlankEnv> {
   const { context, readiness = [], readinessTimeoutMs = 2000 } = options;
   const quietRoutes = new Set([...OPERATIONAL_ROUTES, ...options.quietRoutes ?? []]);
   const quietPaths = [...quietRoutes].map(routePattern);
@@ -199,7 +274,7 @@ export function createServiceApp(options: ServiceAppOptions): Hono {
     );
   }
 
-  const app = new Hono();
+  const app = createOpenApiApp();
   /** Server spans whose handler threw: their exception is recorded on them. */
   const failedByException = new WeakSet<Span>();
 
@@ -278,17 +353,29 @@ export function createServiceApp(options: ServiceAppOptions): Hono {
 
   app.use("*", limitBody(bodyLimitBytes));
 
-  app.get("/health", (c) => c.json({ status: "up", service: context.name }));
+  const info = {
+    title: context.name,
+    version: context.version,
+    description: options.description ?? `The ${context.name} service`,
+  };
+  const health = () => ({ status: "up" as const, service: context.name });
+  app.openapi(healthRoute, (c) => c.json(health(), 200));
+  serveOpenApiDescription(app, info);
 
   const operational = options.management ?? app;
   if (options.management !== undefined) {
-    operational.get("/health", (c) => c.json({ status: "up", service: context.name }));
+    operational.openapi(healthRoute, (c) => c.json(health(), 200));
+    serveOpenApiDescription(operational, {
+      ...info,
+      title: `${context.name} management`,
+      description: `The ${context.name} service's management endpoints`,
+    });
     operational.notFound((c) =>
       problemResponse(notFound(`No resource at ${c.req.path}`), c.req.path)
     );
   }
 
-  operational.get("/ready", async (c) => {
+  mountRoute(operational, readyRoute, async (c) => {
     const results = await Promise.all(
       (typeof readiness === "function" ? readiness() : readiness).map(async (check) =>
         [check.name, await runReadinessCheck(check, readinessTimeoutMs)] as const
@@ -306,7 +393,7 @@ export function createServiceApp(options: ServiceAppOptions): Hono {
     );
   });
 
-  operational.get("/metrics", async (c) => {
+  mountRoute(operational, metricsRoute, async (c) => {
     return c.body(await metrics.render(), 200, { "content-type": PROMETHEUS_CONTENT_TYPE });
   });
 
@@ -315,10 +402,7 @@ export function createServiceApp(options: ServiceAppOptions): Hono {
   app.onError((error, c) => {
     if (error instanceof ProblemError) return problemResponse(error, c.req.path);
     if (error instanceof HTTPException && error.status < 500) {
-      return problemResponse(
-        new ProblemError({ status: error.status, code: "bad-request", title: error.message }),
-        c.req.path,
-      );
+      return problemResponse(clientProblem(error), c.req.path);
     }
     const span = trace.getActiveSpan();
     if (span !== undefined) {

@@ -5,6 +5,8 @@ import { testContext } from "../testing/test_context.ts";
 import { configureLogging, shutdownLogging } from "../log/log.ts";
 import { MemoryLogStore } from "../log/memory_log_store.ts";
 import { configureTracing } from "../trace/tracing.ts";
+import { assertDescribesEveryRoute } from "../testing/openapi_assertions.ts";
+import { createRoute, mountRoute, problemResponses, z } from "./openapi.ts";
 import { ProblemError } from "./problem.ts";
 import { createServiceApp, type ServiceAppOptions } from "./service_app.ts";
 
@@ -274,4 +276,59 @@ Deno.test("service app refuses a success log sampling that is not a positive int
     () => createServiceApp({ context: testContext("kernel"), successLogSampling: 0 }),
     RangeError,
   );
+});
+
+Deno.test("service app describes its operational routes in a valid OpenAPI 3.1 /openapi.json", async () => {
+  const hono = createServiceApp({ context: testContext("kernel"), description: "A kernel" });
+  const description = await assertDescribesEveryRoute(hono);
+  assert.deepEqual(description.info, {
+    title: "kernel",
+    version: "0.0.0-test",
+    description: "A kernel",
+  });
+});
+
+Deno.test("service app lists a route mounted without a description as undocumented", async () => {
+  const hono = createServiceApp({ context: testContext("kernel") });
+  hono.get("/secret", (c) => c.text("x"));
+  await assert.rejects(assertDescribesEveryRoute(hono), /GET \/secret/);
+});
+
+Deno.test("service app answers a request its schemas refuse with a problem naming each parameter", async () => {
+  const hono = createServiceApp({ context: testContext("kernel") });
+  mountRoute(
+    hono,
+    createRoute({
+      method: "post",
+      path: "/things/{id}",
+      request: {
+        params: z.object({ id: z.string().regex(/^\d+$/) }),
+        query: z.object({ size: z.coerce.number().int().min(1).max(10).optional() }),
+        body: {
+          required: true,
+          content: { "application/json": { schema: z.object({ name: z.string() }) } },
+        },
+      },
+      responses: { 204: { description: "Done" }, ...problemResponses(400, 415) },
+    }),
+    () => new Response(null, { status: 204 }),
+  );
+  const post = (path: string, body: string, type = "application/json") =>
+    hono.request(path, { method: "POST", body, headers: { "content-type": type } });
+  assert.equal((await post("/things/1?size=3", '{"name":"a"}')).status, 204);
+  const badSize = await post("/things/1?size=30", '{"name":"a"}');
+  assert.equal(badSize.status, 400);
+  assert.equal(badSize.headers.get("content-type"), "application/problem+json");
+  assert.deepEqual((await badSize.json()).errors, [
+    { parameter: "size", detail: "Too big: expected number to be <=10" },
+  ]);
+  const badName = await (await post("/things/1", '{"name":1}')).json();
+  assert.equal(badName.type, "urn:twitterapi:problem:invalid-parameter");
+  assert.equal(badName.errors[0].parameter, "body.name");
+  const malformed = await post("/things/1", "{bad");
+  assert.equal(malformed.status, 400);
+  assert.equal((await malformed.json()).type, "urn:twitterapi:problem:invalid-body");
+  const text = await post("/things/1", "name=a", "text/plain");
+  assert.equal(text.status, 415);
+  assert.equal((await text.json()).type, "urn:twitterapi:problem:unsupported-media-type");
 });
