@@ -387,6 +387,13 @@ export const settings = {
         "gateway: `<policy>=<limit>/<window ms>` items overriding the route table's rate-limit " +
         "policies (refreshable)",
     }),
+    docsClientId: text("GATEWAY_DOCS_CLIENT_ID", {
+      default: "api-docs",
+      doc: "gateway: public OAuth client of the API reference at `/docs` (authorization code " +
+        "with PKCE; its redirect URI is the gateway's `/docs/oauth2-redirect.html`)",
+      pattern: /^\S+$/,
+      patternDescription: "a client id",
+    }),
     trustForwardedFor: boolean("GATEWAY_TRUST_FORWARDED_FOR", {
       default: false,
       doc: "gateway: take the client address from the last X-Forwarded-For entry (only behind " +

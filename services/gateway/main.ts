@@ -16,6 +16,9 @@ import { type AppConfig, parseRateLimitOverrides } from "../config.ts";
 import type { InstanceCount } from "../../shared/discovery/instance_count.ts";
 import { createGatewayRoutes } from "./app.ts";
 import { ServiceBreakers } from "./breaker.ts";
+import { registerDocs } from "./docs.ts";
+import { PublicDescription } from "./public_description.ts";
+import { ProblemSchema } from "../../shared/http/openapi.ts";
 import type { BreakerOptions, GatewayRoute } from "./routes.ts";
 import { DEFAULT_ROUTES, loadRouteFile, parseRouteText, RouteTableError } from "./routes.ts";
 
@@ -117,6 +120,7 @@ export function createGatewayService(deps: GatewayDependencies): Service {
         routes = routesOf(next);
         const replaced = breakers.configure(breakerOptionsOf(routes));
         gateway.setRoutes(routes);
+        description.invalidate();
         context.logger.info(
           "Gateway routes changed: {routes}; circuit breakers started afresh for {services}",
           {
@@ -178,6 +182,13 @@ export function createGatewayService(deps: GatewayDependencies): Service {
     ...(deps.gateways === undefined ? {} : { gatewayCount: deps.gateways.count }),
     ...(deps.fetch === undefined ? {} : { fetch: deps.fetch }),
   });
+  const description = new PublicDescription({
+    routes: () => routes,
+    issuer: config.auth.oidcIssuer,
+    fetchUpstream: (route, path) => clientFor(route).fetch(route.service, path),
+    logger: context.logger,
+    ...(deps.fetch === undefined ? {} : { fetch: deps.fetch }),
+  });
   // What /ready and /metrics reveal (instances, limits, breakers) stays off the public port.
   const management = createOpenApiApp();
   const app = createServiceApp({
@@ -186,7 +197,15 @@ export function createGatewayService(deps: GatewayDependencies): Service {
     bodyLimitBytes: config.process.bodyLimitBytes,
     readiness: gateway.readiness,
     successLogSampling: SUCCESS_LOG_SAMPLING,
+    description: "The one entry for clients: the public operations of every service behind " +
+      "its route table, with its token check, rate limits and fallbacks",
+    publishDescription: (own) => description.get(own),
   });
+  // The problems the gateway answers itself refer to it.
+  app.openAPIRegistry.register("Problem", ProblemSchema);
+  registerDocs(app, { clientId: config.gateway.docsClientId });
+  // Last: the route table's catch-all, undescribed by design (its operations are the
+  // upstreams', merged into /openapi.json by PublicDescription).
   gateway.register(app);
 
   return {

@@ -138,11 +138,20 @@ export interface OpenApiInfo {
   readonly description?: string;
 }
 
+/** An OpenAPI document as JSON. */
+export type OpenApiDocument = Record<string, unknown>;
+
 /**
  * Serves the app's description at `/openapi.json`, generated on each request
  * from the routes mounted so far (services add theirs after this call).
+ * `publish` turns it into what is served (the gateway merges its upstreams'
+ * into it); its result must stay OpenAPI 3.1.
  */
-export function serveOpenApiDescription(app: OpenAPIHono, info: OpenApiInfo): void {
+export function serveOpenApiDescription(
+  app: OpenAPIHono,
+  info: OpenApiInfo,
+  publish?: (own: () => OpenApiDocument) => Promise<OpenApiDocument>,
+): void {
   app.openAPIRegistry.registerComponent("securitySchemes", BEARER_AUTH, {
     type: "http",
     scheme: "bearer",
@@ -162,6 +171,13 @@ export function serveOpenApiDescription(app: OpenAPIHono, info: OpenApiInfo): vo
         },
       },
     }),
-    (c) => c.json(app.getOpenAPI31Document({ openapi: "3.1.0", info: { ...info } }) as never, 200),
+    async (c) => {
+      const own = () =>
+        app.getOpenAPI31Document({
+          openapi: "3.1.0",
+          info: { ...info },
+        }) as unknown as OpenApiDocument;
+      return c.json((publish === undefined ? own() : await publish(own)) as never, 200);
+    },
   );
 }

@@ -15,6 +15,7 @@ import {
   createOpenApiApp,
   createRoute,
   mountRoute,
+  type OpenApiDocument,
   type OpenAPIHono,
   serveOpenApiDescription,
   z,
@@ -55,6 +56,11 @@ export interface ServiceAppOptions {
   readonly management?: OpenAPIHono<BlankEnv>;
   /** What the service's `/openapi.json` says it is. @default the service's name */
   readonly description?: string;
+  /**
+   * Turns the app's own description into what its `/openapi.json` serves
+   * (the gateway's merged public description). @default the app's own
+   */
+  readonly publishDescription?: (own: () => OpenApiDocument) => Promise<OpenApiDocument>;
   /** The checks of `/ready`; a function when they change while running (read per request). */
   readonly readiness?: readonly ReadinessCheck[] | (() => readonly ReadinessCheck[]);
   /**
@@ -360,7 +366,7 @@ export function createServiceApp(options: ServiceAppOptions): OpenAPIHono<BlankE
   };
   const health = () => ({ status: "up" as const, service: context.name });
   app.openapi(healthRoute, (c) => c.json(health(), 200));
-  serveOpenApiDescription(app, info);
+  serveOpenApiDescription(app, info, options.publishDescription);
 
   const operational = options.management ?? app;
   if (options.management !== undefined) {
