@@ -45,6 +45,7 @@ import {
   findPerson,
   type GrantedScopes,
   grantScopes,
+  isAllowedOrigin,
   isRegisteredPostLogoutRedirect,
   type Realm,
   type RealmClient,
@@ -140,7 +141,7 @@ export function addIdentityRoutes(app: Hono, options: IdentityRoutesOptions): Ho
       c.req.path.endsWith("/certs");
     let allowed: string | undefined;
     if (isPublic) allowed = "*";
-    else if (origin !== undefined && browserOrigins.has(origin)) allowed = origin;
+    else if (origin !== undefined && isAllowedOrigin(browserOrigins, origin)) allowed = origin;
     if (c.req.method === "OPTIONS" && allowed !== undefined) {
       return new Response(null, {
         status: 204,

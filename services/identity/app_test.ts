@@ -570,6 +570,21 @@ Deno.test("identity lets the console's origin call the token endpoint from a bro
     { origin: "http://evil.example" },
   );
   assert.equal(response.headers.get("access-control-allow-origin"), null);
+  // The development redirect URI http://127.0.0.1:* allows the origins of every port
+  // (the gateway's /docs on a port a test picked), and no other host.
+  for (
+    const [origin, allowed] of [
+      ["http://127.0.0.1:41234", "http://127.0.0.1:41234"],
+      ["http://127.0.0.1.evil.example:41234", null],
+    ]
+  ) {
+    const answer = await service.app.request(`${OIDC}/token`, {
+      method: "OPTIONS",
+      headers: { origin: origin!, "access-control-request-method": "POST" },
+    });
+    await answer.body?.cancel();
+    assert.equal(answer.headers.get("access-control-allow-origin"), allowed);
+  }
 });
 
 Deno.test("identity refresh_token grant renews a code-flow session and rotates its refresh token", async () => {

@@ -456,7 +456,14 @@ export function isRegisteredPostLogoutRedirect(client: RealmClient, uri: string)
   );
 }
 
-/** Origins a browser may call from for this client; `+` stands for the redirect URIs' origins. */
+/** A development redirect URI for any port of a host (`http://127.0.0.1:*`). */
+const ANY_PORT = /^(https?:\/\/[^/:?#]+):\*$/;
+
+/**
+ * Origins a browser may call from for this client; `+` stands for the
+ * redirect URIs' origins, and a redirect URI for any port of a host
+ * (`http://127.0.0.1:*`) for that host's origins on any port.
+ */
 export function allowedOrigins(client: RealmClient): string[] {
   const origins = new Set<string>();
   for (const origin of client.webOrigins) {
@@ -465,6 +472,10 @@ export function allowedOrigins(client: RealmClient): string[] {
       continue;
     }
     for (const uri of client.redirectUris) {
+      if (ANY_PORT.test(uri)) {
+        origins.add(uri);
+        continue;
+      }
       try {
         origins.add(new URL(uri.replace(/\*$/, "")).origin);
       } catch {
@@ -473,4 +484,11 @@ export function allowedOrigins(client: RealmClient): string[] {
     }
   }
   return [...origins];
+}
+
+/** Whether `origin` is one of `allowed` (see `allowedOrigins`: `<scheme>://<host>:*` for any port). */
+export function isAllowedOrigin(allowed: ReadonlySet<string>, origin: string): boolean {
+  if (allowed.has(origin)) return true;
+  const port = /^(https?:\/\/[^/:?#]+):[0-9]{1,5}$/.exec(origin);
+  return port !== null && allowed.has(`${port[1]}:*`);
 }
