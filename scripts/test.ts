@@ -10,7 +10,7 @@ import { stop } from "./engines/engine.ts";
 import { SERVICE_PERMISSIONS } from "./dev.ts";
 
 /** The tests that drive a browser, run apart with every permission. */
-const BROWSER_TESTS = "services/console/console_test.ts";
+const BROWSER_TESTS = ["services/console/console_test.ts", "services/gateway/docs_browser_test.ts"];
 
 /** Where `Deno.makeTempDir` creates folders. */
 function tmpDir(): string {
@@ -37,7 +37,7 @@ async function main(args: string[]): Promise<number> {
         ...SERVICE_PERMISSIONS,
         "--allow-run",
         `--allow-write=${tmpDir()}`,
-        `--ignore=${BROWSER_TESTS}`,
+        `--ignore=${BROWSER_TESTS.join(",")}`,
         ...args,
       ],
       stdin: "null",
@@ -48,7 +48,7 @@ async function main(args: string[]): Promise<number> {
     if (args.length > 0) return code;
     // playwright-core reads system files and writes its profile: it needs every permission.
     const browser = new Deno.Command(Deno.execPath(), {
-      args: ["test", "--allow-all", BROWSER_TESTS],
+      args: ["test", "--allow-all", ...BROWSER_TESTS],
       stdin: "null",
       stdout: "inherit",
       stderr: "inherit",

@@ -148,7 +148,8 @@ export function addIdentityRoutes(app: Hono, options: IdentityRoutesOptions): Ho
         headers: {
           "access-control-allow-origin": allowed,
           "access-control-allow-methods": "GET, POST, OPTIONS",
-          "access-control-allow-headers": "Authorization, Content-Type",
+          // Keycloak's list: Swagger UI's token request sends X-Requested-With.
+          "access-control-allow-headers": "Authorization, Content-Type, Accept, X-Requested-With",
           "access-control-max-age": "3600",
           vary: "Origin",
         },
