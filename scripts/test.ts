@@ -8,6 +8,7 @@ import { aptInstall, type Engine } from "./engines/engine.ts";
 import { ENGINES, engineUp, write } from "./engines/engines.ts";
 import { stop } from "./engines/engine.ts";
 import { SERVICE_PERMISSIONS } from "./dev.ts";
+import { ensureSchemathesis } from "./tools/schemathesis.ts";
 
 /** The tests that drive a browser, run apart with every permission. */
 const BROWSER_TESTS = ["services/console/console_test.ts", "services/gateway/docs_browser_test.ts"];
@@ -24,6 +25,8 @@ async function main(args: string[]): Promise<number> {
   await aptInstall("tools", ["chromium"]);
   let started: Engine[] = [];
   try {
+    // services/openapi_fuzz_test.ts runs schemathesis from PyPI (pinned, in .data/tools).
+    await ensureSchemathesis();
     started = await engineUp(ENGINES);
   } catch (error) {
     write(`${error instanceof Error ? error.message : String(error)}\n`);
