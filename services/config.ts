@@ -145,6 +145,13 @@ export const settings = {
       pattern: /^[a-z0-9][a-z0-9._-]{0,200}$/,
       patternDescription: "an index name prefix (lower-case letters, digits, '.', '_', '-')",
     }),
+    retentionDays: integer("LOG_SHIPPING_RETENTION_DAYS", {
+      default: 7,
+      min: 1,
+      max: 3650,
+      doc: "Log shipping: days of daily indices kept (today's and the days before); the " +
+        "shipping process deletes older ones at start and every hour",
+    }),
     batchSize: integer("LOG_SHIPPING_BATCH_SIZE", {
       default: 500,
       min: 1,

@@ -4,7 +4,7 @@
  * expires, CSRF refusals, and a logout that ends the issuer's session.
  */
 import assert from "node:assert/strict";
-import { Hono } from "hono";
+import { createOpenApiApp } from "../shared/http/openapi.ts";
 import { MemoryLogStore } from "../shared/log/memory_log_store.ts";
 import { MemorySpanStore } from "../shared/trace/memory_span_store.ts";
 import { MemoryTraceReader } from "../shared/trace/memory_trace_reader.ts";
@@ -31,7 +31,7 @@ Deno.test("console signs in with PKCE, refreshes the token before it expires, re
   };
   let now = Date.now();
   const seenTokens: string[] = [];
-  const app = new Hono();
+  const app = createOpenApiApp();
   addConsoleRoutes(app, {
     sessions: new SessionStore(60_000 * 60, 10, () => now),
     oidc: new OidcClient({

@@ -16,6 +16,7 @@ import { loadTweetCodec, type TweetCodec } from "../shared/events/tweet_event.ts
 import { type Logger, logShippingLogger, type Sink } from "../shared/log/log.ts";
 import { ElasticsearchLogReader } from "../shared/log/elasticsearch_log_reader.ts";
 import { ElasticsearchLogSink } from "../shared/log/elasticsearch_log_sink.ts";
+import { LogIndexRetention } from "../shared/log/log_index_retention.ts";
 import type { LogReader } from "../shared/log/log_reader.ts";
 import { MemoryLogStore } from "../shared/log/memory_log_store.ts";
 import type { MetricsRegistry } from "../shared/metrics/metrics.ts";
@@ -266,26 +267,39 @@ export class Infrastructure {
       const url = settings.elasticsearchUrl || this.config.searchIndex.elasticsearchUrl;
       // The sink retries on its own, with back-off and one line per outage.
       const client = new Client({ node: url, maxRetries: 0, requestTimeout: 10_000 });
+      const shippingLogger = logShippingLogger(
+        "main",
+        this.config.process.instanceId || `main-${Deno.pid}`,
+      );
       const shipping = new ElasticsearchLogSink(client, {
         // Lines about shipping go to stdout only, never back into the queue.
-        logger: logShippingLogger("main", this.config.process.instanceId || `main-${Deno.pid}`),
+        logger: shippingLogger,
         indexPrefix: settings.indexPrefix,
         batchSize: settings.batchSize,
         flushIntervalMs: settings.flushIntervalMs,
         maxQueueSize: settings.queueSize,
         target: `Elasticsearch at ${withoutCredentials(url)}`,
       });
+      const retention = new LogIndexRetention(client, {
+        logger: shippingLogger,
+        indexPrefix: settings.indexPrefix,
+        retentionDays: settings.retentionDays,
+      });
       return {
         sink: Object.assign(shipping.sink, {
           [Symbol.asyncDispose]: async () => {
-            await shipping.close();
+            await Promise.all([shipping.close(), retention.close()]);
             await client.close();
           },
         }),
         reader: new ElasticsearchLogReader(client, { indexPrefix: settings.indexPrefix }),
         description: `shipped to Elasticsearch at ${withoutCredentials(url)}, indices ` +
-          `${settings.indexPrefix}-YYYY.MM.DD (LOG_SHIPPING=elasticsearch)`,
-        start: () => shipping.start(),
+          `${settings.indexPrefix}-YYYY.MM.DD kept ${settings.retentionDays} days ` +
+          "(LOG_SHIPPING=elasticsearch)",
+        start: () => {
+          shipping.start();
+          retention.start();
+        },
         registerMetrics: (metrics) => shipping.registerMetrics(metrics),
       };
     }

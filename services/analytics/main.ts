@@ -52,6 +52,8 @@ export function createAnalyticsService(deps: AnalyticsDependencies): Service {
 
   const app = createServiceApp({
     context,
+    description: "The analytics read API: the latest count of each word, its history and " +
+      "the top words, stored from the word-count events.",
     bodyLimitBytes: config.process.bodyLimitBytes,
     readiness: [
       { name: "event-log", check: () => eventLog.ping() },

@@ -11,6 +11,7 @@ import { DEAD_LETTER_HEADERS } from "../../shared/event_log/dead_letter.ts";
 import type { ConsumedRecord } from "../../shared/event_log/event_log.ts";
 import { MemoryEventLog } from "../../shared/event_log/memory_event_log.ts";
 import { loadWordCountCodec, type WordCountEvent } from "../../shared/events/word_count_event.ts";
+import { assertDescribesEveryRoute } from "../../shared/testing/openapi_assertions.ts";
 import { testContext } from "../../shared/testing/test_context.ts";
 import { createTestIssuer } from "../../shared/testing/test_issuer.ts";
 import { waitFor } from "../../shared/testing/wait.ts";
@@ -269,7 +270,8 @@ Deno.test("analytics answers 400 problems naming every bad parameter", async () 
       ["/api/v1/analytics/words/kafka/history?from=yesterday", ["from"]],
       ["/api/v1/analytics/words/kafka/history?to=2026-02-30", ["to"]],
       ["/api/v1/analytics/words/kafka/history?from=2026-11-25&to=2026-11-24", ["to"]],
-      ["/api/v1/analytics/words/a%20b/history?from=x&to=y", ["word", "from", "to"]],
+      // The query is validated before the path: its parameters are named first.
+      ["/api/v1/analytics/words/a%20b/history?from=x&to=y", ["from", "to"]],
       ["/api/v1/analytics/top?limit=0", ["limit"]],
       ["/api/v1/analytics/top?limit=101", ["limit"]],
       ["/api/v1/analytics/top?limit=ten", ["limit"]],
@@ -287,6 +289,35 @@ Deno.test("analytics answers 400 problems naming every bad parameter", async () 
       );
     }
     assert.equal((await get("/api/v1/analytics/top?limit=100")).response.status, 200);
+  } finally {
+    await close();
+  }
+});
+
+Deno.test("analytics describes every route it serves in valid OpenAPI 3.1", async () => {
+  const { service, get, close } = await analytics();
+  try {
+    const description = await assertDescribesEveryRoute(service.app);
+    const paths = description.paths as Record<
+      string,
+      Record<string, { parameters: { name: string; schema: Record<string, unknown> }[] }>
+    >;
+    const [limit] = paths["/api/v1/analytics/top"]!.get!.parameters;
+    assert.equal(limit!.name, "limit");
+    const { type, minimum, maximum } = limit!.schema;
+    assert.deepEqual({ type, minimum, maximum, default: limit!.schema.default }, {
+      type: "integer",
+      minimum: 1,
+      maximum: 100,
+      default: 10,
+    });
+    // The schema's rules answer, and its default applies.
+    const { body } = await get("/api/v1/analytics/top?limit=1e3");
+    assert.deepEqual(body.errors, [{
+      parameter: "limit",
+      detail: "must be an integer from 1 to 100",
+    }]);
+    assert.equal((await get("/api/v1/analytics/top")).response.status, 200);
   } finally {
     await close();
   }

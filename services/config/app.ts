@@ -12,14 +12,23 @@
  * own client (realm role `service:<name>`) reads its own application and the
  * shared `application`; `app_admin_role` reads any and encrypts.
  */
-import type { Context, Hono, MiddlewareHandler } from "hono";
+import type { Context, MiddlewareHandler } from "hono";
 import { bearerAuth, type BearerAuthEnv } from "../../shared/auth/bearer_auth.ts";
 import type { AccessToken, JwtVerifier } from "../../shared/auth/jwt_verifier.ts";
+import {
+  bearerSecurity,
+  createRoute,
+  mountRoute,
+  type OpenAPIHono,
+  problemResponses,
+  z,
+} from "../../shared/http/openapi.ts";
 import { notFound, ProblemError } from "../../shared/http/problem.ts";
 import type { Logger } from "../../shared/log/log.ts";
 import { CIPHER_PREFIX, CipherError, type SecretCipher } from "./cipher.ts";
 import {
-  isName,
+  NAME_PATTERN,
+  PROFILES_PATTERN,
   type PropertySource,
   type PropertyValue,
   readPropertySources,
@@ -82,32 +91,121 @@ function forbidden(token: AccessToken, application: string): ProblemError {
   });
 }
 
-function parsePath(c: Context): { application: string; profiles: string[]; label: string | null } {
-  const application = c.req.param("application") ?? "";
-  const profiles = (c.req.param("profile") ?? "").split(",");
-  const label = c.req.param("label") ?? null;
-  const bad = [
-    ...(isName(application) ? [] : [`application '${application}'`]),
-    ...profiles.filter((profile) => !isName(profile)).map((profile) => `profile '${profile}'`),
-  ];
-  if (bad.length > 0) {
-    throw new ProblemError({
-      status: 400,
-      code: "invalid-path",
-      title: "Invalid application or profile",
-      detail: `${bad.join(", ")}: names are lower-case letters, digits, '_' and '-'; profiles ` +
-        "are comma-separated",
-    });
-  }
-  if (label !== null && label !== "main") {
-    throw notFound(
-      `No label '${label}': this repository is a folder, whose only label is 'main'`,
-    );
-  }
-  return { application, profiles, label };
+/** The only label of a folder repository. */
+const LABEL = "main";
+
+const EnvironmentParams = z.object({
+  application: z.string().regex(NAME_PATTERN, {
+    error: "must be a name: lower-case letters, digits, '_' and '-' (no '--')",
+  }).openapi({ description: "The application (service) name", example: "gateway" }),
+  profile: z.string().regex(PROFILES_PATTERN, {
+    error: "must be comma-separated names: lower-case letters, digits, '_' and '-' (no '--')",
+  }).openapi({
+    description: "Comma-separated profiles, the last the most specific",
+    example: "default",
+  }),
+});
+
+const LabelParams = EnvironmentParams.extend({
+  label: z.string().openapi({
+    description: `The repository label: '${LABEL}' only (the repository is a folder); ` +
+      "any other is 404",
+    example: LABEL,
+  }),
+});
+
+const EnvironmentHeaders = z.object({
+  "if-none-match": z.string().optional().openapi({
+    description: "An `ETag` from an earlier answer: 304 while the configuration is unchanged",
+    example: `"3f2a9c"`,
+  }),
+});
+
+const PropertySourceSchema = z.object({
+  name: z.string().openapi({ example: "file:gateway-dev.yml" }),
+  source: z.record(z.string(), z.union([z.string(), z.number(), z.boolean()])).openapi({
+    description: "Flattened properties (`a.b`, `list[0]`), `{cipher}` values decrypted",
+  }),
+}).openapi("PropertySource");
+
+const EnvironmentSchema = z.object({
+  name: z.string(),
+  profiles: z.array(z.string()),
+  label: z.string().nullable(),
+  version: z.string(),
+  state: z.null(),
+  propertySources: z.array(PropertySourceSchema),
+}).openapi("Environment", {
+  description: "Spring Cloud Config's environment: the sources, most specific first",
+});
+
+const ETAG_HEADER = z.string().openapi({
+  description: "The configuration's version, quoted",
+  example: `"3f2a9c"`,
+});
+
+const ENVIRONMENT_DESCRIPTION = "The application's property sources, most specific first " +
+  "(Spring Cloud Config's shape). A service's own client (role `service:<application>`) reads " +
+  "its own application and the shared `application`; `" + ADMIN_ROLE + "` reads any. With " +
+  "`Accept: text/event-stream` the same path is a watch: an event `version` " +
+  '(`{"version": "..."}`) at once and after every change of the application\'s files.';
+
+function environmentResponses(withLabel: boolean) {
+  return {
+    200: {
+      description: "The configuration, or with `Accept: text/event-stream` its watch",
+      headers: z.object({ etag: ETAG_HEADER }),
+      content: {
+        "application/json": { schema: EnvironmentSchema },
+        "text/event-stream": {
+          schema: z.string().openapi({
+            example: 'retry: 500\n\nevent: version\ndata: {"version":"3f2a9c"}\n\n',
+          }),
+        },
+      },
+    },
+    304: {
+      description: "Unchanged since the `If-None-Match` version",
+      headers: z.object({ etag: ETAG_HEADER }),
+    },
+    ...problemResponses(400, 401, 403, ...(withLabel ? [404 as const] : []), 500, 503),
+  };
 }
 
-export function addConfigRoutes(app: Hono, options: ConfigRoutesOptions): Hono {
+function environmentRoute<P extends string>(path: P, middleware: MiddlewareHandler) {
+  const withLabel = path.endsWith("{label}");
+  return createRoute({
+    method: "get",
+    path,
+    operationId: withLabel ? "environmentAtLabel" : "environment",
+    summary: withLabel
+      ? "An application's configuration at a label"
+      : "An application's configuration",
+    description: ENVIRONMENT_DESCRIPTION,
+    tags: ["config"],
+    security: bearerSecurity,
+    middleware,
+    request: { params: withLabel ? LabelParams : EnvironmentParams, headers: EnvironmentHeaders },
+    responses: environmentResponses(withLabel),
+  });
+}
+
+const TEXT_BODY = {
+  required: true,
+  content: { "text/plain": { schema: z.string().min(1) } },
+} as const;
+
+const textResponse = (description: string) => ({
+  description,
+  content: { "text/plain": { schema: z.string() } },
+});
+
+const adminProblems = {
+  ...problemResponses(400, 401, 403, 413, 415),
+  403: { ...problemResponses(403)[403], description: `The token lacks ${ADMIN_ROLE}` },
+};
+
+export function addConfigRoutes(app: OpenAPIHono, options: ConfigRoutesOptions): OpenAPIHono {
   const { folder, cipher, logger, closing, pingMs = 15_000 } = options;
   const authenticated = bearerAuth({ verifier: options.verifier }) as unknown as MiddlewareHandler;
   const admin = bearerAuth({
@@ -222,8 +320,16 @@ export function addConfigRoutes(app: Hono, options: ConfigRoutesOptions): Hono {
     });
   }
 
-  async function environment(c: Context<BearerAuthEnv>) {
-    const { application, profiles, label } = parsePath(c);
+  async function environment(
+    c: Context<BearerAuthEnv>,
+    { application, profile, label }: { application: string; profile: string; label?: string },
+  ) {
+    if (label !== undefined && label !== LABEL) {
+      throw notFound(
+        `No label '${label}': this repository is a folder, whose only label is '${LABEL}'`,
+      );
+    }
+    const profiles = profile.split(",");
     const token = c.get("accessToken");
     if (!mayRead(token, application)) throw forbidden(token, application);
     const { sources, version } = await load(application, profiles);
@@ -246,7 +352,7 @@ export function addConfigRoutes(app: Hono, options: ConfigRoutesOptions): Hono {
     const body: Environment = {
       name: application,
       profiles,
-      label,
+      label: label ?? null,
       version,
       state: null,
       propertySources: await decrypted(application, sources),
@@ -276,26 +382,70 @@ export function addConfigRoutes(app: Hono, options: ConfigRoutesOptions): Hono {
     return text;
   }
 
-  app.post("/encrypt", admin, async (c) => {
-    return c.text(await cipher.encrypt(await readText(c)));
-  });
+  mountRoute(
+    app,
+    createRoute({
+      method: "post",
+      path: "/encrypt",
+      operationId: "encrypt",
+      summary: "Encrypt a secret for the repository",
+      description: `For \`${ADMIN_ROLE}\`: the text, encrypted with the active key as ` +
+        "`{key:<key id>}<base64>`; put it in a file as `{cipher}<that>`.",
+      tags: ["cipher"],
+      security: bearerSecurity,
+      middleware: admin,
+      request: { body: TEXT_BODY },
+      responses: { 200: textResponse("The encrypted text"), ...adminProblems },
+    }),
+    async (c) => c.text(await cipher.encrypt(await readText(c))),
+  );
 
-  app.post("/decrypt", admin, async (c) => {
-    const text = await readText(c);
-    try {
-      return c.text(await cipher.decrypt(text));
-    } catch (error) {
-      if (!(error instanceof CipherError)) throw error;
-      throw new ProblemError({
-        status: error.code === "malformed" ? 400 : 422,
-        code: `cipher-${error.code}`,
-        title: "Cannot decrypt",
-        detail: error.message,
-      });
-    }
-  });
+  mountRoute(
+    app,
+    createRoute({
+      method: "post",
+      path: "/decrypt",
+      operationId: "decrypt",
+      summary: "Decrypt a secret of the repository",
+      description: `For \`${ADMIN_ROLE}\`: the plain text of a value \`encrypt\` returned ` +
+        "(with or without `{cipher}`). A malformed value is 400 `cipher-malformed`; one under " +
+        "an unknown key id, another key, or altered is 422 `cipher-unknown-key`, " +
+        "`cipher-wrong-key`, `cipher-tampered`.",
+      tags: ["cipher"],
+      security: bearerSecurity,
+      middleware: admin,
+      request: { body: TEXT_BODY },
+      responses: {
+        200: textResponse("The decrypted text"),
+        ...adminProblems,
+        ...problemResponses(422),
+      },
+    }),
+    async (c) => {
+      const text = await readText(c);
+      try {
+        return c.text(await cipher.decrypt(text));
+      } catch (error) {
+        if (!(error instanceof CipherError)) throw error;
+        throw new ProblemError({
+          status: error.code === "malformed" ? 400 : 422,
+          code: `cipher-${error.code}`,
+          title: "Cannot decrypt",
+          detail: error.message,
+        });
+      }
+    },
+  );
 
-  app.get("/:application/:profile", authenticated, (c) => environment(c as never));
-  app.get("/:application/:profile/:label", authenticated, (c) => environment(c as never));
+  mountRoute(
+    app,
+    environmentRoute("/{application}/{profile}", authenticated),
+    (c) => environment(c as never, c.req.valid("param")),
+  );
+  mountRoute(
+    app,
+    environmentRoute("/{application}/{profile}/{label}", authenticated),
+    (c) => environment(c as never, c.req.valid("param")),
+  );
   return app;
 }

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { assertDescribesEveryRoute } from "../../shared/testing/openapi_assertions.ts";
 import { createTestIssuer } from "../../shared/testing/test_issuer.ts";
 import { testContext } from "../../shared/testing/test_context.ts";
 import { loadConfig } from "../config.ts";
@@ -256,4 +257,48 @@ Deno.test("the identity service's tokens: a service's client credentials read it
     await issuerServer.shutdown();
     await Deno.remove(folder, { recursive: true });
   }
+});
+
+Deno.test("config's /openapi.json is valid OpenAPI 3.1 describing every route it serves", async () => {
+  await using env = await setup({ "application.yml": "a: b\n" });
+  const description = await assertDescribesEveryRoute(env.app);
+  const paths = description.paths as Record<string, Record<string, { responses: object }>>;
+  const environment = paths["/{application}/{profile}"]?.get;
+  assert.ok(environment !== undefined, "the environment route is described");
+  assert.deepEqual(Object.keys(environment.responses).sort(), [
+    "200",
+    "304",
+    "400",
+    "401",
+    "403",
+    "500",
+    "503",
+  ]);
+});
+
+Deno.test("config refuses an invalid application or profile with a 400 naming it", async () => {
+  await using env = await setup({ "application.yml": "a: b\n" });
+  for (
+    const [path, parameter] of [
+      ["/Gateway/default", "application"],
+      ["/a--b/default", "application"],
+      ["/gateway/dev,", "profile"],
+      ["/gateway/dev,Prod", "profile"],
+    ]
+  ) {
+    const response = await env.app.request(path!, { headers: env.admin });
+    assert.equal(response.status, 400, path);
+    const problem = await response.json();
+    assert.equal(problem.type, "urn:twitterapi:problem:invalid-parameter");
+    assert.deepEqual(problem.errors.map((error: { parameter: string }) => error.parameter), [
+      parameter,
+    ]);
+  }
+  const label = await env.app.request("/gateway/default/v2", { headers: env.admin });
+  assert.equal(label.status, 404);
+  assert.match((await label.json()).detail, /only label is 'main'/);
+  assert.equal(
+    (await env.app.request("/gateway/default/main", { headers: env.admin })).status,
+    200,
+  );
 });

@@ -13,7 +13,12 @@
 import { parse as parseYaml } from "yaml";
 
 export const EXTENSIONS = ["yml", "yaml", "json"] as const;
-const NAME = /^[a-z0-9][a-z0-9_-]{0,62}$/;
+/** One application or profile name; no `--`, so a file name parses one way. */
+const NAME_SOURCE = "(?![^,]*--)[a-z0-9][a-z0-9_-]{0,62}";
+/** Application and profile names: lower-case letters, digits, `_`, `-`. */
+export const NAME_PATTERN = new RegExp(`^${NAME_SOURCE}$`);
+/** Comma-separated profile names, as Spring's `{profile}` path segment. */
+export const PROFILES_PATTERN = new RegExp(`^${NAME_SOURCE}(?:,${NAME_SOURCE})*$`);
 
 /** A flattened property value: what YAML scalars become. */
 export type PropertyValue = string | number | boolean;
@@ -31,9 +36,8 @@ export class RepositoryError extends Error {
   }
 }
 
-/** Application and profile names: lower-case letters, digits, `_`, `-`. */
 export function isName(text: string): boolean {
-  return NAME.test(text) && !text.includes("--");
+  return NAME_PATTERN.test(text);
 }
 
 /** Flattens a parsed document into Spring's dotted keys. */

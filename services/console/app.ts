@@ -5,9 +5,10 @@
  * exactly what that user may see; admin pages are refused here too (403),
  * not only hidden.
  */
-import type { Context, Hono } from "hono";
+import type { Context } from "hono";
 import { getCookie, setCookie } from "hono/cookie";
 import { html } from "hono/html";
+import { mountRoute, type OpenAPIHono } from "../../shared/http/openapi.ts";
 import type { LogReader } from "../../shared/log/log_reader.ts";
 import type { Logger } from "../../shared/log/log.ts";
 import { checkTraceId, type TraceReader } from "../../shared/trace/trace_reader.ts";
@@ -38,10 +39,17 @@ import {
   type WordCount,
   wordsPage,
 } from "./pages.ts";
+import { CONSOLE_ROUTES } from "./routes.ts";
 import type { ConsoleSession, SessionStore } from "./sessions.ts";
 import type { SystemView } from "./system.ts";
 
 const COOKIE = "console_session";
+
+/** A form's fields as the route's schema validated them (each form has a `csrf`). */
+type Form = Readonly<Record<string, string | undefined>>;
+
+/** The form of a POST route; its schema makes every field optional, so the page can say what is missing. */
+const formOf = (c: Context): Form => c.req.valid("form" as never) as Form;
 const ADMIN_ROLES = ["app_admin_role", "app_super_user_role"];
 /** The access token is refreshed when it has less than this left. */
 const REFRESH_MARGIN_MS = 30_000;
@@ -101,7 +109,7 @@ async function problemOf(response: Response): Promise<ProblemView> {
   };
 }
 
-export function addConsoleRoutes(app: Hono, options: ConsoleRoutesOptions): Hono {
+export function addConsoleRoutes(app: OpenAPIHono, options: ConsoleRoutesOptions): OpenAPIHono {
   const { sessions, oidc, logger } = options;
   const now = options.now ?? Date.now;
 
@@ -187,12 +195,11 @@ export function addConsoleRoutes(app: Hono, options: ConsoleRoutesOptions): Hono
       }
       const viewer = viewerOf(session);
       if (c.req.method === "POST") {
-        const form = await c.req.formData().catch(() => undefined);
-        if (form?.get("csrf") !== session.csrfToken) {
+        const form = formOf(c);
+        if (form.csrf !== session.csrfToken) {
           logger.warn("Refused a form without its CSRF token: {path}", { path: c.req.path });
           return render(c, problemPage(viewer, CSRF_REFUSED), 403);
         }
-        c.set("form" as never, form as never);
       }
       if (adminOnly && !viewer.isAdmin) return render(c, problemPage(viewer, ADMINS_ONLY), 403);
       const response = await handler(c, session, viewer);
@@ -200,24 +207,23 @@ export function addConsoleRoutes(app: Hono, options: ConsoleRoutesOptions): Hono
       return response;
     };
   }
-  const formOf = (c: Context) => c.get("form" as never) as unknown as FormData;
 
-  app.get("/static/console.js", (c) => {
+  mountRoute(app, CONSOLE_ROUTES.script, (c) => {
     c.header("cache-control", "no-cache");
     return c.body(options.script, 200, { "content-type": "text/javascript; charset=utf-8" });
   });
-  app.get("/static/console.css", (c) => {
+  mountRoute(app, CONSOLE_ROUTES.style, (c) => {
     c.header("cache-control", "no-cache");
     return c.body(options.style, 200, { "content-type": "text/css; charset=utf-8" });
   });
 
-  app.get("/", (c) => {
+  mountRoute(app, CONSOLE_ROUTES.home, (c) => {
     const session = sessionOf(c);
     const viewer = viewerOf(session);
     return render(c, viewer.user === undefined ? landingPage(viewer) : homePage(viewer));
   });
 
-  app.get("/login", async (c) => {
+  mountRoute(app, CONSOLE_ROUTES.login, async (c) => {
     const requested = c.req.query("returnTo") ?? "/search";
     // Only a path of this console: never an open redirect.
     const returnTo = /^\/(?!\/)/.test(requested) ? requested : "/search";
@@ -242,7 +248,7 @@ export function addConsoleRoutes(app: Hono, options: ConsoleRoutesOptions): Hono
     }
   });
 
-  app.get("/callback", async (c) => {
+  mountRoute(app, CONSOLE_ROUTES.callback, async (c) => {
     const session = sessionOf(c);
     const pending = session?.pending;
     const fail = (detail: string, status = 400) =>
@@ -276,10 +282,9 @@ export function addConsoleRoutes(app: Hono, options: ConsoleRoutesOptions): Hono
     }
   });
 
-  app.post("/logout", async (c) => {
+  mountRoute(app, CONSOLE_ROUTES.logout, async (c) => {
     const session = sessionOf(c);
-    const form = await c.req.formData().catch(() => undefined);
-    if (session === undefined || form?.get("csrf") !== session.csrfToken) {
+    if (session === undefined || c.req.valid("form").csrf !== session.csrfToken) {
       return render(c, problemPage(viewerOf(session), CSRF_REFUSED), 403);
     }
     sessions.delete(session.id);
@@ -290,8 +295,9 @@ export function addConsoleRoutes(app: Hono, options: ConsoleRoutesOptions): Hono
     return c.redirect(await oidc.logoutLocation(session.tokens?.idToken, `${originOf(c)}/`), 303);
   });
 
-  app.get(
-    "/search",
+  mountRoute(
+    app,
+    CONSOLE_ROUTES.search,
     signedIn(async (c, session, viewer) => {
       const query = c.req.query();
       const form: SearchForm = {
@@ -371,8 +377,9 @@ export function addConsoleRoutes(app: Hono, options: ConsoleRoutesOptions): Hono
     }),
   );
 
-  app.get(
-    "/system",
+  mountRoute(
+    app,
+    CONSOLE_ROUTES.system,
     signedIn(async (c, _session, viewer) => {
       try {
         return render(c, systemPage(viewer, await options.system.instances()));
@@ -381,8 +388,9 @@ export function addConsoleRoutes(app: Hono, options: ConsoleRoutesOptions): Hono
       }
     }),
   );
-  app.get(
-    "/system/table",
+  mountRoute(
+    app,
+    CONSOLE_ROUTES.systemTable,
     signedIn(async (c) => {
       try {
         return render(c, systemTable(await options.system.instances()));
@@ -392,23 +400,26 @@ export function addConsoleRoutes(app: Hono, options: ConsoleRoutesOptions): Hono
     }),
   );
 
-  app.get(
-    "/traces",
+  mountRoute(
+    app,
+    CONSOLE_ROUTES.traces,
     signedIn(async (c, _session, viewer) => {
       const recent = await options.traces.recentTraces({ serviceName: "gateway", limit: 20 })
         .catch(() => []);
       return render(c, tracesPage(viewer, recent));
     }),
   );
-  app.get(
-    "/traces/lookup",
+  mountRoute(
+    app,
+    CONSOLE_ROUTES.traceLookup,
     signedIn((c) => {
       const traceId = (c.req.query("traceId") ?? "").trim().toLowerCase();
       return Promise.resolve(c.redirect(`/traces/${encodeURIComponent(traceId)}`));
     }),
   );
-  app.get(
-    "/traces/:traceId",
+  mountRoute(
+    app,
+    CONSOLE_ROUTES.trace,
     signedIn(async (c, _session, viewer) => {
       const traceId = c.req.param("traceId") ?? "";
       try {
@@ -455,8 +466,9 @@ export function addConsoleRoutes(app: Hono, options: ConsoleRoutesOptions): Hono
       ? asked
       : options.wordWindows[0]!;
   };
-  app.get(
-    "/words",
+  mountRoute(
+    app,
+    CONSOLE_ROUTES.words,
     signedIn(async (c, session, viewer) => {
       const window = windowOf(c);
       const content = await wordLists(session, window);
@@ -464,15 +476,17 @@ export function addConsoleRoutes(app: Hono, options: ConsoleRoutesOptions): Hono
       return render(c, wordsPage(viewer, window, options.wordWindows, content));
     }),
   );
-  app.get(
-    "/words/fragment",
+  mountRoute(
+    app,
+    CONSOLE_ROUTES.wordsFragment,
     signedIn(async (c, session) => {
       const content = await wordLists(session, windowOf(c));
       return content === undefined ? c.body(null, 401) : render(c, content);
     }),
   );
-  app.get(
-    "/words/:word",
+  mountRoute(
+    app,
+    CONSOLE_ROUTES.wordHistory,
     signedIn(async (c, session, viewer) => {
       const word = c.req.param("word") ?? "";
       const response = await asUser(
@@ -523,27 +537,29 @@ export function addConsoleRoutes(app: Hono, options: ConsoleRoutesOptions): Hono
     }
     return render(c, permissionsPage(viewer, userId, grants, message), status);
   };
-  app.get(
-    "/permissions",
+  mountRoute(
+    app,
+    CONSOLE_ROUTES.permissions,
     signedIn(
       async (c, session, viewer) =>
         await permissionsView(c, session, viewer, c.req.query("userId") ?? "", undefined),
       true,
     ),
   );
-  app.post(
-    "/permissions",
+  mountRoute(
+    app,
+    CONSOLE_ROUTES.changePermission,
     signedIn(async (c, session, viewer) => {
       const form = formOf(c);
-      const userId = String(form.get("userId") ?? "").trim();
-      const scope = String(form.get("scope") ?? "");
-      const target = String(form.get("target") ?? "").trim();
-      const action = form.get("action") === "revoke" ? "revoke" : "grant";
+      const userId = (form.userId ?? "").trim();
+      const scope = form.scope ?? "";
+      const target = (form.target ?? "").trim();
+      const action = form.action === "revoke" ? "revoke" : "grant";
       const body = {
         userId,
         scope,
         ...(target === "" ? {} : { target }),
-        ...(action === "grant" ? { level: String(form.get("level") ?? "") } : {}),
+        ...(action === "grant" ? { level: form.level ?? "" } : {}),
       };
       const response = await asUser(session, "/api/v1/permissions", {
         method: action === "grant" ? "POST" : "DELETE",
@@ -577,8 +593,9 @@ export function addConsoleRoutes(app: Hono, options: ConsoleRoutesOptions): Hono
     }, true),
   );
 
-  app.get(
-    "/live",
+  mountRoute(
+    app,
+    CONSOLE_ROUTES.live,
     signedIn(async (c, session, viewer) => {
       let stream: StreamState | ProblemView | undefined;
       if (viewer.isAdmin) {
@@ -589,18 +606,19 @@ export function addConsoleRoutes(app: Hono, options: ConsoleRoutesOptions): Hono
       return render(c, livePage(viewer, stream));
     }),
   );
-  app.post(
-    "/live/stream",
+  mountRoute(
+    app,
+    CONSOLE_ROUTES.controlStream,
     signedIn(async (c, session) => {
       const form = formOf(c);
-      const action = String(form.get("action") ?? "");
+      const action = form.action ?? "";
       const call = action === "rate"
         ? {
           path: "/api/v1/stream/rate",
           init: {
             method: "PUT",
             headers: { "content-type": "application/json" },
-            body: JSON.stringify({ perSecond: Number(form.get("perSecond")) }),
+            body: JSON.stringify({ perSecond: Number(form.perSecond) }),
           },
         }
         : {
@@ -623,8 +641,9 @@ export function addConsoleRoutes(app: Hono, options: ConsoleRoutesOptions): Hono
    * gateway, passed on as it arrives. Nothing is buffered on the way, so the
    * browser's reading paces the gateway's, and query's reading of the index.
    */
-  app.get(
-    "/live/events",
+  mountRoute(
+    app,
+    CONSOLE_ROUTES.liveEvents,
     signedIn(async (c, session) => {
       const response = await asUser(session, "/api/v2/tweets/stream?size=20", {
         headers: { accept: "text/event-stream" },

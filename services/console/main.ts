@@ -38,6 +38,9 @@ export async function createConsoleService(deps: ConsoleDeps): Promise<Service> 
   ]);
   const app = createServiceApp({
     context,
+    description: "The console: server-rendered pages for people (search, words, system, " +
+      "traces, permissions, live tweets), signed in through the issuer; its forms carry a " +
+      "CSRF token and every call into the system goes through the gateway as the user.",
     bodyLimitBytes: config.process.bodyLimitBytes,
     quietRoutes: ["/system/table", "/words/fragment", "/static/console.js", "/static/console.css"],
   });

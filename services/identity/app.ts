@@ -12,8 +12,9 @@
  * OAuth errors are RFC 6749 `{error, error_description}`; anything else
  * (an unknown realm or path) is problem+json like every service's.
  */
-import type { Context, Hono } from "hono";
+import type { Context, MiddlewareHandler } from "hono";
 import { createLocalJWKSet, type JWTPayload, jwtVerify } from "jose";
+import { mountRoute, type OpenAPIHono, type RouteConfig } from "../../shared/http/openapi.ts";
 import { notFound } from "../../shared/http/problem.ts";
 import type { Logger } from "../../shared/log/log.ts";
 import type { MetricsRegistry } from "../../shared/metrics/metrics.ts";
@@ -31,14 +32,16 @@ import {
 import type { KeyRing } from "./key_ring.ts";
 import {
   authenticateClient,
-  formParams,
   invalidGrant,
+  isFormBody,
   NO_STORE,
+  notAForm,
   OAuthError,
   oauthErrorResponse,
+  presentParams,
+  refusedParams,
   requireParam,
   secretsEqual,
-  singleParams,
 } from "./oauth.ts";
 import {
   allowedOrigins,
@@ -54,6 +57,7 @@ import {
   serviceAccount,
   SIGNING_ALGORITHMS,
 } from "./realm.ts";
+import { CLIENT_BASIC_AUTH, GRANT_TYPES, identityRoutes } from "./routes.ts";
 import { type UserSession, UserSessions } from "./sessions.ts";
 import { issueTokens, userClaims } from "./tokens.ts";
 
@@ -73,16 +77,42 @@ export interface IdentityRoutesOptions {
   readonly now?: () => number;
 }
 
-const GRANT_TYPES = [
-  "authorization_code",
-  "client_credentials",
-  "password",
-  "refresh_token",
-] as const;
 /** A password that matches nothing: compared against when a user is unknown, to take the same time. */
 const NO_PASSWORD = crypto.randomUUID();
 
-export function addIdentityRoutes(app: Hono, options: IdentityRoutesOptions): Hono {
+/** How a protocol endpoint answers a request it refuses. */
+type Refusal = (c: Context, error: OAuthError) => Response;
+
+/** The browser endpoints refuse with the HTML error page. */
+const refuseWithPage: Refusal = (_c, error) =>
+  errorPage(new AuthorizationPageError(error.error, error.description));
+
+/**
+ * Mounts a protocol endpoint whose parameters (its query, or its form body)
+ * the route's schemas validate; what they refuse, and a body that is not a
+ * form, is answered as the protocol answers (`refuse`), not as a problem.
+ * The handler gets the parameters given, those without a value omitted.
+ */
+function mountProtocolRoute(
+  app: OpenAPIHono,
+  route: RouteConfig,
+  refuse: Refusal,
+  handler: (c: Context, params: ReadonlyMap<string, string>) => Response | Promise<Response>,
+): void {
+  const target = route.request?.body === undefined ? "query" : "form";
+  const formOnly: MiddlewareHandler = async (c, next) => {
+    if (!isFormBody(c.req.header("content-type"))) return refuse(c, notAForm());
+    await next();
+  };
+  app.openapi(
+    { ...route, middleware: target === "form" ? [formOnly] : [] },
+    ((c: Context) => handler(c, presentParams(c.req.valid(target as never)))) as never,
+    ((result: { success: boolean; error?: { issues: [] } }, c: Context) =>
+      result.success ? undefined : refuse(c, refusedParams(result.error?.issues ?? []))) as never,
+  );
+}
+
+export function addIdentityRoutes(app: OpenAPIHono, options: IdentityRoutesOptions): OpenAPIHono {
   const { realm, keys, logger, autoApproveLoginHint } = options;
   const now = options.now ?? Date.now;
   const codes = new AuthorizationCodes();
@@ -91,7 +121,6 @@ export function addIdentityRoutes(app: Hono, options: IdentityRoutesOptions): Ho
     realm.ssoSessionMaxLifespanSeconds,
   );
   const base = `/realms/${realm.name}`;
-  const openIdConnect = `${base}/protocol/openid-connect`;
   const issued = options.metrics.counter(
     "identity_tokens_issued_total",
     "Access tokens issued, by grant type and client.",
@@ -111,24 +140,36 @@ export function addIdentityRoutes(app: Hono, options: IdentityRoutesOptions): Ho
     ]),
   ];
 
+  const routes = identityRoutes(base);
+  app.openAPIRegistry.registerComponent("securitySchemes", CLIENT_BASIC_AUTH, {
+    type: "http",
+    scheme: "basic",
+    description: "client_secret_basic: the client id and secret, form-encoded",
+  });
+
   function issuerOf(c: Context): string {
     return `${options.publicUrl ?? new URL(c.req.url).origin}${base}`;
   }
 
+  /** An RFC 6749 error response, counted and logged. */
+  const refuseOAuth: Refusal = (c, error) => {
+    refused.inc({ error: error.error });
+    logger.info("Refused {path}: {error} ({description})", {
+      path: c.req.path,
+      error: error.error,
+      description: error.description,
+    });
+    return oauthErrorResponse(error);
+  };
+
   /** Runs an OAuth endpoint: its OAuthErrors become RFC 6749 responses. */
-  function oauth(handler: (c: Context) => Promise<Response>) {
-    return async function oauthEndpoint(c: Context): Promise<Response> {
+  function oauth<A extends unknown[]>(handler: (c: Context, ...rest: A) => Promise<Response>) {
+    return async function oauthEndpoint(c: Context, ...rest: A): Promise<Response> {
       try {
-        return await handler(c);
+        return await handler(c, ...rest);
       } catch (error) {
         if (!(error instanceof OAuthError)) throw error;
-        refused.inc({ error: error.error });
-        logger.info("Refused {path}: {error} ({description})", {
-          path: c.req.path,
-          error: error.error,
-          description: error.description,
-        });
-        return oauthErrorResponse(error);
+        return refuseOAuth(c, error);
       }
     };
   }
@@ -162,7 +203,7 @@ export function addIdentityRoutes(app: Hono, options: IdentityRoutesOptions): Ho
     }
   });
 
-  app.get(`${base}/.well-known/openid-configuration`, (c) => {
+  mountRoute(app, routes.discovery, (c) => {
     const issuer = issuerOf(c);
     const endpoint = `${issuer}/protocol/openid-connect`;
     return c.json({
@@ -203,7 +244,7 @@ export function addIdentityRoutes(app: Hono, options: IdentityRoutesOptions): Ho
     });
   });
 
-  app.get(`${openIdConnect}/certs`, (c) => {
+  mountRoute(app, routes.certs, (c) => {
     c.header("cache-control", "no-cache");
     return c.json(keys.jwks());
   });
@@ -274,27 +315,13 @@ export function addIdentityRoutes(app: Hono, options: IdentityRoutesOptions): Ho
     }
   }
 
-  app.get(`${openIdConnect}/auth`, (c) => {
-    let params: Map<string, string>;
-    try {
-      params = singleParams(new URL(c.req.url).searchParams);
-    } catch (error) {
-      if (!(error instanceof OAuthError)) throw error;
-      return errorPage(new AuthorizationPageError(error.error, error.description));
-    }
-    return authorize(c, params, false);
-  });
-
-  app.post(`${openIdConnect}/auth`, async (c) => {
-    let params: Map<string, string>;
-    try {
-      params = await formParams(c.req.raw);
-    } catch (error) {
-      if (!(error instanceof OAuthError)) throw error;
-      return errorPage(new AuthorizationPageError(error.error, error.description));
-    }
-    return authorize(c, params, true);
-  });
+  mountProtocolRoute(
+    app,
+    routes.authorize,
+    refuseWithPage,
+    (c, params) => authorize(c, params, false),
+  );
+  mountProtocolRoute(app, routes.login, refuseWithPage, (c, params) => authorize(c, params, true));
 
   function scopesFor(client: RealmClient, params: ReadonlyMap<string, string>): GrantedScopes {
     try {
@@ -400,10 +427,11 @@ export function addIdentityRoutes(app: Hono, options: IdentityRoutesOptions): Ho
     return { user, scopes: pending.scopes, nonce: pending.nonce };
   }
 
-  app.post(
-    `${openIdConnect}/token`,
-    oauth(async (c) => {
-      const params = await formParams(c.req.raw);
+  mountProtocolRoute(
+    app,
+    routes.token,
+    refuseOAuth,
+    oauth(async (c, params: ReadonlyMap<string, string>) => {
       const client = authenticateClient(realm, params, c.req.header("authorization"));
       const grantType = requireParam(params, "grant_type");
       let grant: Grant;
@@ -498,8 +526,8 @@ export function addIdentityRoutes(app: Hono, options: IdentityRoutesOptions): Ho
       headers: { ...NO_STORE, "content-type": "application/json" },
     });
   });
-  app.get(`${openIdConnect}/userinfo`, userinfo);
-  app.post(`${openIdConnect}/userinfo`, userinfo);
+  mountRoute(app, routes.userinfo, userinfo);
+  mountRoute(app, routes.userinfoPost, userinfo);
 
   /**
    * RP-initiated logout (OpenID Connect RP-Initiated Logout 1.0): ends the
@@ -562,27 +590,8 @@ export function addIdentityRoutes(app: Hono, options: IdentityRoutesOptions): Ho
     return new Response(null, { status: 302, headers: { ...NO_STORE, location: location.href } });
   }
 
-  app.get(`${openIdConnect}/logout`, (c) => {
-    let params: Map<string, string>;
-    try {
-      params = singleParams(new URL(c.req.url).searchParams);
-    } catch (error) {
-      if (!(error instanceof OAuthError)) throw error;
-      return errorPage(new AuthorizationPageError(error.error, error.description));
-    }
-    return endSession(c, params);
-  });
-
-  app.post(`${openIdConnect}/logout`, async (c) => {
-    let params: Map<string, string>;
-    try {
-      params = await formParams(c.req.raw);
-    } catch (error) {
-      if (!(error instanceof OAuthError)) throw error;
-      return errorPage(new AuthorizationPageError(error.error, error.description));
-    }
-    return endSession(c, params);
-  });
+  mountProtocolRoute(app, routes.logout, refuseWithPage, endSession);
+  mountProtocolRoute(app, routes.logoutForm, refuseWithPage, endSession);
 
   app.all("/realms/:realm/*", (c) => {
     if (c.req.param("realm") !== realm.name) {

@@ -3,6 +3,7 @@
  * parameters and client authentication.
  */
 import { createHash, timingSafeEqual } from "node:crypto";
+import { z } from "../../shared/http/openapi.ts";
 import type { Realm, RealmClient } from "./realm.ts";
 
 /** An RFC 6749 error: `{error, error_description}` with its status. */
@@ -38,28 +39,60 @@ export function invalidGrant(description: string): OAuthError {
   return new OAuthError(400, "invalid_grant", description);
 }
 
-/**
- * Parameters of a form or query: a parameter without a value counts as
- * omitted, one given twice is refused (RFC 6749 section 3.1).
- */
-export function singleParams(search: URLSearchParams): Map<string, string> {
+const MISSING = "missing";
+const REPEATED = "repeated";
+
+/** An optional parameter of a form or query: each appears at most once (RFC 6749 section 3.1). */
+export function optionalParam(): z.ZodOptional<z.ZodString> {
+  return z.string({ error: REPEATED }).optional();
+}
+
+/** A required parameter; one without a value counts as omitted. */
+export function requiredParam(): z.ZodString {
+  return z.string({ error: (issue) => issue.input === undefined ? MISSING : REPEATED })
+    .min(1, { error: MISSING });
+}
+
+/** The `invalid_request` for the parameters the schemas of `optionalParam`/`requiredParam` refused. */
+export function refusedParams(
+  issues: readonly { path: readonly PropertyKey[]; message: string }[],
+) {
+  return invalidRequest(
+    issues.map(({ path, message }) => {
+      const name = path.map(String).join(".");
+      return message === MISSING
+        ? `Missing parameter: ${name}`
+        : `Parameter ${name} appears more than once`;
+    }).join("; "),
+  );
+}
+
+/** The parameters given: one without a value counts as omitted (RFC 6749 section 3.1). */
+export function presentParams(
+  values: Readonly<Record<string, string | undefined>>,
+): Map<string, string> {
   const params = new Map<string, string>();
-  for (const [name, value] of search) {
-    if (value === "") continue;
-    if (params.has(name)) throw invalidRequest(`Parameter ${name} appears more than once`);
-    params.set(name, value);
+  for (const [name, value] of Object.entries(values)) {
+    if (value !== undefined && value !== "") params.set(name, value);
   }
   return params;
 }
 
-/** The parameters of an `application/x-www-form-urlencoded` body. */
-export async function formParams(request: Request): Promise<Map<string, string>> {
-  const type = request.headers.get("content-type") ?? "";
-  if (!/^application\/x-www-form-urlencoded\s*(;|$)/i.test(type)) {
-    throw invalidRequest("The request body must be application/x-www-form-urlencoded");
-  }
-  return singleParams(new URLSearchParams(await request.text()));
+/** Whether a request's body is a form, the only body OAuth endpoints take. */
+export function isFormBody(contentType: string | undefined): boolean {
+  return /^application\/x-www-form-urlencoded\s*(;|$)/i.test(contentType ?? "");
 }
+
+/** The refusal of a body that is not `application/x-www-form-urlencoded`. */
+export function notAForm(): OAuthError {
+  return invalidRequest("The request body must be application/x-www-form-urlencoded");
+}
+
+/** An RFC 6749 error body. */
+export const OAuthErrorSchema = z.object({
+  error: z.string().openapi({ example: "invalid_request" }),
+  error_description: z.string().openapi({ example: "Missing parameter: grant_type" }),
+}).openapi("OAuthError", { description: "An OAuth 2.0 error (RFC 6749 section 5.2)" });
 
 export function requireParam(params: ReadonlyMap<string, string>, name: string): string {
   const value = params.get(name);

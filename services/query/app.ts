@@ -2,9 +2,17 @@
  * The tweet read API (CQRS query side). The version is chosen by path
  * (`/api/v1/...`, `/api/v2/...`) or, on `/api/tweets...`, by media type.
  */
-import type { Context, Hono } from "hono";
+import type { Context } from "hono";
 import type { AccessToken } from "../../shared/auth/jwt_verifier.ts";
-import { invalidParameters, notAcceptable, notFound } from "../../shared/http/problem.ts";
+import {
+  bearerSecurity,
+  createRoute,
+  mountRoute,
+  type OpenAPIHono,
+  problemResponses,
+  z,
+} from "../../shared/http/openapi.ts";
+import { notAcceptable, notFound } from "../../shared/http/problem.ts";
 import {
   isVisible,
   type SearchIndex,
@@ -16,10 +24,18 @@ import {
   MEDIA_TYPES,
   nextPageLink,
   searchResultV2,
+  SearchResultV2Schema,
   tweetV1,
+  TweetV1Schema,
   tweetV2,
+  TweetV2Schema,
 } from "./representation.ts";
-import { isEntityId, type PagingLimits, parseSearchParams } from "./search_params.ts";
+import {
+  entityId,
+  type PagingLimits,
+  searchQuerySchema,
+  streamQuerySchema,
+} from "./search_params.ts";
 import { countedWords, type WordCountLookup, wordCountsHeader } from "./word_counts.ts";
 
 export interface QueryRoutesOptions extends PagingLimits {
@@ -83,7 +99,172 @@ function accessTokenOf(c: Context): AccessToken {
   return token;
 }
 
-export function addQueryRoutes(app: Hono, options: QueryRoutesOptions): Hono {
+const TweetIdParams = z.object({
+  id: entityId("a tweet id").openapi({
+    param: { description: "The tweet's id", example: "1000000000000000020" },
+  }),
+});
+
+const text = { schema: { type: "string" } } as const;
+
+/** Headers of v1 responses, and of every response `Accept` chose. */
+const V1_HEADERS = {
+  Deprecation: {
+    description: "When v1 was deprecated (RFC 9745): `@` and epoch seconds",
+    ...text,
+  },
+  Link: {
+    description: 'The v2 successor (`rel="successor-version"`) and, on a search, ' +
+      'the next page (`rel="next"`)',
+    ...text,
+  },
+};
+const VARY = { Vary: { description: "`Accept` on the negotiated paths", ...text } };
+const V1_SEARCH_HEADERS = {
+  ...V1_HEADERS,
+  "X-Total-Count": {
+    description: "Matching tweets over all pages",
+    schema: { type: "integer", minimum: 0 },
+  },
+  "Word-Counts": {
+    description: "With `text`: each counted word (URI-encoded) and its count, `none` when " +
+      "never counted (`kafka=1234, unicorn=none`), or `unavailable`",
+    ...text,
+  },
+};
+
+const v1Search = { schema: z.array(TweetV1Schema).openapi({ description: "Newest first" }) };
+
+interface Variant {
+  readonly path: string;
+  readonly version: "v1" | "v2" | "negotiated";
+}
+
+const VARIANTS: readonly Variant[] = [
+  { path: "/api/v1/tweets", version: "v1" },
+  { path: "/api/v2/tweets", version: "v2" },
+  { path: "/api/tweets", version: "negotiated" },
+];
+
+function variantWords(variant: Variant) {
+  return variant.version === "negotiated"
+    ? {
+      suffix: "",
+      tag: "tweets",
+      how: `The representation is chosen by \`Accept\`: ${MEDIA_TYPES.v2} (also for ` +
+        `${JSON_TYPE} and wildcards) or ${MEDIA_TYPES.v1}.`,
+    }
+    : {
+      suffix: variant.version.toUpperCase(),
+      tag: `tweets ${variant.version}`,
+      how: variant.version === "v1"
+        ? `Deprecated: use /api/v2. Answered as ${MEDIA_TYPES.v1}, with \`Deprecation\` and \`Link\` headers.`
+        : `Answered as ${MEDIA_TYPES.v2}.`,
+    };
+}
+
+function searchRoute(variant: Variant, limits: PagingLimits) {
+  const { suffix, tag, how } = variantWords(variant);
+  const content = variant.version === "v1"
+    ? { [MEDIA_TYPES.v1]: v1Search }
+    : variant.version === "v2"
+    ? { [MEDIA_TYPES.v2]: { schema: SearchResultV2Schema } }
+    : { [MEDIA_TYPES.v2]: { schema: SearchResultV2Schema }, [MEDIA_TYPES.v1]: v1Search };
+  return createRoute({
+    method: "get",
+    path: variant.path,
+    operationId: `searchTweets${suffix}`,
+    summary: "Search tweets",
+    description: "The tweets the token's holder may see that match every given parameter, " +
+      `newest first, one page at a time. ${how}`,
+    tags: [tag],
+    deprecated: variant.version === "v1",
+    security: bearerSecurity,
+    request: { query: searchQuerySchema(limits) },
+    responses: {
+      200: {
+        description: "One page of matching tweets",
+        headers: variant.version === "v1"
+          ? V1_SEARCH_HEADERS
+          : variant.version === "v2"
+          ? {}
+          : { ...VARY, ...V1_SEARCH_HEADERS },
+        content,
+      },
+      ...problemResponses(400, 401, 406, 503),
+    },
+  });
+}
+
+function byIdRoute(variant: Variant) {
+  const { suffix, tag, how } = variantWords(variant);
+  const content = variant.version === "v1"
+    ? { [MEDIA_TYPES.v1]: { schema: TweetV1Schema } }
+    : variant.version === "v2"
+    ? { [MEDIA_TYPES.v2]: { schema: TweetV2Schema } }
+    : {
+      [MEDIA_TYPES.v2]: { schema: TweetV2Schema },
+      [MEDIA_TYPES.v1]: { schema: TweetV1Schema },
+    };
+  return createRoute({
+    method: "get",
+    path: `${variant.path}/{id}`,
+    operationId: `getTweet${suffix}`,
+    summary: "A tweet by id",
+    description: `A hidden tweet is answered like a missing one (404). ${how}`,
+    tags: [tag],
+    deprecated: variant.version === "v1",
+    security: bearerSecurity,
+    request: { params: TweetIdParams },
+    responses: {
+      200: {
+        description: "The tweet",
+        headers: variant.version === "v1"
+          ? V1_HEADERS
+          : variant.version === "v2"
+          ? {}
+          : { ...VARY, ...V1_HEADERS },
+        content,
+      },
+      ...problemResponses(400, 401, 404, 406, 503),
+    },
+  });
+}
+
+function streamRoute(limits: PagingLimits) {
+  return createRoute({
+    method: "get",
+    path: "/api/v2/tweets/stream",
+    operationId: "streamTweets",
+    summary: "Follow a search as server-sent events",
+    description: "The search's newest page, oldest first, then every newer matching tweet as " +
+      "it is indexed, each as an `event: tweet` whose `id` is the tweet's id and whose " +
+      "`data` is the tweet in the v2 representation (TweetV2). A comment line " +
+      "(`: nothing new`) is sent when a read of the index finds nothing new. The stream " +
+      "does not end on its own.",
+    tags: ["tweets v2"],
+    security: bearerSecurity,
+    request: { query: streamQuerySchema(limits) },
+    responses: {
+      200: {
+        description: "The event stream",
+        headers: { "Cache-Control": { description: "`no-store`", ...text } },
+        content: {
+          "text/event-stream": {
+            schema: z.string().openapi({
+              description: "`event: tweet`, `id: <tweet id>`, `data: <TweetV2 as JSON>` " +
+                "blocks, separated by blank lines",
+              example: 'event: tweet\nid: 1\ndata: {"id":"1","text":"Kafka"}\n\n',
+            }),
+          },
+        },
+      },
+      ...problemResponses(400, 401, 503),
+    },
+  });
+}
+
+export function addQueryRoutes(app: OpenAPIHono, options: QueryRoutesOptions): OpenAPIHono {
   const { index } = options;
   const deprecation = `@${Math.floor(options.v1DeprecatedAt / 1000)}`;
 
@@ -100,11 +281,11 @@ export function addQueryRoutes(app: Hono, options: QueryRoutesOptions): Hono {
     ];
   }
 
-  function search(select: VersionSelector) {
-    return async (c: Context) => {
+  function search(variant: Variant, select: VersionSelector) {
+    mountRoute(app, searchRoute(variant, options), async (c) => {
       const choice = select(c.req.header("accept"));
       const url = new URL(c.req.url);
-      const query = parseSearchParams(url.searchParams, options);
+      const query = c.req.valid("query");
       const visibleTo = await options.visibility(accessTokenOf(c));
       const words = query.text === undefined ? [] : countedWords(query.text);
       const [page, wordCounts] = await Promise.all([
@@ -124,19 +305,13 @@ export function addQueryRoutes(app: Hono, options: QueryRoutesOptions): Hono {
       c.header("link", links.join(", "));
       c.header("x-total-count", String(page.total));
       return c.body(JSON.stringify(page.documents.map(tweetV1)));
-    };
+    });
   }
 
-  function byId(select: VersionSelector) {
-    return async (c: Context) => {
+  function byId(variant: Variant, select: VersionSelector) {
+    mountRoute(app, byIdRoute(variant), async (c) => {
       const choice = select(c.req.header("accept"));
-      const id = c.req.param("id") ?? "";
-      if (!isEntityId(id)) {
-        throw invalidParameters([{
-          parameter: "id",
-          detail: "must be a tweet id: a decimal integer from 0 to 9223372036854775807",
-        }]);
-      }
+      const { id } = c.req.valid("param");
       const [document, visibility] = await Promise.all([
         index.get(id),
         options.visibility(accessTokenOf(c)),
@@ -152,7 +327,7 @@ export function addQueryRoutes(app: Hono, options: QueryRoutesOptions): Hono {
       }
       c.header("link", links.join(", "));
       return c.body(JSON.stringify(tweetV1(document)));
-    };
+    });
   }
 
   /**
@@ -162,11 +337,8 @@ export function addQueryRoutes(app: Hono, options: QueryRoutesOptions): Hono {
    * client has taken the previous events (a pull stream without a buffer),
    * so a slow client slows its own reading and nothing piles up here.
    */
-  app.get("/api/v2/tweets/stream", async (c) => {
-    const url = new URL(c.req.url);
-    const params = new URLSearchParams(url.searchParams);
-    params.delete("cursor");
-    const query = parseSearchParams(params, options);
+  mountRoute(app, streamRoute(options), async (c) => {
+    const query = c.req.valid("query");
     const visibleTo = await options.visibility(accessTokenOf(c));
     const filter = visibleTo === undefined ? query : { ...query, visibleTo };
     const collection = "/api/v2/tweets";
@@ -216,11 +388,10 @@ export function addQueryRoutes(app: Hono, options: QueryRoutesOptions): Hono {
     });
   });
 
-  for (const version of ["v1", "v2"] as const) {
-    app.get(`/api/${version}/tweets`, search(pinned(version)));
-    app.get(`/api/${version}/tweets/:id`, byId(pinned(version)));
+  for (const variant of VARIANTS) {
+    const select = variant.version === "negotiated" ? negotiated : pinned(variant.version);
+    search(variant, select);
+    byId(variant, select);
   }
-  app.get("/api/tweets", search(negotiated));
-  app.get("/api/tweets/:id", byId(negotiated));
   return app;
 }

@@ -122,6 +122,9 @@ export function createQueryService(deps: QueryDependencies): Service {
 
   const app = createServiceApp({
     context,
+    description: "The tweet read API (CQRS query side): search and lookup by id in the v1 and " +
+      "v2 representations, chosen by path or by media type on /api/tweets; a streaming " +
+      "search; the permission API deciding who sees which tweets.",
     bodyLimitBytes: config.process.bodyLimitBytes,
     readiness: [
       { name: "search-index", check: () => index.ping() },
@@ -136,8 +139,9 @@ export function createQueryService(deps: QueryDependencies): Service {
   });
   // Any valid token for this audience: calls that bypass the gateway gain nothing.
   app.use("/api/*", bearerAuth({ verifier }));
-  app.use("/api/v1/permissions", bearerAuth({ verifier, anyRole: PERMISSION_ADMIN_ROLES }));
-  app.use("/api/v1/permissions", async (_c, next) => {
+  // `/*` also matches the collection itself, and keeps the middleware out of the described routes.
+  app.use("/api/v1/permissions/*", bearerAuth({ verifier, anyRole: PERMISSION_ADMIN_ROLES }));
+  app.use("/api/v1/permissions/*", async (_c, next) => {
     if (!migrated) throw starting();
     await next();
   });

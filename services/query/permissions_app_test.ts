@@ -226,19 +226,20 @@ Deno.test("the permission API: idempotent grants, 404 for a missing revoke, list
 
   for (
     const [method, body, parameters] of [
-      ["POST", { scope: "all", level: "READ" }, ["userId"]],
-      ["POST", { userId: "x", scope: "everything", level: "READ" }, ["scope"]],
-      ["POST", { userId: "x", scope: "tweet", level: "READ" }, ["target"]],
-      ["POST", { userId: "x", scope: "tweet", target: "12a", level: "READ" }, ["target"]],
-      ["POST", { userId: "x", scope: "all", target: "1", level: "READ" }, ["target"]],
-      ["POST", { userId: "x", scope: "all", level: "read" }, ["level"]],
+      ["POST", { scope: "all", level: "READ" }, ["body.userId"]],
+      ["POST", { userId: "x", scope: "everything", level: "READ" }, ["body.scope"]],
+      ["POST", { userId: "x", scope: "tweet", level: "READ" }, ["body.target"]],
+      ["POST", { userId: "x", scope: "tweet", target: "12a", level: "READ" }, ["body.target"]],
+      ["POST", { userId: "x", scope: "all", target: "1", level: "READ" }, ["body.target"]],
+      ["POST", { userId: "x", scope: "all", level: "read" }, ["body.level"]],
       ["POST", { userId: "", scope: "all", level: "OWNER", extra: 1 }, [
-        "extra",
-        "userId",
-        "level",
+        "body.userId",
+        "body.level",
+        "body.extra",
       ]],
-      ["DELETE", { userId: "x", scope: "all", level: "READ" }, ["level"]],
-      ["DELETE", { userId: 7, scope: "author", target: "1" }, ["userId"]],
+      ["DELETE", { userId: "x", scope: "all", level: "READ" }, ["body.level"]],
+      ["DELETE", { userId: 7, scope: "author", target: "1" }, ["body.userId"]],
+      ["POST", [], ["body"]],
     ] as const
   ) {
     const { response, body: problem } = await setup.permission(method, body);

@@ -4,8 +4,10 @@
  * envelope. Ids are strings (64-bit integers do not fit a JSON number) and
  * times are ISO-8601 UTC.
  */
+import { z } from "../../shared/http/openapi.ts";
 import { encodeCursor } from "../../shared/search_index/cursor.ts";
 import type { SearchPage, TweetDocument } from "../../shared/search_index/search_index.ts";
+import { WordCountsSchema } from "./word_counts.ts";
 
 export type ApiVersion = "v1" | "v2";
 
@@ -14,12 +16,22 @@ export const MEDIA_TYPES: Readonly<Record<ApiVersion, string>> = {
   v2: "application/vnd.twitterapi.v2+json",
 };
 
-export interface TweetV1 {
-  readonly id: string;
-  readonly userId: string;
-  readonly text: string;
-  readonly createdAt: string;
-}
+const Id = z.string().regex(/^\d{1,19}$/).openapi({
+  description: "A 64-bit id as its decimal string",
+  example: "1000000000000000020",
+});
+const Time = z.iso.datetime().openapi({ example: "2026-11-24T10:00:20.000Z" });
+/** A path on this API, with its query when it has one. */
+const Path = z.string().openapi({ format: "uri-reference", example: "/api/v2/tweets/1" });
+
+export const TweetV1Schema = z.object({
+  id: Id,
+  userId: Id,
+  text: z.string(),
+  createdAt: Time,
+}).openapi("TweetV1", { description: "A tweet in the deprecated v1 representation" });
+
+export type TweetV1 = z.infer<typeof TweetV1Schema>;
 
 export function tweetV1(document: TweetDocument): TweetV1 {
   return {
@@ -30,14 +42,16 @@ export function tweetV1(document: TweetDocument): TweetV1 {
   };
 }
 
-export interface TweetV2 {
-  readonly id: string;
-  readonly text: string;
-  readonly createdAt: string;
-  readonly source: string;
-  readonly author: { readonly id: string; readonly links: { readonly tweets: string } };
-  readonly links: { readonly self: string };
-}
+export const TweetV2Schema = z.object({
+  id: Id,
+  text: z.string(),
+  createdAt: Time,
+  source: z.string().openapi({ description: "Where the tweet came from", example: "mock" }),
+  author: z.object({ id: Id, links: z.object({ tweets: Path }) }),
+  links: z.object({ self: Path }),
+}).openapi("TweetV2", { description: "A tweet with its author and hypermedia links" });
+
+export type TweetV2 = z.infer<typeof TweetV2Schema>;
 
 /** `collection` is the path the client used, e.g. `/api/v2/tweets`. */
 export function tweetV2(document: TweetDocument, collection: string): TweetV2 {
@@ -54,15 +68,22 @@ export function tweetV2(document: TweetDocument, collection: string): TweetV2 {
   };
 }
 
-export interface SearchResultV2 {
-  readonly data: TweetV2[];
-  readonly page: {
-    readonly size: number;
-    readonly total: number;
-    readonly nextCursor: string | null;
-  };
-  readonly links: { readonly self: string; readonly next: string | null };
-}
+export const SearchResultV2Schema = z.object({
+  data: z.array(TweetV2Schema).openapi({ description: "Newest first" }),
+  page: z.object({
+    size: z.int().min(1).openapi({ description: "The page size asked for" }),
+    total: z.int().min(0).openapi({ description: "Matching tweets over all pages" }),
+    nextCursor: z.string().nullable().openapi({
+      description: "The `cursor` of the next page; null on the last page",
+    }),
+  }),
+  links: z.object({ self: Path, next: Path.nullable() }),
+  wordCounts: WordCountsSchema.optional().openapi({
+    description: "How often each word of `text` was seen; present when `text` is given",
+  }),
+}).openapi("SearchResultV2", { description: "One page of a search" });
+
+export type SearchResultV2 = z.infer<typeof SearchResultV2Schema>;
 
 /** The link to the page after `page`, keeping the other parameters. */
 export function nextPageLink(url: URL, page: SearchPage): string | null {

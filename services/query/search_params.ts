@@ -1,11 +1,12 @@
 /**
- * Validation of the tweet search parameters. Every invalid parameter is
- * reported at once, by name, as a 400 problem.
+ * The tweet search parameters, as the schema that validates them and that
+ * `/openapi.json` describes. Every invalid parameter is reported at once, by
+ * name, as a 400 problem.
  */
-import { invalidParameters, type ParameterError } from "../../shared/http/problem.ts";
-import { parseTimeRange } from "../../shared/http/time_range.ts";
+import { z } from "../../shared/http/openapi.ts";
+import { refineTimeRange, TIME_RANGE_PARAMETERS } from "../../shared/http/time_range.ts";
 import { decodeCursor } from "../../shared/search_index/cursor.ts";
-import type { SearchQuery } from "../../shared/search_index/search_index.ts";
+import type { SearchCursor, SearchQuery } from "../../shared/search_index/search_index.ts";
 import { tokenize } from "../../shared/text/tokenize.ts";
 
 export interface PagingLimits {
@@ -15,72 +16,94 @@ export interface PagingLimits {
 
 const MAX_ID = 2n ** 63n - 1n;
 const MAX_TEXT_LENGTH = 500;
+const ENTITY_ID_PATTERN = /^\d{1,19}$/;
+export const ENTITY_ID_DETAIL = "a decimal integer from 0 to 9223372036854775807";
 
 /** True for the decimal form of a non-negative 64-bit signed integer. */
 export function isEntityId(value: string): boolean {
-  return /^\d{1,19}$/.test(value) && BigInt(value) <= MAX_ID;
+  return ENTITY_ID_PATTERN.test(value) && BigInt(value) <= MAX_ID;
 }
 
-/** Parses `text`, `userId`, `from`, `to`, `size` and `cursor`. */
-export function parseSearchParams(params: URLSearchParams, limits: PagingLimits): SearchQuery {
-  const errors: ParameterError[] = [];
-  const query: { -readonly [K in keyof SearchQuery]: SearchQuery[K] } = {
-    size: limits.defaultPageSize,
+/** A 64-bit id as its decimal string (it does not fit a JSON number); `what` names it in errors. */
+export function entityId(what: string) {
+  const error = `must be ${what}: ${ENTITY_ID_DETAIL}`;
+  return z.string().regex(ENTITY_ID_PATTERN, { error, abort: true }).refine(isEntityId, { error })
+    .openapi({ description: `${what[0]!.toUpperCase()}${what.slice(1)}: ${ENTITY_ID_DETAIL}` });
+}
+
+function searchParameters(limits: PagingLimits) {
+  // A function: the largest page follows the refreshable configuration.
+  const sizeDetail = () => `must be an integer from 1 to ${limits.maxPageSize}`;
+  return {
+    text: z.string().max(MAX_TEXT_LENGTH, {
+      error: `must be at most ${MAX_TEXT_LENGTH} characters`,
+    })
+      .refine((text) => text.trim() !== "", { error: "must not be empty", abort: true })
+      .refine((text) => tokenize(text).length > 0, {
+        error: "must contain at least one letter or digit",
+      }).optional().openapi({
+        description: "Words the tweet's text contains (all of them); their counts are given too",
+        example: "kafka",
+      }),
+    userId: entityId("a user id").optional().openapi({
+      description: "Only the tweets of this author",
+      example: "9223372036854775807",
+    }),
+    ...TIME_RANGE_PARAMETERS,
+    size: z.coerce.number({ error: sizeDetail }).int({ error: sizeDetail })
+      .min(1, { error: sizeDetail })
+      .refine((size) => size <= limits.maxPageSize, { error: sizeDetail })
+      .optional().openapi({
+        description: "Tweets per page: from 1 to the configured largest page " +
+          `(QUERY_MAX_PAGE_SIZE, ${limits.maxPageSize} at start); ` +
+          `default QUERY_DEFAULT_PAGE_SIZE (${limits.defaultPageSize} at start)`,
+        maximum: limits.maxPageSize,
+        example: 20,
+      }),
   };
+}
 
-  const text = params.get("text");
-  if (text !== null) {
-    if (text.trim() === "") {
-      errors.push({ parameter: "text", detail: "must not be empty" });
-    } else if (text.length > MAX_TEXT_LENGTH) {
-      errors.push({ parameter: "text", detail: `must be at most ${MAX_TEXT_LENGTH} characters` });
-    } else if (tokenize(text).length === 0) {
-      errors.push({ parameter: "text", detail: "must contain at least one letter or digit" });
-    } else {
-      query.text = text;
-    }
+const CURSOR = z.string().transform((value, context) => {
+  try {
+    return decodeCursor(value);
+  } catch {
+    context.addIssue({
+      code: "custom",
+      message: "must be a cursor returned by a previous page of this search",
+      input: value,
+    });
+    return z.NEVER;
   }
+}).optional().openapi({
+  description: "Where the page starts: the `nextCursor` of the previous page",
+});
 
-  const userId = params.get("userId");
-  if (userId !== null) {
-    if (isEntityId(userId)) query.userId = userId;
-    else {
-      errors.push({
-        parameter: "userId",
-        detail: "must be a user id: a decimal integer from 0 to 9223372036854775807",
-      });
-    }
-  }
+interface SearchParams {
+  readonly text?: string | undefined;
+  readonly userId?: string | undefined;
+  readonly from?: number | undefined;
+  readonly to?: number | undefined;
+  readonly size?: number | undefined;
+  readonly cursor?: SearchCursor | undefined;
+}
 
-  const range = parseTimeRange(params, errors);
-  if (range.from !== undefined) query.from = range.from;
-  if (range.to !== undefined) query.to = range.to;
+function validated<T extends z.ZodType<SearchParams>>(params: T, limits: PagingLimits) {
+  return params.superRefine(refineTimeRange).transform((valid): SearchQuery => ({
+    size: valid.size ?? limits.defaultPageSize,
+    ...(valid.text === undefined ? {} : { text: valid.text }),
+    ...(valid.userId === undefined ? {} : { userId: valid.userId }),
+    ...(valid.from === undefined ? {} : { from: valid.from }),
+    ...(valid.to === undefined ? {} : { to: valid.to }),
+    ...(valid.cursor === undefined ? {} : { after: valid.cursor }),
+  }));
+}
 
-  const size = params.get("size");
-  if (size !== null) {
-    const parsed = Number(size);
-    if (!/^\d+$/.test(size) || parsed < 1 || parsed > limits.maxPageSize) {
-      errors.push({
-        parameter: "size",
-        detail: `must be an integer from 1 to ${limits.maxPageSize}`,
-      });
-    } else {
-      query.size = parsed;
-    }
-  }
+/** The query parameters of a search, validated into the index's query. */
+export function searchQuerySchema(limits: PagingLimits) {
+  return validated(z.object({ ...searchParameters(limits), cursor: CURSOR }), limits);
+}
 
-  const cursor = params.get("cursor");
-  if (cursor !== null) {
-    try {
-      query.after = decodeCursor(cursor);
-    } catch {
-      errors.push({
-        parameter: "cursor",
-        detail: "must be a cursor returned by a previous page of this search",
-      });
-    }
-  }
-
-  if (errors.length > 0) throw invalidParameters(errors);
-  return query;
+/** The query parameters of a streaming search: a search without `cursor`. */
+export function streamQuerySchema(limits: PagingLimits) {
+  return validated(z.object(searchParameters(limits)), limits);
 }

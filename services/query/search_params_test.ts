@@ -1,26 +1,25 @@
 import assert from "node:assert/strict";
-import { ProblemError } from "../../shared/http/problem.ts";
 import { encodeCursor } from "../../shared/search_index/cursor.ts";
-import { isEntityId, parseSearchParams } from "./search_params.ts";
+import { isEntityId, searchQuerySchema, streamQuerySchema } from "./search_params.ts";
 
 const limits = { defaultPageSize: 20, maxPageSize: 100 };
-const parse = (query: string) => parseSearchParams(new URLSearchParams(query), limits);
+const schema = searchQuerySchema(limits);
+/** The parameters as Hono's validator gives them to the schema. */
+const paramsOf = (query: string) => Object.fromEntries(new URLSearchParams(query));
+const parse = (query: string) => schema.parse(paramsOf(query));
 
-function problemOf(query: string): ProblemError {
-  try {
-    parse(query);
-  } catch (error) {
-    if (error instanceof ProblemError) return error;
-    throw error;
-  }
-  throw new Error(`'${query}' was accepted`);
+/** The parameters each issue names, in order; fails when the query is accepted. */
+function invalidOf(query: string): string[] {
+  const result = schema.safeParse(paramsOf(query));
+  if (result.success) throw new Error(`'${query}' was accepted`);
+  return result.error.issues.map((issue) => issue.path.join("."));
 }
 
-Deno.test("parseSearchParams() applies the default page size", () => {
+Deno.test("searchQuerySchema() applies the default page size", () => {
   assert.deepEqual(parse(""), { size: 20 });
 });
 
-Deno.test("parseSearchParams() reads every parameter", () => {
+Deno.test("searchQuerySchema() reads every parameter", () => {
   const cursor = encodeCursor({ createdAt: 1700000000000, id: "42" });
   assert.deepEqual(
     parse(
@@ -37,22 +36,35 @@ Deno.test("parseSearchParams() reads every parameter", () => {
   );
 });
 
-Deno.test("parseSearchParams() reads date-times with offsets", () => {
+Deno.test("searchQuerySchema() reads date-times with offsets", () => {
   assert.equal(parse("from=2026-11-24T10:00:00%2B01:00").from, Date.UTC(2026, 10, 24, 9));
   assert.equal(parse("to=2026-11-24T10:00:00.5Z").to, Date.UTC(2026, 10, 24, 10, 0, 0, 500));
 });
 
-Deno.test("parseSearchParams() names each invalid parameter in one 400", () => {
-  const problem = problemOf("text=&userId=-1&from=yesterday&size=0&cursor=zzz");
-  assert.equal(problem.status, 400);
-  assert.equal(problem.code, "invalid-parameter");
+Deno.test("searchQuerySchema() names each invalid parameter at once", () => {
   assert.deepEqual(
-    (problem.extensions.errors as { parameter: string }[]).map((error) => error.parameter),
+    invalidOf("text=&userId=-1&from=yesterday&size=0&cursor=zzz"),
     ["text", "userId", "from", "size", "cursor"],
   );
 });
 
-Deno.test("parseSearchParams() rejects out-of-range and malformed values", () => {
+Deno.test("searchQuerySchema() follows a refreshed largest page size", () => {
+  const refreshable = { defaultPageSize: 20, maxPageSize: 100 };
+  const refreshed = searchQuerySchema(refreshable);
+  assert.equal(refreshed.parse({ size: "100" }).size, 100);
+  refreshable.maxPageSize = 50;
+  const result = refreshed.safeParse({ size: "100" });
+  assert.equal(result.error?.issues[0]?.message, "must be an integer from 1 to 50");
+});
+
+Deno.test("streamQuerySchema() takes no cursor", () => {
+  assert.deepEqual(streamQuerySchema(limits).parse({ text: "kafka", cursor: "zzz" }), {
+    size: 20,
+    text: "kafka",
+  });
+});
+
+Deno.test("searchQuerySchema() rejects out-of-range and malformed values", () => {
   for (
     const [query, parameter] of [
       ["text=%20%20", "text"],
@@ -69,8 +81,7 @@ Deno.test("parseSearchParams() rejects out-of-range and malformed values", () =>
       ["cursor=", "cursor"],
     ] as const
   ) {
-    const errors = problemOf(query).extensions.errors as { parameter: string }[];
-    assert.deepEqual(errors.map((error) => error.parameter), [parameter], query);
+    assert.deepEqual(invalidOf(query), [parameter], query);
   }
 });
 

@@ -12,6 +12,7 @@ import type { TokenSource } from "../../shared/auth/client_credentials.ts";
 import type { ServiceDiscovery } from "../../shared/discovery/service_discovery.ts";
 import type { BalancedClient } from "../../shared/http/balanced_client.ts";
 import { Circuit, type CircuitOptions } from "../../shared/http/circuit_breaker.ts";
+import { z } from "../../shared/http/openapi.ts";
 import type { Logger } from "../../shared/log/log.ts";
 import { tokenize } from "../../shared/text/tokenize.ts";
 
@@ -25,9 +26,20 @@ export const MAX_COUNTED_WORDS = 10;
  * `counts` maps each counted word to its all-time count, or to null when the
  * source has not counted it yet (analytics has no row for it).
  */
-export type WordCounts =
-  | { readonly status: "ok"; readonly counts: Readonly<Record<string, number | null>> }
-  | { readonly status: "unavailable" };
+export const WordCountsSchema = z.discriminatedUnion("status", [
+  z.object({
+    status: z.literal("ok"),
+    counts: z.record(z.string(), z.int().min(0).nullable()).openapi({
+      description:
+        `Each counted word (normalised, at most the first ${MAX_COUNTED_WORDS}) and its count, ` +
+        "null when it was never counted",
+      example: { kafka: 1234, unicorn: null },
+    }),
+  }),
+  z.object({ status: z.literal("unavailable") }),
+]).openapi("WordCounts");
+
+export type WordCounts = z.infer<typeof WordCountsSchema>;
 
 export const UNAVAILABLE: WordCounts = { status: "unavailable" };
 

@@ -8,15 +8,21 @@ import type { Context, Hono, MiddlewareHandler } from "hono";
 import { bearerAuth, type BearerAuthEnv } from "../../shared/auth/bearer_auth.ts";
 import type { JwtVerifier } from "../../shared/auth/jwt_verifier.ts";
 import {
-  checkRegistration,
   INSTANCE_ID_PATTERN,
-  isInstanceId,
-  isServiceName,
+  parseBaseUrl,
+  REGISTRATION_LIMITS,
   SERVICE_NAME_PATTERN,
 } from "../../shared/discovery/registry_client.ts";
-import { invalidParameters, type ParameterError, ProblemError } from "../../shared/http/problem.ts";
+import {
+  bearerSecurity,
+  createRoute,
+  mountRoute,
+  type OpenAPIHono,
+  problemResponses,
+  z,
+} from "../../shared/http/openapi.ts";
+import { ProblemError } from "../../shared/http/problem.ts";
 import type { InstanceRegistry, RegisteredInstance, ServiceSnapshot } from "./registry.ts";
-import { readJsonObject } from "../../shared/http/json_body.ts";
 import { targetGroups } from "./prometheus_targets.ts";
 
 export interface RegistryRoutesOptions {
@@ -51,33 +57,236 @@ export const INSTANCE_ROUTE = `${BASE}/:service/instances/:instanceId`;
 export const HEARTBEAT_ROUTE = `${BASE}/:service/instances/:instanceId/heartbeat`;
 /** Events a slow watcher may fall behind by before it is dropped (it reconnects and resyncs). */
 const MAX_QUEUED_EVENTS = 64;
+const TAG = "registry";
 
-function serviceParam(c: Context, errors: ParameterError[]): string {
-  const service = c.req.param("service") ?? "";
-  if (!isServiceName(service)) {
-    errors.push({
-      parameter: "service",
-      detail: `must match ${SERVICE_NAME_PATTERN.source} (lower-case letters, digits, '-')`,
-    });
-  }
-  return service;
-}
+const ServiceName = z.string().regex(SERVICE_NAME_PATTERN, {
+  error: `must match ${SERVICE_NAME_PATTERN.source} (lower-case letters, digits, '-')`,
+}).openapi({
+  param: { name: "service", in: "path" },
+  description: "The service's name",
+  example: "query",
+});
 
-function pathParams(c: Context, withInstance: true): { service: string; instanceId: string };
-function pathParams(c: Context, withInstance: false): { service: string };
-function pathParams(c: Context, withInstance: boolean) {
-  const errors: ParameterError[] = [];
-  const service = serviceParam(c, errors);
-  const instanceId = withInstance ? c.req.param("instanceId") ?? "" : "";
-  if (withInstance && !isInstanceId(instanceId)) {
-    errors.push({
-      parameter: "instanceId",
-      detail: `must match ${INSTANCE_ID_PATTERN.source} (letters, digits, '.', '_', ':', '-')`,
-    });
-  }
-  if (errors.length > 0) throw invalidParameters(errors);
-  return { service, instanceId };
-}
+const InstanceId = z.string().regex(INSTANCE_ID_PATTERN, {
+  error: `must match ${INSTANCE_ID_PATTERN.source} (letters, digits, '.', '_', ':', '-')`,
+}).openapi({
+  param: { name: "instanceId", in: "path" },
+  description: "The instance's id, unique among the service's instances",
+  example: "query-host:8183",
+});
+
+const ServiceParams = z.object({ service: ServiceName });
+const InstanceParams = z.object({ service: ServiceName, instanceId: InstanceId });
+
+/** The base URL comes out without a trailing slash, as instances are listed. */
+const BaseUrl = z.string().transform((value, ctx) => {
+  const parsed = parseBaseUrl(value);
+  if ("url" in parsed) return parsed.url;
+  ctx.addIssue({ code: "custom", message: parsed.problem });
+  return z.NEVER;
+}).openapi({
+  type: "string",
+  format: "uri",
+  maxLength: REGISTRATION_LIMITS.baseUrlLength,
+  description: "Where the instance answers: an absolute http(s) URL without credentials, " +
+    "query or fragment",
+  example: "http://127.0.0.1:8183",
+});
+
+const Version = z.string().min(1).max(REGISTRATION_LIMITS.versionLength, {
+  error: `must be a string of 1 to ${REGISTRATION_LIMITS.versionLength} characters`,
+});
+
+const Metadata = z.record(
+  z.string().min(1).max(REGISTRATION_LIMITS.metadataKeyLength, {
+    error: `keys must be 1 to ${REGISTRATION_LIMITS.metadataKeyLength} characters`,
+  }),
+  z.string({
+    error: `must be a string of at most ${REGISTRATION_LIMITS.metadataValueLength} characters`,
+  }).max(REGISTRATION_LIMITS.metadataValueLength),
+).refine((metadata) => Object.keys(metadata).length <= REGISTRATION_LIMITS.metadataEntries, {
+  error: `must have at most ${REGISTRATION_LIMITS.metadataEntries} entries`,
+}).openapi({
+  maxProperties: REGISTRATION_LIMITS.metadataEntries,
+  description: "String values the instance's clients may read, e.g. `metricsUrl`",
+  example: { zone: "a" },
+});
+
+const RegistrationSchema = z.object({
+  baseUrl: BaseUrl,
+  version: Version.openapi({ example: "1.2.3" }),
+  metadata: Metadata.optional(),
+}).openapi("Registration");
+
+const InstanceSchema = z.object({
+  service: z.string(),
+  instanceId: z.string(),
+  baseUrl: z.string(),
+  version: z.string(),
+  metadata: z.record(z.string(), z.string()),
+  registeredAt: z.iso.datetime(),
+  lastHeartbeatAt: z.iso.datetime(),
+}).openapi("Instance");
+
+const SnapshotSchema = z.object({
+  service: z.string(),
+  warmingUp: z.boolean().openapi({
+    description: "The registry started recently: an instance may not have renewed yet",
+  }),
+  instances: z.array(InstanceSchema),
+}).openapi("ServiceInstances");
+
+const ServicesSchema = z.object({
+  services: z.array(z.object({ service: z.string(), instances: z.int().min(1) })),
+  warmingUp: z.boolean(),
+}).openapi("RegisteredServices");
+
+const TargetGroupSchema = z.object({
+  targets: z.array(z.string()).openapi({ example: ["127.0.0.1:8183"] }),
+  labels: z.record(z.string(), z.string()),
+}).openapi("PrometheusTargetGroup");
+
+const json = <S extends z.ZodType>(schema: S) => ({ "application/json": { schema } });
+
+const listServicesRoute = createRoute({
+  method: "get",
+  path: BASE,
+  operationId: "listServices",
+  summary: "The registered services",
+  description: "Every service with at least one instance, and how many it has.",
+  tags: [TAG],
+  security: bearerSecurity,
+  responses: {
+    200: { description: "The registered services", content: json(ServicesSchema) },
+    ...problemResponses(401),
+  },
+});
+
+const listInstancesRoute = createRoute({
+  method: "get",
+  path: `${BASE}/{service}/instances`,
+  operationId: "listInstances",
+  summary: "The instances of a service",
+  description: "Every live instance of the service; none when it has none registered.",
+  tags: [TAG],
+  security: bearerSecurity,
+  request: { params: ServiceParams },
+  responses: {
+    200: { description: "The service's instances", content: json(SnapshotSchema) },
+    ...problemResponses(400, 401),
+  },
+});
+
+const watchRoute = createRoute({
+  method: "get",
+  path: `${BASE}/{service}/watch`,
+  operationId: "watchInstances",
+  summary: "Server-sent events of a service's instances",
+  description: "A `text/event-stream`: an `instances` event with the current snapshot " +
+    "(`ServiceInstances` as JSON) at once and after every change, a comment every few " +
+    "seconds. It ends when the registry stops; reconnect and resync.",
+  tags: [TAG],
+  security: bearerSecurity,
+  request: { params: ServiceParams },
+  responses: {
+    200: {
+      description: "The stream of snapshots",
+      content: {
+        "text/event-stream": {
+          schema: z.string().openapi({
+            example: `retry: 1000\n\nevent: instances\ndata: {"service":"query",...}\n\n`,
+          }),
+        },
+      },
+    },
+    ...problemResponses(400, 401, 503),
+  },
+});
+
+const prometheusTargetsRoute = createRoute({
+  method: "get",
+  path: PROMETHEUS_TARGETS_ROUTE,
+  operationId: "prometheusTargets",
+  summary: "Prometheus HTTP service discovery targets",
+  description: "One target group per instance (the registry first), for `http_sd_configs`.",
+  tags: [TAG],
+  security: bearerSecurity,
+  responses: {
+    200: { description: "The target groups", content: json(z.array(TargetGroupSchema)) },
+    ...problemResponses(401),
+  },
+});
+
+const roleProblems = {
+  ...problemResponses(400, 401, 403),
+  403: {
+    ...problemResponses(403)[403],
+    description: "The token does not carry the role `service:<service>`",
+  },
+};
+
+const registerRoute = createRoute({
+  method: "put",
+  path: `${BASE}/{service}/instances/{instanceId}`,
+  operationId: "registerInstance",
+  summary: "Register or replace an instance",
+  description: "Needs the role `service:<service>`. The instance stays listed while it " +
+    "renews within `ttlMs`.",
+  tags: [TAG],
+  security: bearerSecurity,
+  request: {
+    params: InstanceParams,
+    body: { required: true, content: json(RegistrationSchema) },
+  },
+  responses: {
+    200: {
+      description: "Replaced the instance's registration",
+      content: json(InstanceSchema.extend({ ttlMs: z.int().min(1) }).openapi("Registered")),
+    },
+    201: {
+      description: "Registered a new instance",
+      headers: z.object({
+        location: z.string().openapi({ description: "The instance's URL" }),
+      }),
+      content: json(InstanceSchema.extend({ ttlMs: z.int().min(1) }).openapi("Registered")),
+    },
+    ...roleProblems,
+    ...problemResponses(413, 415),
+  },
+});
+
+const heartbeatRoute = createRoute({
+  method: "put",
+  path: `${BASE}/{service}/instances/{instanceId}/heartbeat`,
+  operationId: "renewInstance",
+  summary: "Renew an instance",
+  description: "Needs the role `service:<service>`; 404 once the instance is no longer " +
+    "registered (register it again).",
+  tags: [TAG],
+  security: bearerSecurity,
+  request: { params: InstanceParams },
+  responses: {
+    204: { description: "Renewed" },
+    ...roleProblems,
+    ...problemResponses(404),
+  },
+});
+
+const deregisterRoute = createRoute({
+  method: "delete",
+  path: `${BASE}/{service}/instances/{instanceId}`,
+  operationId: "deregisterInstance",
+  summary: "Deregister an instance",
+  description: "Needs the role `service:<service>`.",
+  tags: [TAG],
+  security: bearerSecurity,
+  request: { params: InstanceParams },
+  responses: {
+    204: { description: "Deregistered" },
+    ...roleProblems,
+    ...problemResponses(404),
+  },
+});
 
 /**
  * Every route of the registry API, reads included (the table names every
@@ -87,7 +296,6 @@ function pathParams(c: Context, withInstance: boolean) {
  */
 export function requireRegistryToken(app: Hono, verifier: JwtVerifier): void {
   const authenticated = bearerAuth({ verifier }) as unknown as MiddlewareHandler;
-  app.use(REGISTRY_API, authenticated);
   app.use(`${REGISTRY_API}/*`, authenticated);
 }
 
@@ -209,18 +417,21 @@ function watchResponse(
   });
 }
 
-export function addRegistryRoutes(app: Hono, options: RegistryRoutesOptions): Hono {
+export function addRegistryRoutes(app: OpenAPIHono, options: RegistryRoutesOptions): OpenAPIHono {
   const { registry, closing, pingMs = 15_000, self } = options;
 
-  app.get(BASE, (c) => c.json({ services: registry.services(), warmingUp: registry.warmingUp }));
+  app.openapi(
+    listServicesRoute,
+    (c) => c.json({ services: registry.services(), warmingUp: registry.warmingUp }, 200),
+  );
 
-  app.get(`${BASE}/:service/instances`, (c) => {
-    const { service } = pathParams(c, false);
-    return c.json(snapshotBody(registry.snapshot(service)));
+  app.openapi(listInstancesRoute, (c) => {
+    const { service } = c.req.valid("param");
+    return c.json(snapshotBody(registry.snapshot(service)), 200);
   });
 
-  app.get(`${BASE}/:service/watch`, (c) => {
-    const { service } = pathParams(c, false);
+  mountRoute(app, watchRoute, (c) => {
+    const { service } = c.req.valid("param");
     if (closing.aborted) {
       throw new ProblemError({
         status: 503,
@@ -232,7 +443,8 @@ export function addRegistryRoutes(app: Hono, options: RegistryRoutesOptions): Ho
     return watchResponse(registry, service, { closing, pingMs });
   });
 
-  app.get(PROMETHEUS_TARGETS_ROUTE, (c) => {
+  // Target groups are read-only; the typed `app.openapi` wants mutable arrays.
+  mountRoute(app, prometheusTargetsRoute, (c) => {
     const instances = registry.services().flatMap(({ service }) =>
       registry.snapshot(service).instances
     );
@@ -240,31 +452,28 @@ export function addRegistryRoutes(app: Hono, options: RegistryRoutesOptions): Ho
     return c.json(targetGroups([itself, ...instances]));
   });
 
-  app.put(INSTANCE_ROUTE, async (c) => {
-    const { service, instanceId } = pathParams(c, true);
+  app.openapi(registerRoute, (c) => {
+    const { service, instanceId } = c.req.valid("param");
     requireServiceRole(c as unknown as Context<BearerAuthEnv>, service);
-    const check = checkRegistration(await readJsonObject(c.req.raw));
-    if (!check.ok) {
-      throw new ProblemError({
-        status: 400,
-        code: "invalid-body",
-        title: "Invalid request body",
-        detail: check.problems.map((problem) => `${problem.field}: ${problem.detail}`).join("; "),
-        extensions: { errors: check.problems },
-      });
-    }
-    const { instance, created } = registry.register({ service, instanceId, ...check.fields });
-    if (created) {
-      c.header(
-        "location",
-        `${BASE}/${encodeURIComponent(service)}/instances/${encodeURIComponent(instanceId)}`,
-      );
-    }
-    return c.json({ ...instanceBody(instance), ttlMs: registry.ttlMs }, created ? 201 : 200);
+    const { baseUrl, version, metadata = {} } = c.req.valid("json");
+    const { instance, created } = registry.register({
+      service,
+      instanceId,
+      baseUrl,
+      version,
+      metadata,
+    });
+    const body = { ...instanceBody(instance), ttlMs: registry.ttlMs };
+    if (!created) return c.json(body, 200);
+    c.header(
+      "location",
+      `${BASE}/${encodeURIComponent(service)}/instances/${encodeURIComponent(instanceId)}`,
+    );
+    return c.json(body, 201);
   });
 
-  app.put(HEARTBEAT_ROUTE, (c) => {
-    const { service, instanceId } = pathParams(c, true);
+  app.openapi(heartbeatRoute, (c) => {
+    const { service, instanceId } = c.req.valid("param");
     requireServiceRole(c as unknown as Context<BearerAuthEnv>, service);
     if (registry.renew(service, instanceId) === undefined) {
       throw unknownInstance(service, instanceId);
@@ -272,8 +481,8 @@ export function addRegistryRoutes(app: Hono, options: RegistryRoutesOptions): Ho
     return c.body(null, 204);
   });
 
-  app.delete(INSTANCE_ROUTE, (c) => {
-    const { service, instanceId } = pathParams(c, true);
+  app.openapi(deregisterRoute, (c) => {
+    const { service, instanceId } = c.req.valid("param");
     requireServiceRole(c as unknown as Context<BearerAuthEnv>, service);
     if (registry.deregister(service, instanceId) === undefined) {
       throw unknownInstance(service, instanceId);

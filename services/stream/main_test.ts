@@ -9,6 +9,7 @@ import { configureTracing } from "../../shared/trace/tracing.ts";
 import { loadConfig } from "../config.ts";
 import { createStreamService } from "./main.ts";
 import { createTestIssuer } from "../../shared/testing/test_issuer.ts";
+import { assertDescribesEveryRoute } from "../../shared/testing/openapi_assertions.ts";
 
 const issuer = await createTestIssuer();
 const admin = await issuer.authorization({ audience: "stream", roles: ["app_admin_role"] });
@@ -116,20 +117,27 @@ Deno.test("stream rejects bad rate requests with 4xx problem+json", async () => 
       body,
     });
   for (
-    const [body, status, code] of [
-      ['{"perSecond": 0}', 400, "invalid-body"],
-      ['{"perSecond": 100001}', 400, "invalid-body"],
-      ['{"perSecond": 1.5}', 400, "invalid-body"],
-      ['{"perSecond": "10"}', 400, "invalid-body"],
-      ["[1]", 400, "invalid-body"],
-      ["{", 400, "invalid-body"],
+    const [body, parameter] of [
+      ['{"perSecond": 0}', "body.perSecond"],
+      ['{"perSecond": 100001}', "body.perSecond"],
+      ['{"perSecond": 1.5}', "body.perSecond"],
+      ['{"perSecond": "10"}', "body.perSecond"],
+      ["{}", "body.perSecond"],
+      ["[1]", "body"],
     ] as const
   ) {
     const response = await put(body);
-    assert.equal(response.status, status, body);
+    assert.equal(response.status, 400, body);
     assert.equal(response.headers.get("content-type"), "application/problem+json");
-    assert.equal((await response.json()).type, `urn:twitterapi:problem:${code}`);
+    const problem = await response.json();
+    assert.equal(problem.type, "urn:twitterapi:problem:invalid-parameter");
+    assert.deepEqual(problem.errors.map((error: { parameter: string }) => error.parameter), [
+      parameter,
+    ]);
   }
+  const malformed = await put("{");
+  assert.equal(malformed.status, 400);
+  assert.equal((await malformed.json()).type, "urn:twitterapi:problem:invalid-body");
   const wrongType = await put('{"perSecond": 5}', "text/plain");
   assert.equal(wrongType.status, 415);
   await wrongType.body?.cancel();
@@ -191,6 +199,24 @@ Deno.test("stream's API needs an administrator's token for the stream audience",
   const health = await service.app.request("/health");
   assert.equal(health.status, 200);
   await health.body?.cancel();
+  await service.stop();
+  await eventLog.close();
+});
+
+Deno.test("stream's /openapi.json is valid OpenAPI 3.1 describing every route it serves", async () => {
+  const { service, eventLog } = await streamService({
+    STREAM_AUTO_START: "false",
+    STREAM_MAX_RATE_PER_SECOND: "2000",
+  });
+  const description = await assertDescribesEveryRoute(service.app);
+  const schemas = (description.components as { schemas: Record<string, unknown> }).schemas;
+  assert.deepEqual(schemas.StreamRate, {
+    type: "object",
+    properties: {
+      perSecond: { type: "integer", minimum: 1, maximum: 2000, example: 50 },
+    },
+    required: ["perSecond"],
+  });
   await service.stop();
   await eventLog.close();
 });

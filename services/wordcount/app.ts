@@ -3,14 +3,24 @@
  * repartition partitions it has restored; a word of another instance's
  * partition is forwarded to that instance (found by its registry metadata),
  * and trending merges every instance's top words. A partition nobody has
- * restored right now is a 503 with Retry-After, never a wrong zero.
+ * restored right now is a 503 with Retry-After, never a wrong zero. Every
+ * route is declared with the schemas that validate it and that
+ * `/openapi.json` shows.
  */
-import type { Context, Hono } from "hono";
+import type { Context } from "hono";
 import type {
   ServiceDiscovery,
   ServiceInstance,
 } from "../../shared/discovery/service_discovery.ts";
-import { invalidParameters, ProblemError } from "../../shared/http/problem.ts";
+import {
+  bearerSecurity,
+  createRoute,
+  mountRoute,
+  type OpenAPIHono,
+  problemResponses,
+  z,
+} from "../../shared/http/openapi.ts";
+import { ProblemError } from "../../shared/http/problem.ts";
 import { tracedFetch } from "../../shared/http/traced_fetch.ts";
 import type { Tracer } from "../../shared/trace/tracing.ts";
 import { tokenize } from "../../shared/text/tokenize.ts";
@@ -27,6 +37,8 @@ export const PARTITIONS_METADATA = "wordcount-partitions";
 const FORWARDED_HEADER = "x-wordcount-forwarded";
 const RETRY_AFTER_SECONDS = 1;
 const FORWARD_TIMEOUT_MS = 5000;
+const TRENDING_LIMIT = { default: 10, max: 100 } as const;
+const LIMIT_DETAIL = `must be an integer from 1 to ${TRENDING_LIMIT.max}`;
 
 export interface WordCountRoutesOptions {
   readonly processor: WordCountProcessor;
@@ -90,7 +102,106 @@ async function forward(
   return new Response(await response.arrayBuffer(), { status: response.status, headers });
 }
 
-export function addWordCountRoutes(app: Hono, options: WordCountRoutesOptions): void {
+const Word = z.string().openapi({ description: "The normalised word", example: "kafka" });
+const Count = z.int().min(0);
+const WindowStart = z.iso.datetime().openapi({
+  description: "Start of the current window",
+  example: "2026-11-24T10:00:00.000Z",
+});
+
+const WordCountsSchema = z.object({
+  word: Word,
+  count: Count.openapi({ description: "All-time count", example: 1234 }),
+  windows: z.record(z.string(), z.object({ start: WindowStart, count: Count })).openapi({
+    description: "The count in the current window of each configured size (WORDCOUNT_WINDOWS)",
+    example: { "1m": { start: "2026-11-24T10:00:00.000Z", count: 3 } },
+  }),
+}).openapi("WordCounts", { description: "A word's live counts" });
+
+const TrendingSchema = z.object({
+  window: z.string().openapi({ description: "The window size", example: "1m" }),
+  start: WindowStart,
+  words: z.array(z.object({ word: Word, count: Count })).openapi({
+    description: "Highest count in the current window first",
+  }),
+  partitions: z.array(z.int().min(0)).optional().openapi({
+    description: "Only on a forwarded request: the partitions this instance answered for",
+  }),
+}).openapi("TrendingWords");
+
+const ForwardedHeaders = z.object({
+  [FORWARDED_HEADER]: z.string().optional().openapi({
+    description: "Set by an instance asking another: answer from this instance's own " +
+      "partitions only, never forward again",
+  }),
+});
+
+const UNAVAILABLE = "A partition has no restored owner right now (a problem with Retry-After)";
+const json = <T>(schema: T) => ({ "application/json": { schema } });
+
+function trendingRoute(windows: readonly string[]) {
+  const windowDetail = (issue: { input?: unknown }) =>
+    `must be one of ${windows.join(", ")}, got '${String(issue.input)}'`;
+  return createRoute({
+    method: "get",
+    path: "/api/v1/words/trending",
+    operationId: "getTrendingWords",
+    summary: "The words with the highest counts in the current window",
+    description: "Merges every instance's partitions; 503 while a partition has no owner.",
+    tags: ["words"],
+    security: bearerSecurity,
+    request: {
+      headers: ForwardedHeaders,
+      query: z.object({
+        window: z.enum(windows as [string, ...string[]], { error: windowDetail })
+          .default(windows[0]!).openapi({ description: "The window size (WORDCOUNT_WINDOWS)" }),
+        limit: z.coerce.number({ error: LIMIT_DETAIL }).int({ error: LIMIT_DETAIL })
+          .min(1, { error: LIMIT_DETAIL }).max(TRENDING_LIMIT.max, { error: LIMIT_DETAIL })
+          .default(TRENDING_LIMIT.default).openapi({ description: "How many words", example: 10 }),
+      }),
+    },
+    responses: {
+      200: { description: "The trending words", content: json(TrendingSchema) },
+      ...problemResponses(400, 401),
+      503: { ...problemResponses(503)[503], description: UNAVAILABLE },
+    },
+  });
+}
+
+const wordRoute = createRoute({
+  method: "get",
+  path: "/api/v1/words/{word}",
+  operationId: "getWordCounts",
+  summary: "A word's all-time count and its count in each current window",
+  description: "Answered by the instance owning the word's partition (forwarded there). " +
+    "The word `trending` cannot be looked up: its path is the trending words.",
+  tags: ["words"],
+  security: bearerSecurity,
+  request: {
+    headers: ForwardedHeaders,
+    params: z.object({
+      word: z.string().transform((raw, context) => {
+        const terms = tokenize(raw);
+        if (terms.length === 1) return terms[0]!;
+        context.addIssue({
+          code: "custom",
+          message: `must be exactly one word (letters, digits, marks, '_'), got '${raw}'`,
+          input: raw,
+        });
+        return z.NEVER;
+      }).openapi({
+        param: { description: "One word, normalised as it is counted", example: "kafka" },
+      }),
+    }),
+  },
+  responses: {
+    200: { description: "The word's counts", content: json(WordCountsSchema) },
+    ...problemResponses(400, 401),
+    503: { ...problemResponses(503)[503], description: UNAVAILABLE },
+  },
+});
+
+export function addWordCountRoutes(app: OpenAPIHono, options: WordCountRoutesOptions): void {
   const { processor, windows, discovery } = options;
   const byName = new Map(windows.map((size) => [size.name, size]));
 
@@ -99,29 +210,17 @@ export function addWordCountRoutes(app: Hono, options: WordCountRoutesOptions): 
       instance.instanceId !== options.instanceId
     );
 
-  app.get("/api/v1/words/trending", async (c) => {
-    const windowName = c.req.query("window") ?? windows[0]!.name;
-    const size = byName.get(windowName);
-    const limitText = c.req.query("limit") ?? "10";
-    const limit = /^[0-9]{1,3}$/.test(limitText) ? Number(limitText) : NaN;
-    const errors = [];
-    if (size === undefined) {
-      errors.push({
-        parameter: "window",
-        detail: `must be one of ${[...byName.keys()].join(", ")}, got '${windowName}'`,
-      });
-    }
-    if (!(limit >= 1 && limit <= 100)) {
-      errors.push({ parameter: "limit", detail: `must be an integer from 1 to 100` });
-    }
-    if (size === undefined || errors.length > 0) throw invalidParameters(errors);
+  app.openapi(trendingRoute(windows.map((size) => size.name)), async (c) => {
+    const query = c.req.valid("query");
+    const size = byName.get(query.window)!;
+    const limit = query.limit;
     const local = {
       partitions: processor.ownedPartitions(),
       words: processor.trending(size, limit),
     };
     const start = new Date(processor.currentWindowStart(size)).toISOString();
     if (c.req.header(FORWARDED_HEADER) !== undefined) {
-      return c.json({ window: size.name, start, ...local });
+      return c.json({ window: size.name, start, ...local }, 200);
     }
     const covered = new Set(local.partitions);
     const words: TrendingWord[] = [...local.words];
@@ -156,26 +255,19 @@ export function addWordCountRoutes(app: Hono, options: WordCountRoutesOptions): 
           "restored owner right now",
       );
     }
-    return c.json({ window: size.name, start, words: topWords(words, limit) });
+    return c.json({ window: size.name, start, words: topWords(words, limit) }, 200);
   });
 
-  app.get("/api/v1/words/:word", async (c) => {
-    const raw = c.req.param("word");
-    const terms = tokenize(raw);
-    if (terms.length !== 1) {
-      throw invalidParameters([{
-        parameter: "word",
-        detail: `must be exactly one word (letters, digits, marks, '_'), got '${raw}'`,
-      }]);
-    }
-    const word = terms[0]!;
+  // Passes another instance's answer through as it is: any of the described ones.
+  mountRoute(app, wordRoute, async (c) => {
+    const { word } = c.req.valid("param");
     const counts = processor.counts(word);
     if (counts !== undefined) {
       const windowsJson: Record<string, { start: string; count: number }> = {};
       for (const [name, window] of Object.entries(counts.windows)) {
         windowsJson[name] = { start: new Date(window.start).toISOString(), count: window.count };
       }
-      return c.json({ word, count: counts.count, windows: windowsJson });
+      return c.json({ word, count: counts.count, windows: windowsJson }, 200);
     }
     const partition = processor.partitionOf(word);
     if (c.req.header(FORWARDED_HEADER) !== undefined) {

@@ -107,6 +107,8 @@ export function createWordCountService(deps: WordCountDependencies): Service {
 
   const app = createServiceApp({
     context,
+    description: "The live word counts: each word's all-time count and its counts in the " +
+      "current windows, and the trending words, from the instances' restored partitions.",
     bodyLimitBytes: config.process.bodyLimitBytes,
     readiness: [
       { name: "event-log", check: () => eventLog.ping() },

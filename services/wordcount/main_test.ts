@@ -12,6 +12,7 @@ import { MetricsRegistry } from "../../shared/metrics/metrics.ts";
 import { configureTracing, serviceTracer } from "../../shared/trace/tracing.ts";
 import { serviceLogger } from "../../shared/log/log.ts";
 import type { ServiceContext } from "../../shared/service/service.ts";
+import { assertDescribesEveryRoute } from "../../shared/testing/openapi_assertions.ts";
 import { TEST_VERSION } from "../../shared/testing/test_context.ts";
 import { createTestIssuer } from "../../shared/testing/test_issuer.ts";
 import { waitFor } from "../../shared/testing/wait.ts";
@@ -139,6 +140,35 @@ Deno.test("wordcount answers bad requests with problems and needs a token", asyn
     const anonymous = await get("/api/v1/words/kafka", {});
     assert.equal(anonymous.status, 401);
     await anonymous.body?.cancel();
+  } finally {
+    await service.stop();
+    await server.shutdown();
+    await eventLog.close();
+  }
+});
+
+Deno.test("wordcount describes every route it serves, and its schemas validate", async () => {
+  const eventLog = new MemoryEventLog();
+  const discovery = new MetadataDiscovery();
+  const { service, server } = wordcount(eventLog, discovery, "wordcount-openapi");
+  try {
+    const description = await assertDescribesEveryRoute(service.app);
+    const trending = (description.paths as Record<string, Record<string, unknown>>)[
+      "/api/v1/words/trending"
+    ]!.get as { parameters: { name: string; schema: Record<string, unknown> }[] };
+    const window = trending.parameters.find((parameter) => parameter.name === "window")!;
+    assert.deepEqual(window.schema.enum, config.wordcount.windows);
+    const response = await service.app.request("/api/v1/words/trending?window=5m&limit=1e3", {
+      headers: reader,
+    });
+    assert.equal(response.status, 400);
+    assert.deepEqual((await response.json()).errors, [
+      {
+        parameter: "window",
+        detail: `must be one of ${config.wordcount.windows.join(", ")}, got '5m'`,
+      },
+      { parameter: "limit", detail: "must be an integer from 1 to 100" },
+    ]);
   } finally {
     await service.stop();
     await server.shutdown();

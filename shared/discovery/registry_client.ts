@@ -64,7 +64,7 @@ function isRecord(value: unknown): value is Record<string, unknown> {
 }
 
 /** The base URL without a trailing slash, or why it is not one. */
-function parseBaseUrl(value: unknown): { url: string } | { problem: string } {
+export function parseBaseUrl(value: unknown): { url: string } | { problem: string } {
   if (typeof value !== "string") return { problem: "must be a string" };
   if (value.length > REGISTRATION_LIMITS.baseUrlLength) {
     return { problem: `must be at most ${REGISTRATION_LIMITS.baseUrlLength} characters` };

@@ -24,6 +24,8 @@ type ValidationTarget = "query" | "param" | "header" | "cookie" | "json" | "form
 interface Issue {
   readonly path: readonly PropertyKey[];
   readonly message: string;
+  /** The members a strict object does not know (code `unrecognized_keys`). */
+  readonly keys?: readonly string[];
 }
 
 /**
@@ -43,10 +45,15 @@ export function parameterErrors(
   target: ValidationTarget,
   issues: readonly Issue[],
 ): ParameterError[] {
-  return issues.map((issue) => ({
-    parameter: parameterName(target, issue.path),
-    detail: issue.message,
-  }));
+  return issues.flatMap((issue) =>
+    // Each unknown member is named, not the object that holds them.
+    issue.keys === undefined
+      ? [{ parameter: parameterName(target, issue.path), detail: issue.message }]
+      : issue.keys.map((key) => ({
+        parameter: parameterName(target, [...issue.path, key]),
+        detail: "is not a member of this request",
+      }))
+  );
 }
 
 /** Turns a failed validation into the 400 problem naming each invalid parameter. */

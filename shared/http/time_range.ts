@@ -1,8 +1,9 @@
 /**
  * The `from` and `to` query parameters of every API that filters by time:
- * an ISO-8601 date-time with offset, or a date meaning a whole UTC day.
+ * an ISO-8601 date-time with offset, or a date meaning a whole UTC day. They
+ * are schemas, so that the API descriptions state what the code accepts.
  */
-import type { ParameterError } from "./problem.ts";
+import { z } from "./openapi.ts";
 
 /** Bounds in epoch milliseconds, both inclusive; absent when not given. */
 export interface TimeRange {
@@ -13,6 +14,8 @@ export interface TimeRange {
 const DATE_ONLY = /^\d{4}-\d{2}-\d{2}$/;
 const DATE_TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})$/i;
 const DAY_MS = 86_400_000;
+const INSTANT_DETAIL = "must be an ISO-8601 date (2026-11-24) or date-time with offset " +
+  "(2026-11-24T10:00:00Z)";
 
 /**
  * An ISO-8601 date-time with offset, or a date meaning a UTC day: its first
@@ -31,25 +34,37 @@ function parseInstant(value: string, bound: "from" | "to"): number | undefined {
   return Number.isNaN(millis) ? undefined : millis;
 }
 
-/** Parses `from` and `to`, adding what is wrong with them to `errors`. */
-export function parseTimeRange(params: URLSearchParams, errors: ParameterError[]): TimeRange {
-  const range: TimeRange = {};
-  for (const bound of ["from", "to"] as const) {
-    const value = params.get(bound);
-    if (value === null) continue;
+/** One bound as a query parameter, parsed to epoch milliseconds. */
+function instantParameter(bound: "from" | "to") {
+  return z.string().transform((value, context) => {
     const millis = parseInstant(value, bound);
     if (millis === undefined) {
-      errors.push({
-        parameter: bound,
-        detail: "must be an ISO-8601 date (2026-11-24) or date-time with offset " +
-          "(2026-11-24T10:00:00Z)",
-      });
-    } else {
-      range[bound] = millis;
+      context.addIssue({ code: "custom", message: INSTANT_DETAIL, input: value });
+      return z.NEVER;
     }
-  }
+    return millis;
+  }).optional().openapi({
+    description: bound === "from"
+      ? "Earliest creation time, inclusive: an ISO-8601 date-time with offset, or a date " +
+        "(its first millisecond, UTC)"
+      : "Latest creation time, inclusive: an ISO-8601 date-time with offset, or a date " +
+        "(its last millisecond, UTC); not before `from`",
+    example: bound === "from" ? "2026-11-24T10:00:00Z" : "2026-11-25",
+  });
+}
+
+/** The shape of `from` and `to`, for a route's query schema (with `refineTimeRange`). */
+export const TIME_RANGE_PARAMETERS = {
+  from: instantParameter("from"),
+  to: instantParameter("to"),
+};
+
+/** The cross-parameter rule of a time range: `to` is not before `from`. */
+export function refineTimeRange(
+  range: { readonly from?: number | undefined; readonly to?: number | undefined },
+  context: z.RefinementCtx,
+): void {
   if (range.from !== undefined && range.to !== undefined && range.from > range.to) {
-    errors.push({ parameter: "to", detail: "must not be before from" });
+    context.addIssue({ code: "custom", path: ["to"], message: "must not be before from" });
   }
-  return range;
 }
