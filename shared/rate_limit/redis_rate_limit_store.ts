@@ -9,7 +9,7 @@
 
 import type { Redis } from "ioredis";
 import { SpanKind, trace } from "@opentelemetry/api";
-import { inSpan, type Tracer } from "../trace/tracing.ts";
+import { inLeafSpan, type Tracer } from "../trace/tracing.ts";
 import {
   checkHitArguments,
   type RateLimitDecision,
@@ -131,7 +131,7 @@ export class RedisRateLimitStore implements RateLimitStore {
    */
   #run(redisKey: string, args: readonly string[]): Promise<unknown> {
     const { host, port } = this.#client.options;
-    return inSpan(this.#tracer, "EVALSHA sliding_window", {
+    return inLeafSpan(this.#tracer, "EVALSHA sliding_window", {
       kind: SpanKind.CLIENT,
       attributes: {
         "db.system.name": "redis",
