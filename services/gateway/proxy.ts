@@ -19,7 +19,7 @@ import { CircuitOpenError, type ServiceBreakers } from "./breaker.ts";
 import { type GatewayRoute, upstreamPath } from "./routes.ts";
 
 /** RFC 9110 section 7.6.1, plus the legacy `Proxy-Connection`. */
-const HOP_BY_HOP = [
+const HOP_BY_HOP: ReadonlySet<string> = new Set([
   "connection",
   "keep-alive",
   "proxy-authenticate",
@@ -29,20 +29,37 @@ const HOP_BY_HOP = [
   "trailer",
   "transfer-encoding",
   "upgrade",
-];
+]);
+
+/** The body is re-framed on each hop. */
+const REFRAMED: ReadonlySet<string> = new Set(["content-length"]);
+
+/** Fields the gateway sets itself upstream. */
+const REPLACED_UPSTREAM: ReadonlySet<string> = new Set([
+  ...REFRAMED,
+  "host",
+  "forwarded",
+  "x-forwarded-for",
+  "x-forwarded-host",
+  "x-forwarded-proto",
+  "x-forwarded-prefix",
+]);
 
 /** Statuses whose response has no body. */
 const NULL_BODY_STATUSES: ReadonlySet<number> = new Set([101, 103, 204, 205, 304]);
 
+/** The fields `Connection` names (lower-case), which are hop-by-hop too. */
+function connectionOptions(headers: Headers): string[] {
+  const connection = headers.get("connection");
+  if (connection === null) return [];
+  return connection.split(",").map((name) => name.trim().toLowerCase()).filter((name) =>
+    name !== ""
+  );
+}
+
 /** Removes the hop-by-hop fields from `headers`, those named by `Connection` included. */
 function dropHopByHop(headers: Headers): Headers {
-  const connection = headers.get("connection");
-  if (connection !== null) {
-    for (const name of connection.split(",")) {
-      const listed = name.trim();
-      if (listed !== "") headers.delete(listed);
-    }
-  }
+  for (const name of connectionOptions(headers)) headers.delete(name);
   // Per request on the hot path: only the fields present cost a delete.
   for (const name of HOP_BY_HOP) if (headers.has(name)) headers.delete(name);
   // The body is re-framed on each hop.
@@ -50,9 +67,22 @@ function dropHopByHop(headers: Headers): Headers {
   return headers;
 }
 
-/** A copy of `headers` without hop-by-hop fields, those named by `Connection` included. */
-export function endToEndHeaders(headers: Headers): Headers {
-  return dropHopByHop(new Headers(headers));
+/**
+ * The end-to-end fields of `headers` as a list, without those in `also`: read
+ * in one pass, as `fetch` takes them (a `Headers` copy in between validated
+ * every field once more).
+ */
+export function endToEndFields(
+  headers: Headers,
+  also: ReadonlySet<string> = REFRAMED,
+): [string, string][] {
+  const listed = connectionOptions(headers);
+  const fields: [string, string][] = [];
+  for (const field of headers) {
+    const name = field[0];
+    if (!HOP_BY_HOP.has(name) && !also.has(name) && !listed.includes(name)) fields.push(field);
+  }
+  return fields;
 }
 
 export interface ForwardedFrom {
@@ -73,29 +103,26 @@ function forwardedValue(value: string): string {
     : `"${value.replace(/["\\]/g, (char) => `\\${char}`)}"`;
 }
 
-/** The headers sent upstream: the client's end-to-end headers, and the forwarding fields. */
-export function upstreamHeaders(incoming: Headers, from: ForwardedFrom): Headers {
-  const headers = endToEndHeaders(incoming);
-  headers.delete("host");
+/** The fields sent upstream: the client's end-to-end fields, and the forwarding fields. */
+export function upstreamHeaders(incoming: Headers, from: ForwardedFrom): [string, string][] {
+  const fields = endToEndFields(incoming, REPLACED_UPSTREAM);
   const node = from.clientAddress.includes(":") ? `[${from.clientAddress}]` : from.clientAddress;
   const element = `for=${forwardedValue(node)};host=${forwardedValue(from.host)};proto=${
     forwardedValue(from.proto)
   }`;
   const forwarded = incoming.get("forwarded");
-  headers.set("forwarded", forwarded === null ? element : `${forwarded}, ${element}`);
   const forwardedFor = incoming.get("x-forwarded-for");
-  headers.set(
-    "x-forwarded-for",
-    forwardedFor === null ? from.clientAddress : `${forwardedFor}, ${from.clientAddress}`,
+  fields.push(
+    ["forwarded", forwarded === null ? element : `${forwarded}, ${element}`],
+    [
+      "x-forwarded-for",
+      forwardedFor === null ? from.clientAddress : `${forwardedFor}, ${from.clientAddress}`,
+    ],
+    ["x-forwarded-host", from.host],
+    ["x-forwarded-proto", from.proto],
   );
-  headers.set("x-forwarded-host", from.host);
-  headers.set("x-forwarded-proto", from.proto);
-  if (from.prefix === undefined) {
-    headers.delete("x-forwarded-prefix");
-  } else {
-    headers.set("x-forwarded-prefix", from.prefix);
-  }
-  return headers;
+  if (from.prefix !== undefined) fields.push(["x-forwarded-prefix", from.prefix]);
+  return fields;
 }
 
 export function clientAddress(c: Context): string {

@@ -4,7 +4,7 @@ import { StaticDiscovery } from "../../shared/discovery/service_discovery.ts";
 import { testContext } from "../../shared/testing/test_context.ts";
 import { loadConfig } from "../config.ts";
 import { createGatewayService } from "./main.ts";
-import { endToEndHeaders, upstreamHeaders } from "./proxy.ts";
+import { endToEndFields, upstreamHeaders } from "./proxy.ts";
 import {
   DEFAULT_BREAKER,
   loadRouteFile,
@@ -143,8 +143,8 @@ Deno.test("upstreamPath() keeps paths unless the route rewrites its prefix", () 
   assert.equal(upstreamPath(stripped!, "/q"), "/");
 });
 
-Deno.test("endToEndHeaders() drops hop-by-hop fields, those named by Connection included", () => {
-  const headers = endToEndHeaders(
+Deno.test("endToEndFields() drops hop-by-hop fields, those named by Connection included", () => {
+  const headers = endToEndFields(
     new Headers({
       connection: "keep-alive, x-hop",
       "keep-alive": "timeout=5",
@@ -165,10 +165,10 @@ Deno.test("endToEndHeaders() drops hop-by-hop fields, those named by Connection 
 });
 
 Deno.test("upstreamHeaders() quotes IPv6 clients and appends to earlier proxies' fields", () => {
-  const headers = upstreamHeaders(
+  const headers = new Headers(upstreamHeaders(
     new Headers({ host: "gw.example", forwarded: "for=192.0.2.1", "x-forwarded-prefix": "/evil" }),
     { clientAddress: "::1", host: "gw.example", proto: "https" },
-  );
+  ));
   assert.equal(headers.get("forwarded"), 'for=192.0.2.1, for="[::1]";host=gw.example;proto=https');
   assert.equal(headers.get("x-forwarded-for"), "::1");
   assert.equal(headers.get("x-forwarded-prefix"), null);

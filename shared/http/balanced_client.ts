@@ -16,7 +16,7 @@ import { sleep } from "../async/retry.ts";
 import type { ServiceDiscovery, ServiceInstance } from "../discovery/service_discovery.ts";
 import type { Logger } from "../log/log.ts";
 import type { Counter, GaugeSample, MetricsRegistry } from "../metrics/metrics.ts";
-import { injectTraceContext, inSpan, type Tracer } from "../trace/tracing.ts";
+import { injectTraceContext, inLeafSpan, type Tracer } from "../trace/tracing.ts";
 
 export type BalancingStrategy = "round-robin" | "least-outstanding";
 
@@ -66,6 +66,31 @@ export interface BalancedClientOptions {
   readonly tracer?: Tracer;
   /** A monotonic clock in milliseconds, for ejections. @default performance.now */
   readonly now?: () => number;
+}
+
+/**
+ * The request's own copy of the caller's headers, with the trace context in
+ * place of any the caller sent. A list of fields (the gateway's) is copied
+ * as a list: `fetch` validates it once, where a `Headers` in between
+ * validated every field twice.
+ */
+function withTraceContext(
+  headers: HeadersInit | undefined,
+  traceContext: Readonly<Record<string, string>>,
+): HeadersInit {
+  if (Array.isArray(headers)) {
+    const fields: [string, string][] = [];
+    for (const field of headers) {
+      if (!Object.hasOwn(traceContext, field[0]!.toLowerCase())) {
+        fields.push([field[0]!, field[1]!]);
+      }
+    }
+    for (const name in traceContext) fields.push([name, traceContext[name]!]);
+    return fields;
+  }
+  const copy = new Headers(headers);
+  for (const name in traceContext) copy.set(name, traceContext[name]!);
+  return copy;
 }
 
 /** Why `fetch(url, init)` cannot even be built, or undefined when it can. */
@@ -367,21 +392,17 @@ export class BalancedClient {
       "peer.service.instance_id": instance.instanceId,
       ...(attempt > 0 ? { "http.request.resend_count": attempt } : {}),
     };
-    return inSpan(
+    return inLeafSpan(
       this.#tracer,
       `${method} ${service}`,
       { kind: SpanKind.CLIENT, attributes },
-      async (span) => {
+      async (span, spanContext) => {
         const timeout = new AbortController();
         const callerSignal = init.signal ?? undefined;
         const signal = callerSignal === undefined
           ? timeout.signal
           : AbortSignal.any([callerSignal, timeout.signal]);
-        // The request's own copy of the caller's headers takes the trace context.
-        const headers = new Headers(init.headers);
-        for (const [name, value] of Object.entries(injectTraceContext({}))) {
-          headers.set(name, value);
-        }
+        const headers = withTraceContext(init.headers, injectTraceContext({}, spanContext));
         // Not a `Request` built first: `fetch` would build a second one from it (a tenth
         // of the gateway's CPU). An invalid request is told apart once `fetch` has failed.
         const outgoing: RequestInit = { ...init, method, signal, headers };

@@ -54,6 +54,10 @@ export class Circuit<T> {
       volumeThreshold: options.volumeThreshold,
       resetTimeout: resetTimeoutMs,
       rollingCountTimeout: options.rollingCountTimeoutMs,
+      // Only the failure counts decide; opossum's latency percentiles sorted every
+      // latency of the window each second, and its snapshot events had no listener.
+      rollingPercentilesEnabled: false,
+      enableSnapshots: false,
       ...(options.isNotFailure === undefined ? {} : { errorFilter: options.isNotFailure }),
     });
     this.#breaker.on("open", () => {

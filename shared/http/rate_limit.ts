@@ -29,6 +29,7 @@ import type { Counter, Gauge, MetricsRegistry } from "../metrics/metrics.ts";
 import { MemoryRateLimitStore } from "../rate_limit/memory_rate_limit_store.ts";
 import type { RateLimitDecision, RateLimitStore } from "../rate_limit/rate_limit_store.ts";
 import { ProblemError, problemResponse } from "./problem.ts";
+import { setResponseHeaders } from "./response_headers.ts";
 import type { ReadinessCheck } from "./service_app.ts";
 
 /** One limit: at most `limit` requests per key in any `windowMs` milliseconds. */
@@ -393,7 +394,7 @@ export function rateLimit(options: RateLimitOptions): RateLimitMiddleware {
       return problemResponse(problem, c.req.path);
     }
     await next();
-    for (const [field, value] of Object.entries(fields)) c.header(field, value);
+    setResponseHeaders(c, fields);
   }
 
   function status(): RateLimitStatus {

@@ -29,6 +29,7 @@ import {
   problemResponse,
   unsupportedMediaType,
 } from "./problem.ts";
+import { setResponseHeaders } from "./response_headers.ts";
 
 /** A dependency the service needs to do its work, checked by `/ready`. */
 export interface ReadinessCheck {
@@ -314,7 +315,7 @@ export function createServiceApp(options: ServiceAppOptions): OpenAPIHono<BlankE
             span.setStatus({ code: SpanStatusCode.ERROR, message: `HTTP ${status}` });
           }
           const { traceId, spanId, traceFlags } = span.spanContext();
-          c.header("traceresponse", `00-${traceId}-${spanId}-0${traceFlags & 1}`);
+          setResponseHeaders(c, { traceresponse: `00-${traceId}-${spanId}-0${traceFlags & 1}` });
         }
         const seconds = (performance.now() - started) / 1000;
         const labels = { method, route, status: String(status) };

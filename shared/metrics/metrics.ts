@@ -81,9 +81,24 @@ function escapeLabel(value: string): string {
   return value.replaceAll("\\", "\\\\").replaceAll("\n", "\\n").replaceAll('"', '\\"');
 }
 
+/**
+ * The series key of `labels`, in label-name order. Called on every update:
+ * callers mostly write their labels in order already, so the sort is skipped
+ * then, and the key is built without intermediate arrays.
+ */
 function labelKey(labels: Labels): string {
-  return Object.keys(labels).sort().map((key) => `${key}="${escapeLabel(labels[key]!)}"`)
-    .join(",");
+  let names = Object.keys(labels);
+  for (let index = 1; index < names.length; index++) {
+    if (names[index - 1]! > names[index]!) {
+      names = names.sort();
+      break;
+    }
+  }
+  let key = "";
+  for (const name of names) {
+    key += `${key === "" ? "" : ","}${name}="${escapeLabel(labels[name]!)}"`;
+  }
+  return key;
 }
 
 function formatValue(value: number): string {

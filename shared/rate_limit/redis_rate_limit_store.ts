@@ -9,7 +9,7 @@
 
 import type { Redis } from "ioredis";
 import { SpanKind, trace } from "@opentelemetry/api";
-import { inSpan, type Tracer } from "../trace/tracing.ts";
+import { inLeafSpan, type SpanOptions, type Tracer } from "../trace/tracing.ts";
 import {
   checkHitArguments,
   type RateLimitDecision,
@@ -72,6 +72,8 @@ export class RedisRateLimitStore implements RateLimitStore {
   readonly #client: Redis;
   readonly #keyPrefix: string;
   readonly #tracer: Tracer;
+  /** The same for every run of the script: built once. */
+  readonly #spanOptions: SpanOptions;
   #sha: Promise<string> | undefined;
   #closed = false;
 
@@ -80,6 +82,17 @@ export class RedisRateLimitStore implements RateLimitStore {
     this.#client = client;
     this.#keyPrefix = keyPrefix;
     this.#tracer = options.tracer ?? trace.getTracer("twitterapi");
+    const { host, port } = client.options;
+    this.#spanOptions = {
+      kind: SpanKind.CLIENT,
+      attributes: {
+        "db.system.name": "redis",
+        "db.operation.name": "EVALSHA",
+        "db.stored_procedure.name": "sliding_window",
+        ...(host === undefined ? {} : { "server.address": host }),
+        ...(port === undefined ? {} : { "server.port": port }),
+      },
+    };
   }
 
   async hit(key: string, limit: number, windowMs: number): Promise<RateLimitDecision> {
@@ -130,20 +143,15 @@ export class RedisRateLimitStore implements RateLimitStore {
    * which names a user, stays out of it).
    */
   #run(redisKey: string, args: readonly string[]): Promise<unknown> {
-    const { host, port } = this.#client.options;
-    return inSpan(this.#tracer, "EVALSHA sliding_window", {
-      kind: SpanKind.CLIENT,
-      attributes: {
-        "db.system.name": "redis",
-        "db.operation.name": "EVALSHA",
-        "db.stored_procedure.name": "sliding_window",
-        ...(host === undefined ? {} : { "server.address": host }),
-        ...(port === undefined ? {} : { "server.port": port }),
-      },
-    }, (span) =>
-      this.#runScript(redisKey, args, () => {
-        span.setAttribute("db.operation.name", "EVAL");
-      }));
+    return inLeafSpan(
+      this.#tracer,
+      "EVALSHA sliding_window",
+      this.#spanOptions,
+      (span) =>
+        this.#runScript(redisKey, args, () => {
+          span.setAttribute("db.operation.name", "EVAL");
+        }),
+    );
   }
 
   /** Runs the script by its SHA (loaded once), falling back to EVAL when Redis forgot it. */

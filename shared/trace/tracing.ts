@@ -237,13 +237,9 @@ export function inSpan<T>(
   options: SpanOptions,
   work: (span: Span) => Promise<T>,
 ): Promise<T> {
-  const spanOptions = {
-    ...(options.kind === undefined ? {} : { kind: options.kind }),
-    ...(options.attributes === undefined ? {} : { attributes: options.attributes }),
-  };
   return tracer.startActiveSpan(
     name,
-    spanOptions,
+    spanOptionsOf(options),
     options.parent ?? context.active(),
     async (span) => {
       try {
@@ -256,6 +252,40 @@ export function inSpan<T>(
       }
     },
   );
+}
+
+function spanOptionsOf(options: SpanOptions) {
+  return {
+    ...(options.kind === undefined ? {} : { kind: options.kind }),
+    ...(options.attributes === undefined ? {} : { attributes: options.attributes }),
+  };
+}
+
+/**
+ * As `inSpan`, but the span does not become the active one while `work`
+ * runs: for a leaf call (one Redis command, one HTTP attempt) that starts no
+ * span of its own. An active span runs `work` in a context of its own
+ * (AsyncLocalStorage), which on the gateway's hot path cost more than the
+ * span. `work` gets the context that holds the span, to propagate it
+ * (`injectTraceContext(carrier, spanContext)`); what it logs carries the
+ * caller's span.
+ */
+export async function inLeafSpan<T>(
+  tracer: Tracer,
+  name: string,
+  options: SpanOptions,
+  work: (span: Span, spanContext: Context) => Promise<T>,
+): Promise<T> {
+  const parent = options.parent ?? context.active();
+  const span = tracer.startSpan(name, spanOptionsOf(options), parent);
+  try {
+    return await work(span, trace.setSpan(parent, span));
+  } catch (error) {
+    recordError(span, error);
+    throw error;
+  } finally {
+    span.end();
+  }
 }
 
 /**
