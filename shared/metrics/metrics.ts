@@ -27,6 +27,17 @@ export const LATENCY_BUCKETS = [
   10,
 ] as const;
 
+/**
+ * Buckets for a pipeline's stage times, where a percentile must be read
+ * closely (a freshness p99 against 1.5 s): 0.5 ms to about 21 s, each bound
+ * 2^(1/3) times the previous, so an interpolated percentile is within a
+ * quarter of its bucket.
+ */
+export const STAGE_BUCKETS: readonly number[] = Array.from(
+  { length: 47 },
+  (_, i) => Number((0.0005 * 2 ** (i / 3)).toPrecision(3)),
+);
+
 interface Metric {
   readonly name: string;
   render(): Promise<string[]>;
