@@ -87,8 +87,8 @@ interface Stages {
 
 function observeAges(ages: Histogram, stage: "received" | "handled", batch: RecordBatch): void {
   const now = Date.now();
-  const labels = { stage };
-  for (const record of batch.records) ages.observe(labels, (now - record.timestamp) / 1000);
+  const series = ages.labelled({ stage });
+  for (const record of batch.records) series.observe((now - record.timestamp) / 1000);
 }
 
 export class ConsumerService {
