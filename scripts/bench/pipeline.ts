@@ -15,11 +15,23 @@
  *  4. unless `--cost=off`, 2 and 3 again with trace export to Zipkin and log
  *     shipping to Elasticsearch on in both services, at 10 % and at 100 %
  *     sampling (the pipeline runs take their turns in the rounds), and their
- *     cost against the runs with both off (the embedded defaults).
+ *     cost against the runs with both off (the embedded defaults);
+ *  5. where the time goes between produce and searchable, for the throughput
+ *     runs (merged over the rounds) and the freshness run: the services' own
+ *     stage histograms read from their `/metrics` at the end of each run
+ *     (stream: encode and send of each batch; indexer: each event's age when
+ *     its batch is received and when its bulk write is acknowledged, decode
+ *     and bulk of each batch, records per batch), Elasticsearch's refresh
+ *     count, and lz4 compression timed in this process on tweets encoded as
+ *     the stream encodes them.
+ * `--cpu-prof=DIR` writes a V8 CPU profile of every service process to DIR.
  * Elasticsearch keeps its default 1 s refresh: "searchable" means a search
  * finds it, never a forced refresh. The load average is printed before and
  * after: on a shared machine it says how much the numbers are worth.
  */
+import { compressionsAlgorithms } from "@platformatic/kafka";
+import { Buffer } from "node:buffer";
+import { loadTweetCodec } from "../../shared/events/tweet_event.ts";
 import { serviceLogger } from "../../shared/log/log.ts";
 import type { TweetDocument } from "../../shared/search_index/search_index.ts";
 import { configureTracing } from "../../shared/trace/tracing.ts";
@@ -29,19 +41,34 @@ import { MockTweets } from "../../services/stream/mock_tweets.ts";
 import { SnowflakeIds } from "../../services/stream/tweet_ids.ts";
 import { toDocument } from "../../services/indexer/tweet_indexer.ts";
 import { ENGINES, engineUp, write } from "../engines/engines.ts";
+import { runningPid } from "../engines/engine.ts";
+import { treeCpuSeconds } from "./_cpu.ts";
 import { SERVICE_PERMISSIONS } from "../dev.ts";
+import {
+  countOf,
+  type Histograms,
+  type HistogramSeries,
+  mergeHistograms,
+  parseHistograms,
+  quantile,
+} from "./_histograms.ts";
 
 const MAIN = new URL("../../services/main.ts", import.meta.url).pathname;
 
-const USAGE = "Usage: deno task bench:pipeline [N] [--rounds=R] [--cost=on|off]\n";
+const USAGE = "Usage: deno task bench:pipeline [N] [--rounds=R] [--cost=on|off] [--cpu-prof=DIR]\n";
 
-function parseArgs(args: readonly string[]): { n: number; rounds: number; cost: boolean } {
+function parseArgs(
+  args: readonly string[],
+): { n: number; rounds: number; cost: boolean; cpuProf: string } {
   let n = 50_000;
   let rounds = 2;
   let cost = true;
+  let cpuProf = "";
   for (const arg of args) {
-    const option = /^--(rounds|cost)=(.+)$/.exec(arg);
-    if (option?.[1] === "rounds") {
+    const option = /^--(rounds|cost|cpu-prof)=(.+)$/.exec(arg);
+    if (option?.[1] === "cpu-prof") {
+      cpuProf = option[2]!;
+    } else if (option?.[1] === "rounds") {
       rounds = Number(option[2]);
     } else if (option?.[1] === "cost") {
       if (option[2] !== "on" && option[2] !== "off") {
@@ -59,7 +86,7 @@ function parseArgs(args: readonly string[]): { n: number; rounds: number; cost: 
       throw new RangeError(`${name} must be a positive integer: got ${value}`);
     }
   }
-  return { n, rounds, cost };
+  return { n, rounds, cost, cpuProf };
 }
 
 const ARGS = (() => {
@@ -133,16 +160,18 @@ async function rawBulk(run: string, n: number): Promise<number> {
   await index.open();
   const tweets = new MockTweets({ ...config.stream, ids: new SnowflakeIds(1) });
   const documents: TweetDocument[] = Array.from({ length: n }, () => toDocument(tweets.next()));
+  const cpu = await meterCpu({ ...await enginePids(), bench: Deno.pid });
   const started = performance.now();
   for (let i = 0; i < n; i += BULK_SIZE) {
     await index.upsert(documents.slice(i, i + BULK_SIZE));
     if ((i / BULK_SIZE) % 20 === 0) progress("written", i + BULK_SIZE, n, started);
   }
   const ended = await untilSearchable(() => index.count(), n, "searchable", started);
+  const used = await cpu.stop(n);
   await infrastructure.close();
   await deleteIndex(config.searchIndex.elasticsearchUrl, config.searchIndex.elasticsearchIndex);
   const rate = n / ((ended - started) / 1000);
-  write(`  es-bulk: ${rate.toFixed(0)} docs/s\n`);
+  write(`  es-bulk: ${rate.toFixed(0)} docs/s; ${cpuLine(used)}\n`);
   return rate;
 }
 
@@ -169,13 +198,22 @@ function serviceEnv(config: ReturnType<typeof configFor>): Record<string, string
 /** The service processes running, stopped when the benchmark is interrupted. */
 const running = new Set<Deno.ChildProcess>();
 
+const LISTENING = /(?<!management )listening on (https?:\/\/[^\s"]+)/;
+
 /**
  * Runs one service as its own process, as deployed, and resolves once its
- * log says `ready` matched; `stop()` ends it with SIGTERM.
+ * log says `ready` matched; `metrics()` reads its `/metrics` histograms,
+ * `stop()` ends it with SIGTERM.
  */
 async function spawnService(name: string, env: Record<string, string>, ready: RegExp) {
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", ...SERVICE_PERMISSIONS, MAIN, name],
+    args: [
+      "run",
+      ...SERVICE_PERMISSIONS,
+      ...(ARGS.cpuProf === "" ? [] : ["--cpu-prof", `--cpu-prof-dir=${ARGS.cpuProf}`]),
+      MAIN,
+      name,
+    ],
     env,
     stdin: "null",
     stdout: "piped",
@@ -185,16 +223,24 @@ async function spawnService(name: string, env: Record<string, string>, ready: Re
   void child.status.then(() => running.delete(child));
   const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
   let buffer = "";
+  let url: string | undefined;
   while (!ready.test(buffer)) {
     const { value, done } = await lines.read();
     if (done) throw new Error(`The ${name} process ended before it was ready`);
     buffer = (buffer + value).slice(-10_000);
+    // Taken when logged: retries logged before ready may push it out of the buffer.
+    url ??= LISTENING.exec(buffer)?.[1]?.replace(/\/$/, "");
   }
+  if (url === undefined) throw new Error(`The ${name} process did not log where it listens`);
   // Keep draining the log so the process never blocks on a full pipe.
   void (async () => {
     while (!(await lines.read()).done);
   })();
   return {
+    pid: child.pid,
+    async metrics(): Promise<Histograms> {
+      return parseHistograms(await (await fetch(`${url}/metrics`)).text());
+    },
     async stop() {
       child.kill("SIGTERM");
       await child.status;
@@ -222,7 +268,203 @@ function observabilityName(observability: Observability): string {
     : `trace export at ${observability.sampleRatio * 100} % sampling and log shipping on`;
 }
 
-async function pipeline(run: string, n: number, observability?: Observability): Promise<number> {
+/** CPU seconds used by each process of a run, and the documents it wrote. */
+interface CpuUse {
+  readonly seconds: Readonly<Record<string, number>>;
+  readonly documents: number;
+}
+
+/** Starts measuring the CPU the named processes (and their children) use; `stop` says how much. */
+async function meterCpu(pids: Readonly<Record<string, number>>) {
+  const read = async () =>
+    Object.fromEntries(
+      await Promise.all(
+        Object.entries(pids).map(async ([name, pid]) => [name, await treeCpuSeconds(pid)] as const),
+      ),
+    );
+  const before = await read();
+  return {
+    async stop(documents: number): Promise<CpuUse> {
+      const after = await read();
+      const seconds = Object.fromEntries(
+        Object.keys(pids).map((name) => [name, after[name]! - before[name]!]),
+      );
+      return { seconds, documents };
+    },
+  };
+}
+
+/** The engines' processes, whose CPU the runs measure too. */
+async function enginePids(): Promise<Record<string, number>> {
+  const pids: Record<string, number> = {};
+  for (const engine of ["elasticsearch", "kafka"]) {
+    const pid = await runningPid(engine);
+    if (pid !== undefined) pids[engine] = pid;
+  }
+  return pids;
+}
+
+function mergeCpu(all: readonly CpuUse[]): CpuUse {
+  const seconds: Record<string, number> = {};
+  for (const use of all) {
+    for (const [name, value] of Object.entries(use.seconds)) {
+      seconds[name] = (seconds[name] ?? 0) + value;
+    }
+  }
+  return { seconds, documents: all.reduce((sum, use) => sum + use.documents, 0) };
+}
+
+/** `cpu per 1000 documents: elasticsearch 80 ms, ...`; all of it last. */
+function cpuLine(use: CpuUse): string {
+  const per1000 = (seconds: number) => (seconds * 1e6 / use.documents).toFixed(0);
+  const parts = Object.entries(use.seconds).map(([name, seconds]) =>
+    `${name} ${per1000(seconds)} ms`
+  );
+  const all = Object.values(use.seconds).reduce((sum, seconds) => sum + seconds, 0);
+  return `cpu per 1000 documents: ${parts.join(", ")}; all ${per1000(all)} ms`;
+}
+
+/** What a pipeline run's services and Elasticsearch say about where the time went. */
+interface Stages {
+  readonly stream: Histograms;
+  readonly indexer: Histograms;
+  readonly refreshes: Refreshes;
+  readonly cpu: CpuUse;
+}
+
+interface Refreshes {
+  readonly count: number;
+  readonly totalMs: number;
+}
+
+async function refreshesOf(url: string, index: string): Promise<Refreshes> {
+  const stats = await (await fetch(`${url}/${index}/_stats/refresh`)).json();
+  const refresh = stats?._all?.primaries?.refresh;
+  return { count: refresh?.total ?? NaN, totalMs: refresh?.total_time_in_millis ?? NaN };
+}
+
+/** The stage histograms of a run's services and the index's refreshes, before they stop. */
+async function stagesOf(
+  stream: { metrics(): Promise<Histograms> },
+  indexer: { metrics(): Promise<Histograms> },
+  config: ReturnType<typeof configFor>,
+  cpu: CpuUse,
+): Promise<Stages> {
+  const [streamHistograms, indexerHistograms, refreshes] = await Promise.all([
+    stream.metrics(),
+    indexer.metrics(),
+    refreshesOf(config.searchIndex.elasticsearchUrl, config.searchIndex.elasticsearchIndex),
+  ]);
+  return { stream: streamHistograms, indexer: indexerHistograms, refreshes, cpu };
+}
+
+function mergeStages(all: readonly Stages[]): Stages {
+  return {
+    stream: mergeHistograms(all.map((stages) => stages.stream)),
+    indexer: mergeHistograms(all.map((stages) => stages.indexer)),
+    refreshes: {
+      count: all.reduce((sum, stages) => sum + stages.refreshes.count, 0),
+      totalMs: all.reduce((sum, stages) => sum + stages.refreshes.totalMs, 0),
+    },
+    cpu: mergeCpu(all.map((stages) => stages.cpu)),
+  };
+}
+
+function milliseconds(seconds: number): string {
+  const ms = seconds * 1000;
+  return Number.isNaN(ms)
+    ? "-"
+    : ms < 10
+    ? ms.toFixed(2)
+    : ms < 100
+    ? ms.toFixed(1)
+    : ms.toFixed(0);
+}
+
+/** `p50 / p99` of a series, in milliseconds, with its count. */
+function p50p99(series: HistogramSeries | undefined, unit = "ms"): string {
+  if (series === undefined || countOf(series) === 0) return "none";
+  const [p50, p99] = [quantile(series, 0.5), quantile(series, 0.99)];
+  return unit === "ms"
+    ? `${milliseconds(p50)} / ${milliseconds(p99)} ms`
+    : `${p50.toFixed(0)} / ${p99.toFixed(0)} ${unit}`;
+}
+
+/**
+ * Where the time went, p50 / p99 of each stage. `freshness` (the measured
+ * produce-to-searchable percentiles, in ms) adds what follows the bulk write:
+ * its percentiles less the indexed age's, an estimate, as the two are not
+ * paired per tweet.
+ */
+function writeBreakdown(title: string, stages: Stages, freshness?: readonly number[]): void {
+  const { stream, indexer, refreshes } = stages;
+  const sends = stream.get('stream_batch_step_seconds{step="send"}');
+  const batches = indexer.get("indexer_batch_events");
+  const indexed = indexer.get('indexer_event_age_seconds{stage="handled"}');
+  write(`  breakdown, ${title} (p50 / p99):\n`);
+  write(
+    `    stream, per batch (${sends === undefined ? 0 : countOf(sends)} batches): encode ${
+      p50p99(stream.get('stream_batch_step_seconds{step="encode"}'))
+    }; send to acknowledged (compress, produce, broker) ${p50p99(sends)}\n`,
+  );
+  write(
+    `    indexer, per batch (${batches === undefined ? 0 : countOf(batches)} batches of ${
+      p50p99(batches, "events")
+    }): decode ${p50p99(indexer.get('indexer_batch_step_seconds{step="decode"}'))}; bulk ${
+      p50p99(indexer.get('indexer_batch_step_seconds{step="handle"}'))
+    }\n`,
+  );
+  write(
+    `    event age (since created): received by the indexer ${
+      p50p99(indexer.get('indexer_event_age_seconds{stage="received"}'))
+    }; indexed ${p50p99(indexed)}\n`,
+  );
+  if (freshness !== undefined && indexed !== undefined && countOf(indexed) > 0) {
+    write(
+      `    searchable: ${freshness[0]} / ${
+        freshness[2]
+      } ms; after indexed (refresh wait, polling; ` +
+        `estimate): ${(freshness[0]! - quantile(indexed, 0.5) * 1000).toFixed(0)} / ${
+          (freshness[2]! - quantile(indexed, 0.99) * 1000).toFixed(0)
+        } ms\n`,
+    );
+  }
+  write(
+    `    elasticsearch: ${refreshes.count} refreshes, ${
+      (refreshes.totalMs / refreshes.count).toFixed(1)
+    } ms each on average\n`,
+  );
+  write(`    ${cpuLine(stages.cpu)}\n`);
+}
+
+/**
+ * lz4 compression of produce-sized batches of tweets encoded as the stream
+ * encodes them, in this process: the one stage the client does not expose.
+ */
+async function writeCompression(config: ReturnType<typeof configFor>): Promise<void> {
+  const codec = await loadTweetCodec();
+  const tweets = new MockTweets({ ...config.stream, ids: new SnowflakeIds(2) });
+  const batch = Buffer.concat(Array.from({ length: 1000 }, () => codec.encode(tweets.next())));
+  const { lz4 } = compressionsAlgorithms;
+  let compressed = lz4.compressSync(batch);
+  const rounds = 200;
+  const started = performance.now();
+  for (let i = 0; i < rounds; i++) compressed = lz4.compressSync(batch);
+  const compressMs = (performance.now() - started) / rounds;
+  const decompressStarted = performance.now();
+  for (let i = 0; i < rounds; i++) lz4.decompressSync(compressed);
+  const decompressMs = (performance.now() - decompressStarted) / rounds;
+  write(
+    `lz4 in this process, 1000 encoded tweets (${batch.byteLength} -> ${compressed.byteLength} ` +
+      `bytes): compress ${compressMs.toFixed(2)} ms, decompress ${decompressMs.toFixed(2)} ms\n`,
+  );
+}
+
+async function pipeline(
+  run: string,
+  n: number,
+  observability?: Observability,
+): Promise<{ rate: number; stages: Stages }> {
   write(
     `pipeline: ${n} tweets, stream -> Kafka -> indexer -> Elasticsearch (one process each), ${
       observabilityName(observability)
@@ -238,18 +480,68 @@ async function pipeline(run: string, n: number, observability?: Observability): 
   await index.open();
   const indexer = await spawnService("indexer", env, /Indexing \S+ as group/);
   const stream = await spawnService("stream", env, /Producing mock tweets/);
+  const cpu = await meterCpu({ ...await enginePids(), stream: stream.pid, indexer: indexer.pid });
   const started = performance.now();
   const ended = await untilSearchable(() => index.count(), n, "searchable", started);
+  const stages = await stagesOf(stream, indexer, config, await cpu.stop(n));
   await stream.stop();
   await indexer.stop();
   await infrastructure.close();
   await deleteIndex(config.searchIndex.elasticsearchUrl, config.searchIndex.elasticsearchIndex);
   const rate = n / ((ended - started) / 1000);
   write(`  pipeline: ${rate.toFixed(0)} docs/s\n`);
-  return rate;
+  return { rate, stages };
 }
 
-async function freshness(run: string, observability?: Observability): Promise<number[]> {
+const PAGE_SIZE = 1000;
+
+interface SearchablePage {
+  /** Documents searchable when the search ran. */
+  readonly total: number;
+  readonly hits: { id: string; createdAt: number; sort: [number, string] }[];
+}
+
+/**
+ * One newest-first page of the searchable tweets' ids and creation times, by
+ * a search straight to Elasticsearch: the lightest search that says which
+ * tweets a search finds (no text or terms sent back, no client decoding), so
+ * that the poll adds little to the latencies it measures.
+ */
+async function searchablePage(
+  config: ReturnType<typeof configFor>,
+  after?: [number, string],
+): Promise<SearchablePage> {
+  const { elasticsearchUrl, elasticsearchIndex } = config.searchIndex;
+  const response = await fetch(
+    `${elasticsearchUrl}/${elasticsearchIndex}/_search?filter_path=hits.total.value,hits.hits._source,hits.hits.sort`,
+    {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({
+        size: PAGE_SIZE,
+        _source: ["id", "createdAt"],
+        sort: [{ createdAt: "desc" }, { id: "desc" }],
+        track_total_hits: true,
+        ...(after === undefined ? {} : { search_after: after }),
+      }),
+    },
+  );
+  if (!response.ok) throw new Error(`The freshness search failed: ${await response.text()}`);
+  const body = await response.json();
+  const hits = (body.hits?.hits ?? []) as {
+    _source: { id: string; createdAt: number };
+    sort: [number, string];
+  }[];
+  return {
+    total: body.hits?.total?.value ?? 0,
+    hits: hits.map(({ _source, sort }) => ({ ..._source, sort })),
+  };
+}
+
+async function freshness(
+  run: string,
+  observability?: Observability,
+): Promise<{ percentiles: number[]; stages: Stages }> {
   const total = FRESHNESS_RATE * FRESHNESS_SECONDS;
   write(
     `freshness: ${FRESHNESS_RATE} tweets/s for ${FRESHNESS_SECONDS} s (one process each), ${
@@ -267,8 +559,10 @@ async function freshness(run: string, observability?: Observability): Promise<nu
   const indexer = await spawnService("indexer", env, /Indexing \S+ as group/);
   const started = performance.now();
   const stream = await spawnService("stream", env, /Producing mock tweets/);
-  // A tweet's id encodes its produce time (its createdAt); it is searchable
-  // from the first poll whose newest-first page shows it.
+  const cpu = await meterCpu({ ...await enginePids(), stream: stream.pid, indexer: indexer.pid });
+  const polls: number[] = [];
+  // A tweet's createdAt is its produce time; it is searchable from the first
+  // poll whose newest-first pages show it, timed when that poll's answer came.
   const latencies = new Map<string, number>();
   let lastReport = 0;
   let lastProgress = performance.now();
@@ -285,38 +579,44 @@ async function freshness(run: string, observability?: Observability): Promise<nu
       );
       break;
     }
-    let page = await index.search({ size: 1000 });
+    const pollStarted = performance.now();
+    let page = await searchablePage(config);
+    const searchable = page.total;
     let now = Date.now();
     const record = () => {
-      for (const document of page.documents) {
-        if (!latencies.has(document.id)) latencies.set(document.id, now - document.createdAt);
+      for (const { id, createdAt } of page.hits) {
+        if (!latencies.has(id)) latencies.set(id, now - createdAt);
       }
     };
     record();
     // A tweet indexed after a thousand newer ones (a slow batch) is not on the first page: when
-    // more are searchable than seen, page on until every searchable one is.
-    let pages = 1;
-    while (page.next !== undefined && pages < total / 1000 + 1) {
-      if (await index.count() <= latencies.size) break;
-      page = await index.search({ size: 1000, after: page.next });
+    // more were searchable than seen, page on until every one of them is.
+    while (latencies.size < searchable && page.hits.length === PAGE_SIZE) {
+      page = await searchablePage(config, page.hits.at(-1)!.sort);
       now = Date.now();
       record();
-      pages++;
     }
+    polls.push(performance.now() - pollStarted);
     if (performance.now() - lastReport > 2000) {
       progress("searchable", latencies.size, total, started);
       lastReport = performance.now();
     }
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
+  const stages = await stagesOf(stream, indexer, config, await cpu.stop(latencies.size));
   await stream.stop();
   await indexer.stop();
   await infrastructure.close();
   await deleteIndex(config.searchIndex.elasticsearchUrl, config.searchIndex.elasticsearchIndex);
   const sorted = [...latencies.values()].sort((a, b) => a - b);
   const [p50, p95, p99] = [0.5, 0.95, 0.99].map((p) => percentile(sorted, p));
-  write(`  freshness: p50 ${p50} ms, p95 ${p95} ms, p99 ${p99} ms\n`);
-  return [p50!, p95!, p99!];
+  polls.sort((a, b) => a - b);
+  write(
+    `  freshness: p50 ${p50} ms, p95 ${p95} ms, p99 ${p99} ms (a poll of the index took ${
+      percentile(polls, 0.5).toFixed(0)
+    } / ${percentile(polls, 0.99).toFixed(0)} ms, p50 / p99)\n`,
+  );
+  return { percentiles: [p50!, p95!, p99!], stages };
 }
 
 function median(values: readonly number[]): number {
@@ -369,6 +669,7 @@ if (import.meta.main) {
   if (ARGS.cost) await checkZipkin();
   const run = crypto.randomUUID().slice(0, 8);
   write(`load average before: ${await loadAverage()}\n`);
+  await writeCompression(configFor(run, {}));
   const warmup = Math.max(BULK_SIZE, Math.round(N / 5));
   write(`warm-up (not counted):\n`);
   await rawBulk(`${run}-w`, warmup);
@@ -376,17 +677,25 @@ if (import.meta.main) {
   const exporting: Observability[] = ARGS.cost ? [{ sampleRatio: 0.1 }, { sampleRatio: 1 }] : [];
   const esBulk: number[] = [];
   const pipelineRates = new Map<Observability, number[]>();
+  const throughputStages: Stages[] = [];
   for (let round = 1; round <= ARGS.rounds; round++) {
     write(`round ${round}/${ARGS.rounds}:\n`);
     esBulk.push(await rawBulk(`${run}-${round}`, N));
     for (const observability of [undefined, ...exporting]) {
-      const rate = await pipeline(`${run}-${round}`, N, observability);
+      const { rate, stages } = await pipeline(`${run}-${round}`, N, observability);
       pipelineRates.set(observability, [...pipelineRates.get(observability) ?? [], rate]);
+      if (observability === undefined) {
+        throughputStages.push(stages);
+        writeBreakdown("this run", stages);
+      }
     }
   }
   const p99s = new Map<Observability, number>();
+  let freshStages: { percentiles: number[]; stages: Stages } | undefined;
   for (const observability of [undefined, ...exporting]) {
-    p99s.set(observability, (await freshness(run, observability))[2]!);
+    const measured = await freshness(run, observability);
+    p99s.set(observability, measured.percentiles[2]!);
+    if (observability === undefined) freshStages = measured;
   }
   write(`load average after: ${await loadAverage()}\n`);
   const pipelineRate = median(pipelineRates.get(undefined)!);
@@ -407,5 +716,14 @@ if (import.meta.main) {
     );
     write(`export+shipping cost (against both off): ${costs.join("; ")}\n`);
   }
+  writeBreakdown(
+    `throughput, ${ARGS.rounds} round(s) merged, export and shipping off`,
+    mergeStages(throughputStages),
+  );
+  writeBreakdown(
+    `freshness at ${FRESHNESS_RATE} tweets/s, export and shipping off`,
+    freshStages!.stages,
+    freshStages!.percentiles,
+  );
   Deno.exit(0);
 }

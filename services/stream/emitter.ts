@@ -32,13 +32,21 @@ export interface TweetEmitterOptions {
   /** Stop after this many tweets; 0 means never. */
   readonly count: number;
   readonly logger: Logger;
-  /** Called with every acknowledged batch size. */
-  readonly onProduced?: (count: number) => void;
+  /** Called with every acknowledged batch: its size and where its time went. */
+  readonly onProduced?: (count: number, timings: BatchTimings) => void;
   /**
    * Most tweets sent in one call to the log.
    * @default 1000
    */
   readonly maxBatchSize?: number;
+}
+
+/** Where the time of one produced batch went, in seconds. */
+export interface BatchTimings {
+  /** Making and encoding the batch's tweets. */
+  readonly encodeSeconds: number;
+  /** From the send to the log's acknowledgement (compression and retries included). */
+  readonly sendSeconds: number;
 }
 
 export class StreamCompletedError extends Error {
@@ -140,11 +148,11 @@ export class TweetEmitter {
         await sleep(Math.max(1, Math.ceil(nextDueMs)), this.#wake.signal);
         continue;
       }
-      const sent = await this.#send(size);
-      if (!sent) break;
+      const timings = await this.#send(size);
+      if (timings === undefined) break;
       this.#produced += size;
       windowProduced += size;
-      this.options.onProduced?.(size);
+      this.options.onProduced?.(size, timings);
       if (count !== 0 && this.#produced >= count) {
         this.#state = "completed";
         this.options.logger.info("Produced all {count} tweets; the stream is completed", { count });
@@ -152,9 +160,10 @@ export class TweetEmitter {
     }
   }
 
-  /** Sends `size` new tweets, each in its own trace; false if stopped first. */
-  async #send(size: number): Promise<boolean> {
+  /** Sends `size` new tweets, each in its own trace; undefined if stopped first. */
+  async #send(size: number): Promise<BatchTimings | undefined> {
     const { topic, logger } = this.options;
+    const encodeStarted = performance.now();
     const records: ProducerRecord[] = [];
     for (let i = 0; i < size; i++) {
       const tweet = this.options.next();
@@ -164,19 +173,23 @@ export class TweetEmitter {
         timestamp: tweet.createdAt,
       });
     }
+    const sendStarted = performance.now();
     try {
       await retryUntilDone(() => inNewTraces(() => this.options.eventLog.send(topic, records)), {
         action: `send ${size} tweets to ${topic}`,
         logger,
         signal: this.#stopping.signal,
       });
-      return true;
     } catch (error) {
       logger.warn("Stopped before {size} tweets were acknowledged; they were not produced", {
         size,
         error,
       });
-      return false;
+      return undefined;
     }
+    return {
+      encodeSeconds: (sendStarted - encodeStarted) / 1000,
+      sendSeconds: (performance.now() - sendStarted) / 1000,
+    };
   }
 }

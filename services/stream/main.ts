@@ -3,6 +3,7 @@ import type { EventLog } from "../../shared/event_log/event_log.ts";
 import { TracedEventLog } from "../../shared/event_log/traced_event_log.ts";
 import type { TweetCodec } from "../../shared/events/tweet_event.ts";
 import { createServiceApp } from "../../shared/http/service_app.ts";
+import { STAGE_BUCKETS } from "../../shared/metrics/metrics.ts";
 import type { Service, ServiceContext } from "../../shared/service/service.ts";
 import type { AppConfig } from "../config.ts";
 import type { RefreshableConfig } from "../../shared/config/refreshable_config.ts";
@@ -41,6 +42,13 @@ export function createStreamService(deps: StreamDependencies): Service {
     "stream_tweets_produced_total",
     "Tweets acknowledged by the event log.",
   );
+  // Where a batch's time goes before the log has it (the indexer times the rest).
+  const batchSteps = context.metrics.histogram(
+    "stream_batch_step_seconds",
+    "Time a produced batch spends in each step: encode (making and encoding its tweets), send " +
+      "(until the event log acknowledged it).",
+    STAGE_BUCKETS,
+  );
   const emitter = new TweetEmitter({
     eventLog,
     encode: (tweet) => codec.encode(tweet),
@@ -49,7 +57,11 @@ export function createStreamService(deps: StreamDependencies): Service {
     ratePerSecond: settings.ratePerSecond,
     count: settings.count,
     logger: context.logger,
-    onProduced: (count) => produced.inc({}, count),
+    onProduced(count, { encodeSeconds, sendSeconds }) {
+      produced.inc({}, count);
+      batchSteps.observe({ step: "encode" }, encodeSeconds);
+      batchSteps.observe({ step: "send" }, sendSeconds);
+    },
   });
   deps.configuration?.subscribe({
     apply(next, previous) {

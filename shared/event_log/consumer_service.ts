@@ -8,10 +8,16 @@
  * Its metrics: the group's lag on `event_log_consumer_lag` (one series per
  * group, topic and partition), and, named after the service,
  * `<prefix>_batch_failures_total` (plain members) and `<prefix>_events_total`
- * by outcome (dead-lettering handlers).
+ * by outcome (dead-lettering handlers). Dead-lettering handlers also time
+ * their pipeline stage, cheaply (histograms, a few observations per event):
+ * `<prefix>_event_age_seconds` by stage, each event's age since its record's
+ * timestamp (the producer's create time) when its batch is `received` and
+ * when the handler's side effect is durable (`handled`);
+ * `<prefix>_batch_step_seconds` by step (`decode`, `handle`); and
+ * `<prefix>_batch_events`, the records per batch.
  */
 import { retryUntilDone } from "../async/retry.ts";
-import type { Counter } from "../metrics/metrics.ts";
+import { type Counter, type Histogram, STAGE_BUCKETS } from "../metrics/metrics.ts";
 import type { ServiceContext } from "../service/service.ts";
 import { deadLetter } from "./dead_letter.ts";
 import type {
@@ -70,6 +76,21 @@ export interface DeadLetteringOptions<T> {
   readonly outcome: string;
 }
 
+/** Records per batch: 1 to 10,000, a few per decade. */
+const BATCH_SIZE_BUCKETS = [1, 2, 5, 10, 20, 50, 100, 200, 300, 400, 500, 1000, 2000, 5000, 10_000];
+
+interface Stages {
+  readonly ages: Histogram;
+  readonly steps: Histogram;
+  readonly sizes: Histogram;
+}
+
+function observeAges(ages: Histogram, stage: "received" | "handled", batch: RecordBatch): void {
+  const now = Date.now();
+  const series = ages.labelled({ stage });
+  for (const record of batch.records) series.observe((now - record.timestamp) / 1000);
+}
+
 export class ConsumerService {
   /** The service's event log, traced: records sent through it continue the handled ones' traces. */
   readonly eventLog: EventLog;
@@ -79,6 +100,7 @@ export class ConsumerService {
   #member: ConsumerGroupMember | undefined;
   #failures: Counter | undefined;
   #events: Counter | undefined;
+  #stages: Stages | undefined;
 
   constructor(options: ConsumerServiceOptions) {
     this.#options = options;
@@ -169,8 +191,12 @@ export class ConsumerService {
       "Events handled, by outcome.",
     );
     const events = this.#events;
+    const stages = this.#stages ??= this.#registerStages();
     const eventLog = this.eventLog;
     return async function handleBatch(batch: RecordBatch): Promise<void> {
+      observeAges(stages.ages, "received", batch);
+      stages.sizes.observe({}, batch.records.length);
+      const decodeStarted = performance.now();
       const decoded: Decoded<T>[] = [];
       const deadLetters: ProducerRecord[] = [];
       for (const record of batch.records) {
@@ -181,8 +207,12 @@ export class ConsumerService {
           deadLetters.push(deadLetter(record, error));
         }
       }
+      stages.steps.observe({ step: "decode" }, (performance.now() - decodeStarted) / 1000);
       if (deadLetters.length > 0) await eventLog.send(deadLetterTopic, deadLetters);
+      const handleStarted = performance.now();
       const handled = await handle(decoded, batch);
+      stages.steps.observe({ step: "handle" }, (performance.now() - handleStarted) / 1000);
+      observeAges(stages.ages, "handled", batch);
       events.inc({ outcome }, handled);
       if (deadLetters.length > 0) {
         events.inc({ outcome: "dead-lettered" }, deadLetters.length);
@@ -199,6 +229,29 @@ export class ConsumerService {
   async stop(): Promise<void> {
     this.#stopping.abort();
     await this.#member?.stop();
+  }
+
+  #registerStages(): Stages {
+    const { metrics } = this.#options.context;
+    const prefix = this.#options.metricPrefix;
+    return {
+      ages: metrics.histogram(
+        `${prefix}_event_age_seconds`,
+        "Age of events since their record's timestamp, when their batch is received and when " +
+          "it is handled (durably), by stage.",
+        STAGE_BUCKETS,
+      ),
+      steps: metrics.histogram(
+        `${prefix}_batch_step_seconds`,
+        "Time a batch spends in each step of its handling: decode, handle.",
+        STAGE_BUCKETS,
+      ),
+      sizes: metrics.histogram(
+        `${prefix}_batch_events`,
+        "Records per batch.",
+        BATCH_SIZE_BUCKETS,
+      ),
+    };
   }
 
   async #join(join: () => Promise<ConsumerGroupMember>): Promise<ConsumerGroupMember> {

@@ -70,6 +70,12 @@ Deno.test("ConsumerService creates its topics, dead-letters, retries failed batc
     assert.match(metrics, /numbers_events_total\{outcome="summed"\} 3/);
     assert.match(metrics, /numbers_events_total\{outcome="dead-lettered"\} 1/);
     assert.match(metrics, /numbers_batch_failures_total 2/);
+    // Stage timings: every delivery is received and decoded, only the successful one handled.
+    assert.match(metrics, /numbers_event_age_seconds_count\{stage="received"\} 12\n/);
+    assert.match(metrics, /numbers_event_age_seconds_count\{stage="handled"\} 4\n/);
+    assert.match(metrics, /numbers_batch_step_seconds_count\{step="decode"\} 3\n/);
+    assert.match(metrics, /numbers_batch_step_seconds_count\{step="handle"\} 1\n/);
+    assert.match(metrics, /numbers_batch_events_bucket\{le="5"\} 3\n/);
     for (const [topic, partition] of [["numbers", 0], ["numbers", 1], ["other", 0]]) {
       assert.match(
         metrics,

@@ -32,6 +32,21 @@ Deno.test("MetricsRegistry renders cumulative histogram buckets", async () => {
   assert.match(text, /latency_seconds_count 3\n/);
 });
 
+Deno.test("A labelled histogram series observes into the same buckets, each on its bound", async () => {
+  const registry = new MetricsRegistry();
+  const histogram = registry.histogram("age_seconds", "Age.", [0.1, 0.2, 0.4, 0.8]);
+  const received = histogram.labelled({ stage: "received" });
+  for (const value of [0.1, 0.15, 0.2, 0.8, 0.9]) received.observe(value);
+  histogram.observe({ stage: "received" }, 0.05);
+  const text = await registry.render();
+  assert.match(text, /age_seconds_bucket\{le="0.1",stage="received"\} 2\n/);
+  assert.match(text, /age_seconds_bucket\{le="0.2",stage="received"\} 4\n/);
+  assert.match(text, /age_seconds_bucket\{le="0.4",stage="received"\} 4\n/);
+  assert.match(text, /age_seconds_bucket\{le="0.8",stage="received"\} 5\n/);
+  assert.match(text, /age_seconds_bucket\{le="\+Inf",stage="received"\} 6\n/);
+  assert.match(text, /age_seconds_count\{stage="received"\} 6\n/);
+});
+
 Deno.test("MetricsRegistry collects gauges at scrape time", async () => {
   const registry = new MetricsRegistry();
   let lag = 7;
