@@ -8,7 +8,7 @@ import { importKeycloakTestRealm } from "../shared/testing/keycloak.ts";
 import { waitFor } from "../shared/testing/wait.ts";
 import { tokenize } from "../shared/text/tokenize.ts";
 import realmFile from "../shared/auth/twitterapi-realm.json" with { type: "json" };
-import { basic, devSecret, form, passwordGrantToken } from "./identity/_testing.ts";
+import { clientCredentialsToken, passwordGrantToken } from "./identity/_testing.ts";
 import { selectServices } from "./main.ts";
 
 const MAIN = new URL("./main.ts", import.meta.url).pathname;
@@ -27,17 +27,6 @@ function spawnMain(args: string[], env: Record<string, string>) {
     stdout: "piped",
     stderr: "piped",
   }).spawn();
-}
-
-/** A client-credentials token of a realm client, from the token endpoint. */
-async function clientToken(tokenEndpoint: string, clientId: string): Promise<string> {
-  const response = await fetch(
-    tokenEndpoint,
-    form({ grant_type: "client_credentials" }, basic(clientId, devSecret(clientId))),
-  );
-  const body = await response.json();
-  assert.equal(response.status, 200, JSON.stringify(body));
-  return body.access_token;
 }
 
 /** The child's JSON log lines, read on demand and all kept. */
@@ -181,7 +170,7 @@ Deno.test("main runs all services, serves searchable tweets and shuts down on SI
 
     // Prometheus's client reads the registry; nobody reads it without a token.
     const reader = {
-      authorization: `Bearer ${await clientToken(tokenEndpoint, "prometheus")}`,
+      authorization: `Bearer ${await clientCredentialsToken(tokenEndpoint, "prometheus")}`,
     };
     const anonymousRead = await fetch(`${urls.registry}/api/v1/registry/services`);
     assert.equal(anonymousRead.status, 401);
@@ -369,7 +358,9 @@ Deno.test("services renew short-lived tokens from the identity service and stay 
     const tokenEndpoint =
       `http://127.0.0.1:${identityPort}/realms/twitterapi/protocol/openid-connect/token`;
     const names = async () => {
-      const reader = { authorization: `Bearer ${await clientToken(tokenEndpoint, "prometheus")}` };
+      const reader = {
+        authorization: `Bearer ${await clientCredentialsToken(tokenEndpoint, "prometheus")}`,
+      };
       const response = await fetch(`${registry}/api/v1/registry/services`, { headers: reader });
       const { services } = await response.json();
       return services.map((entry: { service: string }) => entry.service).sort().join(",");
@@ -433,7 +424,9 @@ Deno.test("main registers and discovers every service with Keycloak's tokens", a
       return Object.keys(urls).length === 4;
     });
     const tokenEndpoint = `${realm.issuer}/protocol/openid-connect/token`;
-    const reader = { authorization: `Bearer ${await clientToken(tokenEndpoint, "prometheus")}` };
+    const reader = {
+      authorization: `Bearer ${await clientCredentialsToken(tokenEndpoint, "prometheus")}`,
+    };
     await waitFor("every service registered", async () => {
       const response = await fetch(`${urls.registry}/api/v1/registry/services`, {
         headers: reader,

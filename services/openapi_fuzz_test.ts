@@ -10,7 +10,7 @@
  */
 import assert from "node:assert/strict";
 import { ensureSchemathesis } from "../scripts/tools/schemathesis.ts";
-import { basic, devSecret, form, passwordGrantToken } from "../shared/testing/realm.ts";
+import { clientCredentialsToken, passwordGrantToken } from "../shared/testing/realm.ts";
 import { type MainProcess, startMain } from "./_testing.ts";
 
 const SEED = Number(Deno.env.get("FUZZ_SEED") ?? "20261202");
@@ -29,16 +29,6 @@ interface Target {
   readonly base: string;
   /** The bearer token of the run; none for public descriptions. */
   readonly token?: string;
-}
-
-async function clientCredentialsToken(tokenEndpoint: string, clientId: string): Promise<string> {
-  const response = await fetch(
-    tokenEndpoint,
-    form({ grant_type: "client_credentials" }, basic(clientId, devSecret(clientId))),
-  );
-  const body = await response.json();
-  assert.equal(response.status, 200, JSON.stringify(body));
-  return body.access_token;
 }
 
 async function fuzz(executable: string, target: Target, seconds: number) {

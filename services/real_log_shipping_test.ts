@@ -17,7 +17,7 @@ import {
 } from "../shared/testing/elasticsearch.ts";
 import { startKillableRelay } from "../shared/testing/http_servers.ts";
 import { waitFor } from "../shared/testing/wait.ts";
-import { basic, devSecret, form, passwordGrantToken } from "./identity/_testing.ts";
+import { clientCredentialsToken, passwordGrantToken } from "./identity/_testing.ts";
 
 const MAIN = new URL("./main.ts", import.meta.url).pathname;
 const SERVICES = ["registry", "identity", "gateway", "query", "analytics"];
@@ -27,17 +27,6 @@ function freePort(): number {
   const { port } = listener.addr;
   listener.close();
   return port;
-}
-
-/** A client-credentials token of a realm client, from the token endpoint. */
-async function clientToken(tokenEndpoint: string, clientId: string): Promise<string> {
-  const response = await fetch(
-    tokenEndpoint,
-    form({ grant_type: "client_credentials" }, basic(clientId, devSecret(clientId))),
-  );
-  const body = await response.json();
-  assert.equal(response.status, 200, JSON.stringify(body));
-  return body.access_token;
 }
 
 function median(values: readonly number[]): number {
@@ -165,7 +154,7 @@ Deno.test("a request's log lines reach Elasticsearch by its trace id from every 
     const tokenEndpoint = `${url("identity")}/realms/twitterapi/protocol/openid-connect/token`;
     // Reading the registry takes a token of a client with the registry's reader role.
     const registryReader = {
-      authorization: `Bearer ${await clientToken(tokenEndpoint, "prometheus")}`,
+      authorization: `Bearer ${await clientCredentialsToken(tokenEndpoint, "prometheus")}`,
     };
     await waitFor("query and analytics registered", async () => {
       const response = await fetch(`${url("registry")}/api/v1/registry/services`, {

@@ -7,6 +7,7 @@ import { createIdentityService, type IdentityService } from "./main.ts";
 
 export {
   basic,
+  clientCredentialsToken,
   CONSOLE,
   devPassword,
   devSecret,

@@ -70,3 +70,19 @@ export async function passwordGrantToken(tokenEndpoint: string, username: string
   }
   return body.access_token;
 }
+
+/** A client-credentials token of a realm client (its development secret), from the token endpoint. */
+export async function clientCredentialsToken(
+  tokenEndpoint: string,
+  clientId: string,
+): Promise<string> {
+  const response = await fetch(
+    tokenEndpoint,
+    form({ grant_type: "client_credentials" }, basic(clientId, devSecret(clientId))),
+  );
+  const body = await response.json();
+  if (response.status !== 200) {
+    throw new Error(`Cannot get a token for client ${clientId}: ${JSON.stringify(body)}`);
+  }
+  return body.access_token;
+}
