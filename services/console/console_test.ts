@@ -4,45 +4,15 @@
  * Screenshots of each page go to .data/screenshots/.
  */
 import assert from "node:assert/strict";
-import { type BrowserContext, chromium, type Page } from "playwright-core";
+import type { BrowserContext, Page } from "playwright-core";
+import { headlessChromium, screenshot } from "../../shared/testing/browser.ts";
 import { type MainProcess, startMain } from "../_testing.ts";
 
-const CHROMIUM = "/usr/bin/chromium";
-const SCREENSHOTS = new URL("../../.data/screenshots/", import.meta.url).pathname;
 const PASSWORDS: Record<string, string> = {
   app_user: "dev-only-app-user-password",
   app_admin: "dev-only-app-admin-password",
   app_super_user: "dev-only-app-super-user-password",
 };
-
-async function browser(): Promise<BrowserContext> {
-  try {
-    await Deno.stat(CHROMIUM);
-  } catch {
-    throw new Error(`${CHROMIUM} is missing: apt-get install -y chromium (deno task test does)`);
-  }
-  const dir = await Deno.makeTempDir({ prefix: "console-chromium-" });
-  return await chromium.launchPersistentContext(dir, {
-    executablePath: CHROMIUM,
-    headless: true,
-    viewport: { width: 1280, height: 900 },
-    args: [
-      "--headless",
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-quic",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-    ],
-  });
-}
-
-async function shot(page: Page, name: string): Promise<void> {
-  await Deno.mkdir(SCREENSHOTS, { recursive: true });
-  await page.screenshot({ path: `${SCREENSHOTS}${name}.png`, fullPage: true });
-}
 
 async function signIn(page: Page, console: string, username: string): Promise<void> {
   await page.goto(`${console}/`);
@@ -84,13 +54,13 @@ Deno.test({
       main = await startMain(["all"], { STREAM_RATE_PER_SECOND: "20" });
       const console = main.urls.console!;
       const issuer = `${main.urls.identity}/realms/twitterapi`;
-      context = await browser();
+      context = await headlessChromium("console");
       const page = context.pages()[0] ?? await context.newPage();
 
       // Anonymous: a landing page; a page by URL sends to the issuer.
       await page.goto(`${console}/`);
       assert.equal(await page.getByRole("heading", { level: 1 }).textContent(), "Welcome");
-      await shot(page, "landing");
+      await screenshot(page, "landing");
 
       // app_super_user sees every tweet: search, page, word counts, trace.
       await signIn(page, console, "app_super_user");
@@ -106,7 +76,7 @@ Deno.test({
       assert.equal(await page.locator("table tbody tr").count(), 20);
       await page.locator("#word-counts", { hasText: "kafka" }).waitFor();
       assert.doesNotMatch(await page.locator("#word-counts").textContent() ?? "", /unavailable/);
-      await shot(page, "search");
+      await screenshot(page, "search");
       const firstPage = await page.locator("table tbody tr td:last-child").allTextContents();
       await page.getByRole("link", { name: "Next page" }).click();
       const secondPage = await page.locator("table tbody tr td:last-child").allTextContents();
@@ -133,7 +103,7 @@ Deno.test({
       }
       assert.ok(services >= 3, `spans of ${services} services`);
       await page.locator("#trace-logs tbody tr").first().waitFor();
-      await shot(page, "trace");
+      await screenshot(page, "trace");
 
       // A bad parameter is a readable problem with its trace id, not a 200 page.
       const bad = await page.goto(`${console}/search?text=kafka&userId=abc`);
@@ -152,7 +122,7 @@ Deno.test({
       await waitForMore(0);
       const before = await liveCount();
       await waitForMore(before);
-      await shot(page, "live");
+      await screenshot(page, "live");
 
       // System: every service, updating.
       await page.goto(`${console}/system`);
@@ -162,12 +132,12 @@ Deno.test({
       }
       const updated = page.locator("[data-live='/system/table'][data-updated]");
       await updated.waitFor({ timeout: 10_000 });
-      await shot(page, "system");
+      await screenshot(page, "system");
 
       // Words: trending and a word's history chart.
       await page.goto(`${console}/words`);
       await page.locator("section ol li").first().waitFor();
-      await shot(page, "words");
+      await screenshot(page, "words");
       await page.goto(`${console}/words/kafka`);
       await page.locator("svg.chart polyline").waitFor();
 
@@ -190,7 +160,7 @@ Deno.test({
       await page.getByRole("button", { name: "Grant", exact: true }).click();
       await page.locator(".done", { hasText: "Granted WRITE on author 42" }).waitFor();
       assert.equal(await page.locator("#grants tbody tr").count(), 1);
-      await shot(page, "permissions");
+      await screenshot(page, "permissions");
       await page.getByLabel("Scope").selectOption("author");
       await page.getByLabel("Target (tweet id or author id; empty for all)").fill("42");
       await page.getByRole("button", { name: "Revoke", exact: true }).click();
@@ -233,7 +203,7 @@ Deno.test({
       // A narrow screen still shows the search.
       await page.setViewportSize({ width: 390, height: 844 });
       await search(page, console, "kafka");
-      await shot(page, "search-390");
+      await screenshot(page, "search-390");
       await signOut(page, console, issuer);
     } finally {
       await context?.close();
@@ -256,7 +226,7 @@ Deno.test({
         { STREAM_RATE_PER_SECOND: "20" },
       );
       const console = main.urls.console!;
-      context = await browser();
+      context = await headlessChromium("console");
       const page = context.pages()[0] ?? await context.newPage();
       await signIn(page, console, "app_super_user");
       let rows = 0;
@@ -267,7 +237,7 @@ Deno.test({
       }
       assert.ok(rows > 0);
       await page.locator(".unavailable", { hasText: "Word counts unavailable" }).waitFor();
-      await shot(page, "search-unavailable");
+      await screenshot(page, "search-unavailable");
     } finally {
       await context?.close();
       await main?.stop();

@@ -6,41 +6,11 @@
  * search, which answers 200 with tweets. Screenshots go to .data/screenshots/.
  */
 import assert from "node:assert/strict";
-import { type BrowserContext, chromium, type Page } from "playwright-core";
+import type { BrowserContext, Page } from "playwright-core";
+import { headlessChromium, screenshot } from "../../shared/testing/browser.ts";
 import { type MainProcess, startMain } from "../_testing.ts";
 
-const CHROMIUM = "/usr/bin/chromium";
-const SCREENSHOTS = new URL("../../.data/screenshots/", import.meta.url).pathname;
 const SEARCH_PATH = "/api/v2/tweets";
-
-async function browser(): Promise<BrowserContext> {
-  try {
-    await Deno.stat(CHROMIUM);
-  } catch {
-    throw new Error(`${CHROMIUM} is missing: apt-get install -y chromium (deno task test does)`);
-  }
-  const dir = await Deno.makeTempDir({ prefix: "docs-chromium-" });
-  return await chromium.launchPersistentContext(dir, {
-    executablePath: CHROMIUM,
-    headless: true,
-    viewport: { width: 1280, height: 900 },
-    args: [
-      "--headless",
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-quic",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-    ],
-  });
-}
-
-async function shot(page: Page, name: string): Promise<void> {
-  await Deno.mkdir(SCREENSHOTS, { recursive: true });
-  await page.screenshot({ path: `${SCREENSHOTS}${name}.png`, fullPage: true });
-}
 
 /** Signs in through Swagger UI's Authorize: the issuer's login page opens in a popup. */
 async function authorize(page: Page, username: string, password: string): Promise<void> {
@@ -73,7 +43,7 @@ Deno.test({
     try {
       main = await startMain(["all"], { STREAM_RATE_PER_SECOND: "20" });
       const gateway = main.urls.gateway!;
-      context = await browser();
+      context = await headlessChromium("docs");
       const page = context.pages()[0] ?? await context.newPage();
       await page.goto(`${gateway}/docs`);
       await authorize(page, "app_super_user", "dev-only-app-super-user-password");
@@ -81,7 +51,7 @@ Deno.test({
         `.opblock-get:has(.opblock-summary-path[data-path="${SEARCH_PATH}"])`,
       );
       await operation.waitFor();
-      await shot(page, "docs");
+      await screenshot(page, "docs");
 
       await operation.locator(".opblock-summary").click();
       await operation.getByRole("button", { name: "Try it out" }).click();
@@ -103,7 +73,7 @@ Deno.test({
       assert.ok(tweets > 0, "the search found no tweets");
       await operation.locator(".live-responses-table .response-col_status", { hasText: "200" })
         .first().waitFor();
-      await shot(page, "docs-search");
+      await screenshot(page, "docs-search");
     } finally {
       await context?.close();
       await main?.stop();
