@@ -223,6 +223,13 @@ export const settings = {
       pattern: /^[a-z0-9][a-z0-9._-]{0,254}$/,
       patternDescription: "an index name (lower-case letters, digits, '.', '_', '-')",
     }),
+    elasticsearchRefreshIntervalMs: integer("ELASTICSEARCH_REFRESH_INTERVAL_MS", {
+      default: 500,
+      min: 1,
+      max: 3_600_000,
+      doc: "Elasticsearch: the index's refresh interval, set whenever a service opens it: the " +
+        "longest an indexed tweet waits to be searchable (shorter: more, smaller segments)",
+    }),
     memoryMaxDocuments: integer("SEARCH_INDEX_MEMORY_MAX_DOCUMENTS", {
       default: 1_000_000,
       min: 1,

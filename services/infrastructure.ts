@@ -437,6 +437,7 @@ export class Infrastructure {
       }
       return new ElasticsearchSearchIndex(new Client({ node: settings.elasticsearchUrl }), {
         index: settings.elasticsearchIndex,
+        refreshIntervalMs: settings.elasticsearchRefreshIntervalMs,
         serverUrl: settings.elasticsearchUrl,
         ...(tracer === undefined ? {} : { tracer }),
       });

@@ -277,6 +277,37 @@ Deno.test("ElasticsearchSearchIndex creates its index idempotently, with a stric
   }
 });
 
+Deno.test("ElasticsearchSearchIndex sets its refresh interval on a new and on an existing index", async () => {
+  await assertReachable();
+  const name = `${INDEX}-refresh`;
+  const client = new Client({ node: ELASTICSEARCH_URL });
+  const intervalOf = async () => {
+    const settings = await client.indices.getSettings({ index: name, flat_settings: true });
+    return settings[name]?.settings?.["index.refresh_interval"];
+  };
+  const opened = async (options: ElasticsearchSearchIndexOptions) => {
+    const index = new ElasticsearchSearchIndex(new Client({ node: ELASTICSEARCH_URL }), {
+      index: name,
+      ...options,
+    });
+    await index.open();
+    await index.close();
+  };
+  try {
+    await opened({});
+    assert.equal(await intervalOf(), "500ms");
+    await opened({ refreshIntervalMs: 250 });
+    assert.equal(await intervalOf(), "250ms");
+    assert.throws(
+      () => new ElasticsearchSearchIndex(client, { refreshIntervalMs: 0 }),
+      /refreshIntervalMs/,
+    );
+  } finally {
+    await client.indices.delete({ index: name }, { ignore: [404] });
+    await client.close();
+  }
+});
+
 Deno.test("ElasticsearchSearchIndex returns an empty page for a text without terms without asking", async () => {
   // Nothing listens on port 1: any request would fail.
   const index = new ElasticsearchSearchIndex(new Client({ node: "http://127.0.0.1:1" }));
