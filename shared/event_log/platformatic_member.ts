@@ -4,6 +4,11 @@
  * partition's in order; a batch's offsets are committed after its handler
  * resolves, and a failed batch is delivered again from the buffer after a
  * doubling back-off while the other partitions keep flowing.
+ *
+ * Arriving records start batches on the next turn of the event loop, not one
+ * by one: the client hands over a fetch response record by record, and a
+ * batch cut at its first record would leave the rest for a second one (a
+ * bulk write of one tweet, then one of the others, at low rates).
  */
 
 import type {
@@ -43,6 +48,7 @@ export class PlatformaticMember implements ConsumerGroupMember {
   #generation = 0;
   #firstJoin = Promise.withResolvers<void>();
   #pumping = false;
+  #pumpTimer: ReturnType<typeof setTimeout> | undefined;
   #stopping = false;
   #stopped: Promise<void> | undefined;
 
@@ -60,7 +66,7 @@ export class PlatformaticMember implements ConsumerGroupMember {
         ? {}
         : { groupInstanceId: options.groupInstanceId }),
       onJoin: (assigned) => this.#joined(assigned),
-      onRecords: () => this.#pump(),
+      onRecords: () => this.#schedulePump(),
     });
   }
 
@@ -84,6 +90,7 @@ export class PlatformaticMember implements ConsumerGroupMember {
 
   async #stop(): Promise<void> {
     this.#stopping = true;
+    clearTimeout(this.#pumpTimer);
     for (const timer of this.#backoffs.values()) clearTimeout(timer);
     this.#backoffs.clear();
     // The batches in progress finish and commit while this is still a member.
@@ -162,6 +169,14 @@ export class PlatformaticMember implements ConsumerGroupMember {
       );
       setTimeout(() => void this.#pin(gained, generation), PIN_RETRY_MS);
     }
+  }
+
+  /** Pumps once the records arriving now are all buffered. */
+  #schedulePump(): void {
+    this.#pumpTimer ??= setTimeout(() => {
+      this.#pumpTimer = undefined;
+      this.#pump();
+    }, 0);
   }
 
   /** Starts a batch on every ready partition, up to the concurrency. */
