@@ -454,6 +454,13 @@ export const settings = {
       min: 1,
       doc: "stream: highest rate PUT /api/v1/stream/rate accepts",
     }),
+    lingerMs: integer("STREAM_LINGER_MS", {
+      default: 20,
+      min: 0,
+      max: 10_000,
+      doc: "stream: least time between the starts of two sends; tweets due meanwhile leave " +
+        "together (fewer, larger produce requests, fetches and bulk writes at low rates)",
+    }),
     count: integer("STREAM_COUNT", {
       default: 0,
       doc: "stream: stop after this many tweets (0: never stop)",

@@ -39,6 +39,15 @@ export interface TweetEmitterOptions {
    * @default 1000
    */
   readonly maxBatchSize?: number;
+  /**
+   * Least time from the start of one send to the start of the next, in
+   * milliseconds: tweets falling due meanwhile leave together (a full batch
+   * leaves at once). At a low rate this makes a few larger produce requests,
+   * and a few larger fetches and bulk writes downstream, instead of one per
+   * tweet, for at most this much more latency. 0: each tweet leaves when due.
+   * @default 0
+   */
+  readonly lingerMs?: number;
 }
 
 /** Where the time of one produced batch went, in seconds. */
@@ -118,7 +127,8 @@ export class TweetEmitter {
   }
 
   async #run(): Promise<void> {
-    const { maxBatchSize = 1000, count } = this.options;
+    const { maxBatchSize = 1000, lingerMs = 0, count } = this.options;
+    let lastSendStarted = -Infinity;
     // The rate is kept over a window that restarts whenever the rate or the
     // state changes, or when production fell more than a second behind.
     let windowStart = performance.now();
@@ -148,6 +158,12 @@ export class TweetEmitter {
         await sleep(Math.max(1, Math.ceil(nextDueMs)), this.#wake.signal);
         continue;
       }
+      const lingerLeftMs = lastSendStarted + lingerMs - performance.now();
+      if (lingerLeftMs > 0 && size < Math.min(maxBatchSize, remaining)) {
+        await sleep(Math.ceil(lingerLeftMs), this.#wake.signal);
+        continue;
+      }
+      lastSendStarted = performance.now();
       const timings = await this.#send(size);
       if (timings === undefined) break;
       this.#produced += size;

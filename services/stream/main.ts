@@ -55,6 +55,7 @@ export function createStreamService(deps: StreamDependencies): Service {
     next: () => tweets.next(),
     topic: config.tweets.topic,
     ratePerSecond: settings.ratePerSecond,
+    lingerMs: settings.lingerMs,
     count: settings.count,
     logger: context.logger,
     onProduced(count, { encodeSeconds, sendSeconds }) {

@@ -175,6 +175,29 @@ Deno.test("stream keeps its rate", async () => {
   await eventLog.close();
 });
 
+Deno.test("stream sends the tweets falling due within its linger together", async () => {
+  const { service, eventLog, status } = await streamService({
+    STREAM_RATE_PER_SECOND: "1000",
+    STREAM_LINGER_MS: "50",
+  });
+  const sends: number[] = [];
+  const send = eventLog.send.bind(eventLog);
+  eventLog.send = (topic, records) => {
+    sends.push(performance.now());
+    return send(topic, records);
+  };
+  await service.start();
+  await waitFor("a few sends", () => Promise.resolve(sends.length >= 4));
+  await service.stop();
+  const produced = (await status()).produced;
+  // No send starts within the linger of the one before (less a little for the calls between).
+  for (let i = 1; i < sends.length; i++) {
+    assert.ok(sends[i]! - sends[i - 1]! >= 45, `sends ${i - 1} and ${i} were closer than 50 ms`);
+  }
+  assert.ok(produced > sends.length, `${produced} tweets in ${sends.length} sends`);
+  await eventLog.close();
+});
+
 Deno.test("stream's API needs an administrator's token for the stream audience", async () => {
   const { service, eventLog } = await streamService({ STREAM_AUTO_START: "false" });
   const request = (headers: Record<string, string>) =>
