@@ -113,6 +113,8 @@ const MAX_PAGE_SIZE = 9_999;
  * and 8,191 code units take at most 24,573.
  */
 const MAX_TERM_LENGTH = 8_191;
+/** What a bulk answer is read for: each item's status and error. */
+const BULK_ANSWER_FIELDS = ["items.*.status", "items.*.error"];
 /** Reasons quoted in errors are cut to this many characters. */
 const MAX_REASON_LENGTH = 300;
 
@@ -419,7 +421,13 @@ export class ElasticsearchSearchIndex implements SearchIndex {
     const response = await this.#traced(
       "bulk",
       { "db.operation.batch.size": documents.length },
-      () => this.#client.bulk({ operations, refresh: false }, { maxRetries: 0 }),
+      () =>
+        this.#client.bulk(
+          // Each item's status and error are all it reads: the rest of an
+          // answer (ids, versions, shards) was most of what the indexer parsed.
+          { operations, refresh: false, filter_path: BULK_ANSWER_FIELDS },
+          { maxRetries: 0 },
+        ),
     );
     return response.items.map((item) => {
       const result = item.index;
