@@ -91,6 +91,14 @@ export const settings = {
       doc: "Share of new traces recorded (0 to 1); a request with a `traceparent` follows its " +
         "caller's decision",
     }),
+    maxNewTracesPerSecond: integer("TRACE_MAX_NEW_TRACES_PER_SECOND", {
+      default: 100,
+      min: 0,
+      max: 1_000_000,
+      doc: "Most new traces each service records per second, of those TRACE_SAMPLE_RATIO " +
+        "picks (0: no limit); a busy pipeline would otherwise spend more on its spans than on " +
+        "its work",
+    }),
     exportBatchSize: integer("TRACE_EXPORT_BATCH_SIZE", {
       default: 512,
       min: 1,

@@ -102,6 +102,7 @@ export class Infrastructure {
     const settings = this.config.tracing;
     return {
       sampleRatio: settings.sampleRatio,
+      maxNewTracesPerSecond: settings.maxNewTracesPerSecond || Infinity,
       export: {
         exporter: this.#spanExporterOf(),
         maxQueueSize: settings.exportQueueSize,
@@ -245,15 +246,20 @@ export class Infrastructure {
     if (settings.zipkinUrl !== "") {
       const url = `${settings.zipkinUrl.replace(/\/$/, "")}/api/v2/spans`;
       this.logger.info(
-        "Traces: exported to Zipkin at {url}, {ratio} of new traces sampled (ZIPKIN_URL)",
-        { url, ratio: settings.sampleRatio },
+        "Traces: exported to Zipkin at {url}, {ratio} of new traces sampled, {limit} " +
+          "(ZIPKIN_URL)",
+        { url, ratio: settings.sampleRatio, limit: traceLimit(settings.maxNewTracesPerSecond) },
       );
       this.#spanExporter = new ZipkinExporter({ url });
     } else {
       this.logger.info(
-        "Traces: the last {spans} spans kept in memory, {ratio} of new traces sampled " +
-          "(ZIPKIN_URL is empty)",
-        { spans: settings.memoryMaxSpans, ratio: settings.sampleRatio },
+        "Traces: the last {spans} spans kept in memory, {ratio} of new traces sampled, " +
+          "{limit} (ZIPKIN_URL is empty)",
+        {
+          spans: settings.memoryMaxSpans,
+          ratio: settings.sampleRatio,
+          limit: traceLimit(settings.maxNewTracesPerSecond),
+        },
       );
       this.#spanStore = new MemorySpanStore({ maxSpans: settings.memoryMaxSpans });
       this.#spanExporter = this.#spanStore;
@@ -449,4 +455,9 @@ export class Infrastructure {
     );
     return new MemorySearchIndex({ maxDocuments: settings.memoryMaxDocuments });
   }
+}
+
+/** TRACE_MAX_NEW_TRACES_PER_SECOND as logged: 0 is no limit. */
+function traceLimit(perSecond: number): string {
+  return perSecond === 0 ? "without a limit" : `at most ${perSecond} a second per service`;
 }

@@ -25,8 +25,9 @@
  *     count, and lz4 compression timed in this process on tweets encoded as
  *     the stream encodes them.
  * `--cpu-prof=DIR` writes a V8 CPU profile of every service process to DIR.
- * Elasticsearch keeps its default 1 s refresh: "searchable" means a search
- * finds it, never a forced refresh. The load average is printed before and
+ * The indices refresh as the services' settings say
+ * (ELASTICSEARCH_REFRESH_INTERVAL_MS, raw bulk included): "searchable" means a
+ * search finds it, never a forced refresh. The load average is printed before and
  * after: on a shared machine it says how much the numbers are worth.
  */
 import { compressionsAlgorithms } from "@platformatic/kafka";

@@ -25,6 +25,8 @@ import { resourceFromAttributes } from "@opentelemetry/resources";
 import {
   ParentBasedSampler,
   type Sampler,
+  SamplingDecision,
+  type SamplingResult,
   type SpanExporter,
   type SpanProcessor,
   TraceIdRatioBasedSampler,
@@ -61,6 +63,15 @@ export interface TracingOptions {
    * @default 1
    */
   readonly sampleRatio?: number;
+  /**
+   * Most new traces each service samples per second (of those `sampleRatio`
+   * picks), with bursts of up to a second's worth: recording every span of a
+   * busy pipeline costs more than its work (three spans per tweet are about
+   * half of what the stream and the indexer spend on it), and the memory
+   * store keeps only the last few thousand anyway. `Infinity`: no limit.
+   * @default Infinity
+   */
+  readonly maxNewTracesPerSecond?: number;
 }
 
 interface ServiceTracing {
@@ -74,16 +85,63 @@ interface ServiceTracing {
 
 let configured = false;
 let options: TracingOptions = {};
-let sampler: Sampler = samplerFor(1);
 /** One provider per service, so that each span's resource names its own service. */
 const services = new Map<string, ServiceTracing>();
 
-/** Parent-based sampling: new traces at `ratio`, children as their parent. */
-export function samplerFor(ratio: number): Sampler {
+/**
+ * Parent-based sampling: new traces at `ratio`, at most `maxPerSecond` of
+ * them a second (a budget of its own per sampler), children as their parent.
+ */
+export function samplerFor(ratio: number, maxPerSecond = Infinity): Sampler {
   if (!(ratio >= 0 && ratio <= 1)) {
     throw new RangeError(`Cannot sample traces as the ratio must be from 0 to 1: got ${ratio}`);
   }
-  return new ParentBasedSampler({ root: new TraceIdRatioBasedSampler(ratio) });
+  if (!(maxPerSecond >= 0)) {
+    throw new RangeError(
+      `Cannot sample traces as the most new traces per second must be 0 or more: got ${maxPerSecond}`,
+    );
+  }
+  const byRatio = new TraceIdRatioBasedSampler(ratio);
+  return new ParentBasedSampler({
+    root: maxPerSecond === Infinity ? byRatio : new RateLimitedSampler(byRatio, maxPerSecond),
+  });
+}
+
+const NOT_RECORDED: SamplingResult = { decision: SamplingDecision.NOT_RECORD };
+
+/**
+ * Samples what `inner` samples while a token bucket of `perSecond` tokens
+ * (refilled continuously, holding at most a second's worth) has one left.
+ */
+class RateLimitedSampler implements Sampler {
+  readonly #inner: Sampler;
+  readonly #perSecond: number;
+  #tokens: number;
+  #refilledAt = performance.now();
+
+  constructor(inner: Sampler, perSecond: number) {
+    this.#inner = inner;
+    this.#perSecond = perSecond;
+    this.#tokens = perSecond;
+  }
+
+  shouldSample(...args: Parameters<Sampler["shouldSample"]>): SamplingResult {
+    const result = this.#inner.shouldSample(...args);
+    if (result.decision !== SamplingDecision.RECORD_AND_SAMPLED) return result;
+    const now = performance.now();
+    this.#tokens = Math.min(
+      this.#perSecond,
+      this.#tokens + (now - this.#refilledAt) * this.#perSecond / 1000,
+    );
+    this.#refilledAt = now;
+    if (this.#tokens < 1) return NOT_RECORDED;
+    this.#tokens -= 1;
+    return result;
+  }
+
+  toString(): string {
+    return `RateLimitedSampler{${this.#perSecond}/s of ${this.#inner.toString()}}`;
+  }
 }
 
 /**
@@ -98,7 +156,8 @@ export function configureTracing(tracingOptions: TracingOptions = {}): void {
     propagation.setGlobalPropagator(new W3CTraceContextPropagator());
     configured = true;
   }
-  sampler = samplerFor(tracingOptions.sampleRatio ?? 1);
+  // Refused here, at configuration, rather than at a service's first span.
+  samplerFor(tracingOptions.sampleRatio ?? 1, tracingOptions.maxNewTracesPerSecond);
   for (const { exportProcessor } of services.values()) void exportProcessor?.shutdown();
   options = tracingOptions;
   services.clear();
@@ -147,7 +206,7 @@ export function serviceTracer(service: string, metrics?: MetricsRegistry): Trace
     tracing = {
       provider: new TracerProvider({
         resource: resourceFromAttributes({ "service.name": service }),
-        sampler,
+        sampler: samplerFor(options.sampleRatio ?? 1, options.maxNewTracesPerSecond),
         spanProcessors: exportProcessor === undefined ? shared : [...shared, exportProcessor],
       }),
       exportProcessor,

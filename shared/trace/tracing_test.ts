@@ -59,10 +59,37 @@ Deno.test("sampling at a ratio samples about that share of new traces, and whole
   configureTracing();
 });
 
-Deno.test("samplerFor refuses a ratio outside 0 to 1", () => {
+Deno.test("sampling keeps at most the new traces a second it may, each service its own, and whole traces", () => {
+  configureTracing({ maxNewTracesPerSecond: 50 });
+  const tracers = [serviceTracer("limited-a"), serviceTracer("limited-b")];
+  const started = performance.now();
+  const roots = [0, 0];
+  let consistent = 0;
+  for (let i = 0; i < 500; i++) {
+    tracers.forEach((tracer, service) => {
+      const root = tracer.startSpan("root");
+      if (sampled(root)) roots[service]!++;
+      const child = tracer.startSpan("child", {}, trace.setSpan(context.active(), root));
+      if (sampled(child) === sampled(root)) consistent++;
+    });
+  }
+  const elapsedSeconds = (performance.now() - started) / 1000;
+  for (const count of roots) {
+    // A full bucket of 50 at first, then 50 a second.
+    assert.ok(count >= 50, `at least the first second's 50 sampled, got ${count}`);
+    assert.ok(count <= 51 + 50 * elapsedSeconds, `${count} sampled in ${elapsedSeconds} s`);
+  }
+  assert.equal(consistent, 1000, "a child follows its parent's decision");
+  assert.equal(sampled(tracers[0]!.startSpan("child", {}, remoteParent("01"))), true);
+  configureTracing();
+});
+
+Deno.test("samplerFor refuses a ratio outside 0 to 1 and a negative limit", () => {
   assert.throws(() => samplerFor(1.5), RangeError);
   assert.throws(() => samplerFor(-0.1), RangeError);
   assert.throws(() => samplerFor(NaN), RangeError);
+  assert.throws(() => samplerFor(1, -1), RangeError);
+  assert.throws(() => samplerFor(1, NaN), RangeError);
 });
 
 Deno.test("each service exports its spans under its own name and counts them on its /metrics", async () => {
