@@ -96,8 +96,8 @@ export const settings = {
       min: 0,
       max: 1_000_000,
       doc: "Most new traces each service records per second, of those TRACE_SAMPLE_RATIO " +
-        "picks (0: no limit); a busy pipeline would otherwise spend more on its spans than on " +
-        "its work",
+        "picks (0: no limit); a busy pipeline would otherwise spend about as much on its spans " +
+        "as on its work",
     }),
     exportBatchSize: integer("TRACE_EXPORT_BATCH_SIZE", {
       default: 512,

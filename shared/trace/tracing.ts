@@ -66,9 +66,9 @@ export interface TracingOptions {
   /**
    * Most new traces each service samples per second (of those `sampleRatio`
    * picks), with bursts of up to a second's worth: recording every span of a
-   * busy pipeline costs more than its work (three spans per tweet are about
-   * half of what the stream and the indexer spend on it), and the memory
-   * store keeps only the last few thousand anyway. `Infinity`: no limit.
+   * busy pipeline costs about as much as its work (three spans per tweet were
+   * half of the indexer's CPU per tweet), and the memory store keeps only
+   * the last few thousand anyway. `Infinity`: no limit.
    * @default Infinity
    */
   readonly maxNewTracesPerSecond?: number;
