@@ -469,6 +469,13 @@ export const settings = {
       doc: "stream: least time between the starts of two sends; tweets due meanwhile leave " +
         "together (fewer, larger produce requests, fetches and bulk writes at low rates)",
     }),
+    maxSendsInFlight: integer("STREAM_MAX_SENDS_IN_FLIGHT", {
+      default: 3,
+      min: 1,
+      max: 100,
+      doc: "stream: most sends waiting for Kafka's acknowledgement at once (the next batch is " +
+        "made while they are on their way; tweets of different sends may be stored out of order)",
+    }),
     count: integer("STREAM_COUNT", {
       default: 0,
       doc: "stream: stop after this many tweets (0: never stop)",

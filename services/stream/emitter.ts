@@ -48,6 +48,14 @@ export interface TweetEmitterOptions {
    * @default 0
    */
   readonly lingerMs?: number;
+  /**
+   * Most sends waiting for the log's acknowledgement at once: the next batch
+   * is made and sent while earlier ones are on their way. Tweets of
+   * different sends may then be stored out of order (one that is retried
+   * lands after a later one); each is acknowledged or retried, never dropped.
+   * @default 1
+   */
+  readonly maxSendsInFlight?: number;
 }
 
 /** Where the time of one produced batch went, in seconds. */
@@ -112,7 +120,7 @@ export class TweetEmitter {
     return this.status();
   }
 
-  /** Stops producing; resolves when the batch in flight is acknowledged. */
+  /** Stops producing; resolves when the sends in flight are acknowledged or given up. */
   async stop(): Promise<void> {
     this.#stopping.abort();
     this.#wake.abort();
@@ -127,34 +135,47 @@ export class TweetEmitter {
   }
 
   async #run(): Promise<void> {
-    const { maxBatchSize = 1000, lingerMs = 0, count } = this.options;
+    const { maxBatchSize = 1000, lingerMs = 0, maxSendsInFlight = 1, count } = this.options;
     let lastSendStarted = -Infinity;
+    /** Tweets acknowledged or in a send still in flight. */
+    let sent = 0;
+    const inFlight = new Set<Promise<void>>();
     // The rate is kept over a window that restarts whenever the rate or the
     // state changes, or when production fell more than a second behind.
     let windowStart = performance.now();
-    let windowProduced = 0;
+    let windowSent = 0;
     let windowWake = this.#wake;
     while (!this.#stopping.signal.aborted) {
       if (windowWake !== this.#wake) {
         windowWake = this.#wake;
         windowStart = performance.now();
-        windowProduced = 0;
+        windowSent = 0;
       }
       if (this.#state !== "running") {
         await sleep(60_000, this.#wake.signal);
         continue;
       }
+      const remaining = count === 0 ? Infinity : count - sent;
+      if (remaining === 0 || inFlight.size >= maxSendsInFlight) {
+        // All of the count is on its way, or as many sends as may be: wait for one to end.
+        const waiting = new AbortController();
+        await Promise.race([
+          ...inFlight,
+          sleep(60_000, AbortSignal.any([this.#wake.signal, waiting.signal])),
+        ]);
+        waiting.abort();
+        continue;
+      }
       const elapsedMs = performance.now() - windowStart;
-      let due = Math.floor(elapsedMs * this.#rate / 1000) - windowProduced;
+      let due = Math.floor(elapsedMs * this.#rate / 1000) - windowSent;
       if (due > this.#rate) {
         windowStart = performance.now();
-        windowProduced = 0;
+        windowSent = 0;
         due = 1;
       }
-      const remaining = count === 0 ? Infinity : count - this.#produced;
       const size = Math.min(due, maxBatchSize, remaining);
       if (size <= 0) {
-        const nextDueMs = (windowProduced + 1) * 1000 / this.#rate - elapsedMs;
+        const nextDueMs = (windowSent + 1) * 1000 / this.#rate - elapsedMs;
         await sleep(Math.max(1, Math.ceil(nextDueMs)), this.#wake.signal);
         continue;
       }
@@ -164,16 +185,27 @@ export class TweetEmitter {
         continue;
       }
       lastSendStarted = performance.now();
-      const timings = await this.#send(size);
-      if (timings === undefined) break;
-      this.#produced += size;
-      windowProduced += size;
-      this.options.onProduced?.(size, timings);
-      if (count !== 0 && this.#produced >= count) {
-        this.#state = "completed";
-        this.options.logger.info("Produced all {count} tweets; the stream is completed", { count });
-      }
+      sent += size;
+      windowSent += size;
+      // The batch is made and encoded before `#send` first awaits: the next
+      // one is made while this one is on its way.
+      const sending = this.#send(size).then((timings) => {
+        if (timings === undefined) {
+          sent -= size;
+          return;
+        }
+        this.#produced += size;
+        this.options.onProduced?.(size, timings);
+        if (count !== 0 && this.#produced >= count) {
+          this.#state = "completed";
+          this.options.logger.info("Produced all {count} tweets; the stream is completed", {
+            count,
+          });
+        }
+      }).finally(() => inFlight.delete(sending));
+      inFlight.add(sending);
     }
+    await Promise.all(inFlight);
   }
 
   /** Sends `size` new tweets, each in its own trace; undefined if stopped first. */

@@ -56,6 +56,7 @@ export function createStreamService(deps: StreamDependencies): Service {
     topic: config.tweets.topic,
     ratePerSecond: settings.ratePerSecond,
     lingerMs: settings.lingerMs,
+    maxSendsInFlight: settings.maxSendsInFlight,
     count: settings.count,
     logger: context.logger,
     onProduced(count, { encodeSeconds, sendSeconds }) {
