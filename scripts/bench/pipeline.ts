@@ -43,7 +43,7 @@ import { toDocument } from "../../services/indexer/tweet_indexer.ts";
 import { ENGINES, engineUp, write } from "../engines/engines.ts";
 import { runningPid } from "../engines/engine.ts";
 import { treeCpuSeconds } from "./_cpu.ts";
-import { SERVICE_PERMISSIONS } from "../dev.ts";
+import { SERVICE_PERMISSIONS } from "../service_command.ts";
 import {
   countOf,
   type Histograms,
