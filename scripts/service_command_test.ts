@@ -4,8 +4,8 @@ import {
   envFileFlags,
   SERVICE_PERMISSIONS,
   SERVICE_V8_FLAGS,
-  SERVICES_MAIN,
   serviceRunArgs,
+  SERVICES_MAIN,
 } from "./service_command.ts";
 
 Deno.test("envFileFlags() passes --env-file only for a file that exists", async () => {
