@@ -58,13 +58,13 @@ Deno.test("selectServices() accepts service names or all, in start order", () =>
     "registry",
     "identity",
     "config",
-    "gateway",
     "stream",
     "indexer",
     "wordcount",
     "analytics",
     "query",
     "console",
+    "gateway",
   ]);
   assert.deepEqual(selectServices(["query", "stream"]), ["stream", "query"]);
   assert.equal(selectServices([]), undefined);
