@@ -291,6 +291,12 @@ export const settings = {
       doc: "identity: Keycloak realm export with the users, roles and clients; empty: the " +
         "built-in shared/auth/twitterapi-realm.json",
     }),
+    signingKeysFile: text("IDENTITY_SIGNING_KEYS_FILE", {
+      default: ".data/identity/signing-keys.json",
+      doc: "identity: the signing keys, private halves included (JSON, mode 0600), kept between " +
+        "starts so a restart signs with the same keys and its tokens stay valid; empty: new keys " +
+        "in memory at every start",
+    }),
     keyRotationMs: integer("IDENTITY_KEY_ROTATION_MS", {
       default: 86_400_000,
       doc: "identity: how often new signing keys replace the active ones (0: never); a retired " +
