@@ -60,7 +60,7 @@ interface ServiceEntry {
    * of the process is registered, so that its first request finds them; and
    * it stops first, so that no new traffic arrives while the others stop.
    */
-  readonly entry?: boolean;
+  readonly publicEntry?: boolean;
 }
 
 /**
@@ -182,7 +182,7 @@ const SERVICES: Readonly<Record<string, ServiceEntry>> = {
         rateLimitStore: infrastructure.rateLimitStore(context.tracer),
         ...(configuration === undefined ? {} : { configuration }),
       })),
-    entry: true,
+    publicEntry: true,
   },
 };
 
@@ -303,7 +303,7 @@ async function run(
     /** The management listener's URL, when the service has one. */
     managementUrl?: string;
     platform: boolean;
-    entry: boolean;
+    publicEntry: boolean;
     shutdown: () => Promise<void>;
   }[] = [];
   // A registration needs the registry and a token from the issuer: when this
@@ -317,7 +317,7 @@ async function run(
   const registrations: Promise<void>[] = [];
   for (const name of names) {
     const entry = SERVICES[name]!;
-    if (entry.entry === true) await Promise.all(registrations);
+    if (entry.publicEntry === true) await Promise.all(registrations);
     const instanceId = config.process.instanceId || `${name}-${Deno.hostname()}-${Deno.pid}`;
     const logger = serviceLogger(name, instanceId);
     const remote = await remoteConfiguration(name, config, environment, logger, infrastructure);
@@ -358,7 +358,7 @@ async function run(
       url: server.url,
       ...(managementServer === undefined ? {} : { managementUrl: managementServer.url }),
       platform: entry.platform ?? false,
-      entry: entry.entry ?? false,
+      publicEntry: entry.publicEntry ?? false,
       shutdown: async () => {
         await server.shutdown();
         await managementServer?.shutdown();
@@ -417,8 +417,8 @@ async function run(
     // Leave the registry first, so that no new traffic arrives while stopping.
     await infrastructure.closeRegistries();
     const stopOrder = [
-      ...running.filter((entry) => entry.entry),
-      ...running.filter((entry) => !entry.entry && !entry.platform),
+      ...running.filter((entry) => entry.publicEntry),
+      ...running.filter((entry) => !entry.publicEntry && !entry.platform),
       ...running.filter((entry) => entry.platform),
     ];
     for (const { service } of stopOrder) {
