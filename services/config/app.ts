@@ -21,6 +21,7 @@ import {
   mountRoute,
   type OpenAPIHono,
   problemResponses,
+  serverSentEventSchema,
   z,
 } from "../../shared/http/openapi.ts";
 import { notFound, ProblemError } from "../../shared/http/problem.ts";
@@ -158,8 +159,9 @@ function environmentResponses(withLabel: boolean) {
       content: {
         "application/json": { schema: EnvironmentSchema },
         "text/event-stream": {
-          schema: z.string().openapi({
-            example: 'retry: 500\n\nevent: version\ndata: {"version":"3f2a9c"}\n\n',
+          schema: serverSentEventSchema({
+            events: ["version"],
+            data: z.object({ version: z.string() }),
           }),
         },
       },

@@ -10,6 +10,7 @@ import {
   mountRoute,
   type OpenAPIHono,
   problemResponses,
+  serverSentEventSchema,
   z,
 } from "../../shared/http/openapi.ts";
 import { notAcceptable, notFound } from "../../shared/http/problem.ts";
@@ -251,10 +252,10 @@ function streamRoute(limits: PagingLimits) {
         headers: { "Cache-Control": { description: "`no-store`", ...text } },
         content: {
           "text/event-stream": {
-            schema: z.string().openapi({
-              description: "`event: tweet`, `id: <tweet id>`, `data: <TweetV2 as JSON>` " +
-                "blocks, separated by blank lines",
-              example: 'event: tweet\nid: 1\ndata: {"id":"1","text":"Kafka"}\n\n',
+            schema: serverSentEventSchema({
+              events: ["tweet"],
+              data: TweetV2Schema,
+              id: "The tweet's id",
             }),
           },
         },
