@@ -8,8 +8,8 @@ import { DOCUMENT_ID } from "./documents.ts";
 import type { SearchCursor } from "./search_index.ts";
 
 /** Longer than any valid cursor (about 56 characters); bounds decoding work. */
-const MAX_CURSOR_LENGTH = 128;
-const BASE64URL = /^[A-Za-z0-9_-]*$/;
+export const MAX_CURSOR_LENGTH = 128;
+export const BASE64URL = /^[A-Za-z0-9_-]*$/;
 /** A decimal 64-bit id, signed or unsigned, is at most 20 digits. */
 
 export class InvalidCursorError extends Error {
