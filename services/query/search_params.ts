@@ -5,7 +5,12 @@
  */
 import { z } from "../../shared/http/openapi.ts";
 import { refineTimeRange, TIME_RANGE_PARAMETERS } from "../../shared/http/time_range.ts";
-import { BASE64URL, decodeCursor, MAX_CURSOR_LENGTH } from "../../shared/search_index/cursor.ts";
+import {
+  BASE64URL,
+  decodeCursor,
+  MAX_CURSOR_LENGTH,
+  MIN_CURSOR_LENGTH,
+} from "../../shared/search_index/cursor.ts";
 import type { SearchCursor, SearchQuery } from "../../shared/search_index/search_index.ts";
 import { WORD_CHARACTER } from "../../shared/text/tokenize.ts";
 
@@ -66,7 +71,8 @@ function searchParameters(limits: PagingLimits) {
 const CURSOR_DETAIL = "must be a cursor returned by a previous page of this search";
 
 // Its length and alphabet as the schema's, so the description states them; the rest is opaque.
-const CURSOR = z.string().max(MAX_CURSOR_LENGTH, { error: CURSOR_DETAIL, abort: true })
+const CURSOR = z.string().min(MIN_CURSOR_LENGTH, { error: CURSOR_DETAIL, abort: true })
+  .max(MAX_CURSOR_LENGTH, { error: CURSOR_DETAIL, abort: true })
   .regex(BASE64URL, { error: CURSOR_DETAIL, abort: true }).transform((value, context) => {
     try {
       return decodeCursor(value);

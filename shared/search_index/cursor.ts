@@ -28,6 +28,9 @@ export function encodeCursor(cursor: SearchCursor): string {
     .replace(/=+$/, "");
 }
 
+/** The shortest cursor `encodeCursor` makes: shorter text is never one. */
+export const MIN_CURSOR_LENGTH = encodeCursor({ createdAt: 0, id: "0" }).length;
+
 /** Throws `InvalidCursorError` unless `text` is a cursor made by `encodeCursor`. */
 export function decodeCursor(text: string): SearchCursor {
   const json = decodeBase64Url(text);
