@@ -12,7 +12,7 @@ import {
   MIN_CURSOR_LENGTH,
 } from "../../shared/search_index/cursor.ts";
 import type { SearchCursor, SearchQuery } from "../../shared/search_index/search_index.ts";
-import { WORD_CHARACTER } from "../../shared/text/tokenize.ts";
+import { tokenize } from "../../shared/text/tokenize.ts";
 
 export interface PagingLimits {
   readonly defaultPageSize: number;
@@ -44,9 +44,11 @@ function searchParameters(limits: PagingLimits) {
       error: `must be at most ${MAX_TEXT_LENGTH} characters`,
     })
       .refine((text) => text.trim() !== "", { error: "must not be empty", abort: true })
-      // As a pattern, so the description states it (a text with one has a term to search).
-      .regex(WORD_CHARACTER, { error: "must contain at least one letter or digit" })
-      .optional().openapi({
+      // Not a pattern: one needs \p{L}, which Swagger UI's check (a RegExp without the `u`
+      // flag) reads as literal text, and /docs would refuse every search.
+      .refine((text) => tokenize(text).length > 0, {
+        error: "must contain at least one letter or digit",
+      }).optional().openapi({
         description: "Words the tweet's text contains (all of them); their counts are given too",
         example: "kafka",
       }),

@@ -7,12 +7,6 @@
 const SEPARATORS = /[^\p{L}\p{M}\p{N}_]+/u;
 
 /**
- * One word character: a text without any has no terms. Alternatives rather
- * than a class, so that the pattern reads alike in JSON Schema tools.
- */
-export const WORD_CHARACTER = /\p{L}|\p{M}|\p{N}|_/u;
-
-/**
  * Lower-cases `text` and splits it on runs of Unicode non-word characters
  * (word characters are letters, combining marks, numbers and `_`).
  * Returns the terms in order of appearance, duplicates included.
