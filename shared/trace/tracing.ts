@@ -32,6 +32,7 @@ import {
 } from "@opentelemetry/sdk-trace";
 import type { Counter, MetricsRegistry } from "../metrics/metrics.ts";
 import { BatchingSpanProcessor, type SpanOutcome } from "./batching_span_processor.ts";
+import { injectRequestLines } from "./request_lines.ts";
 
 export type { Tracer };
 
@@ -206,12 +207,16 @@ export function activeTraceIds(): { traceId: string; spanId: string } | undefine
   return { traceId, spanId };
 }
 
-/** Writes the active context as `traceparent` (and `tracestate`) into `carrier`. */
+/**
+ * Writes the active context as `traceparent` (and `tracestate`, with the
+ * request-line decision of `request_lines.ts`) into `carrier`.
+ */
 export function injectTraceContext(
   carrier: Record<string, string>,
   from: Context = context.active(),
 ): Record<string, string> {
   propagation.inject(from, carrier);
+  if (carrier.traceparent !== undefined) injectRequestLines(carrier, from);
   return carrier;
 }
 
