@@ -12,6 +12,7 @@
 import {
   type Context,
   context,
+  type Link,
   propagation,
   type Span,
   type SpanKind,
@@ -230,6 +231,8 @@ export interface SpanOptions {
   readonly attributes?: Record<string, string | number | boolean>;
   /** Parent context; the active context by default. */
   readonly parent?: Context;
+  /** Spans this one works for besides its parent's (the other callers of a batched command). */
+  readonly links?: Link[];
 }
 
 /**
@@ -263,6 +266,7 @@ function spanOptionsOf(options: SpanOptions) {
   return {
     ...(options.kind === undefined ? {} : { kind: options.kind }),
     ...(options.attributes === undefined ? {} : { attributes: options.attributes }),
+    ...(options.links === undefined ? {} : { links: options.links }),
   };
 }
 
