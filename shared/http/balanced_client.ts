@@ -282,6 +282,8 @@ export class BalancedClient {
   /** Per service, per instance id. */
   readonly #states = new Map<string, Map<string, InstanceState>>();
   readonly #cursors = new Map<string, number>();
+  /** Per service, the instance list its states were last made to match exactly. */
+  readonly #reconciled = new Map<string, readonly ServiceInstance[]>();
   readonly #requests: Counter | undefined;
   readonly #ejections: Counter | undefined;
   /** The attempts' timeouts, one timer for all. */
@@ -459,6 +461,8 @@ export class BalancedClient {
       states = new Map();
       this.#states.set(service, states);
     }
+    // The same list as last time, with no state left over to drop then: nothing to do.
+    if (this.#reconciled.get(service) === instances) return states;
     const known = new Set(instances.map((instance) => instance.instanceId));
     const now = this.#now();
     for (const [instanceId, state] of states) {
@@ -476,6 +480,8 @@ export class BalancedClient {
         });
       }
     }
+    if (states.size === known.size) this.#reconciled.set(service, instances);
+    else this.#reconciled.delete(service);
     return states;
   }
 

@@ -4,7 +4,7 @@
  * operational endpoints `/health`, `/ready` and `/metrics`.
  */
 import { type Span, SpanKind, SpanStatusCode, trace } from "@opentelemetry/api";
-import type { MiddlewareHandler } from "hono";
+import type { Context, MiddlewareHandler } from "hono";
 import type { BlankEnv } from "hono/types";
 import { HTTPException } from "hono/http-exception";
 import { logsAt } from "../log/log.ts";
@@ -106,6 +106,18 @@ export const HOT_PATH_LOG_SAMPLING = 100;
 
 /** The context variable a handler sets to the route it matched itself, for spans and metrics. */
 export const HTTP_ROUTE = "httpRoute";
+
+/** The context variable holding the request's parsed URL (`requestUrl`). */
+const REQUEST_URL = "requestUrl";
+
+/**
+ * The request's URL, parsed once per request by the kernel: a handler that
+ * needs its parts (the gateway's proxy) parsed it a second time.
+ */
+export function requestUrl(c: Context): URL {
+  const parsed: unknown = c.get(REQUEST_URL as never);
+  return parsed instanceof URL ? parsed : new URL(c.req.url);
+}
 
 function timeout(ms: number, what: string): { promise: Promise<never>; cancel(): void } {
   let timer: ReturnType<typeof setTimeout> | undefined;
@@ -327,6 +339,7 @@ export function createServiceApp(options: ServiceAppOptions): OpenAPIHono<BlankE
     try {
       const method = c.req.method;
       const url = new URL(c.req.url);
+      c.set(REQUEST_URL as never, url as never);
       const handle = async (span: Span | undefined) => {
         await next();
         // A handler that routes by itself (the gateway's table) names the route it chose.
