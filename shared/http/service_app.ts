@@ -77,8 +77,9 @@ export interface ServiceAppOptions {
   readonly quietRoutes?: readonly string[];
   /**
    * Logs the successful requests (status below 400) of one in this many
-   * traces begun here at info, the others at debug: a proxy's line per
-   * request costs more CPU than the proxying itself. Each sampled line says
+   * traces begun here (the first, then every n-th) at info, the others at
+   * debug: a proxy's line per request costs more CPU than the proxying
+   * itself. Each sampled line says
    * how many it stands for (`sampledOneIn`). The choice travels with the
    * trace context (`request_lines.ts`), so the services the request passes
    * next log its lines too, or do not. A request that failed (4xx, 5xx) is
@@ -270,8 +271,11 @@ export function createServiceApp(options: ServiceAppOptions): OpenAPIHono<BlankE
       `Cannot create the service app as 'successLogSampling' must be a positive integer: current value is ${successLogSampling}`,
     );
   }
-  /** Requests begun here (no caller's trace context) since the last one logged at info. */
-  let unloggedRequests = 0;
+  /**
+   * Requests begun here (no caller's trace context) since the last one logged
+   * at info; the first one is logged (a service just started shows it works).
+   */
+  let unloggedRequests = successLogSampling - 1;
   /**
    * Whether a request's line is logged at info when it succeeds, as
    * `request_lines.ts` carries it: 0 not, else the requests it stands for.

@@ -263,7 +263,8 @@ Deno.test("service app logs one successful request in N at info, and every faile
     sampledOneIn: entry.labels.sampledOneIn,
   })).reverse();
   assert.deepEqual(lines, [
-    // The 3rd and the 6th of the seven, each standing for three.
+    // The 1st, the 4th and the 7th of the seven, each standing for three.
+    { message: "GET /ok 200", sampledOneIn: 3 },
     { message: "GET /ok 200", sampledOneIn: 3 },
     { message: "GET /ok 200", sampledOneIn: 3 },
     { message: "GET /missing 404", sampledOneIn: undefined },
@@ -289,7 +290,7 @@ Deno.test("service app passes its request-line choice on with the trace context,
       await (await hono.request(path, {
         headers: tracestate === undefined ? {} : { traceparent, tracestate },
       })).body?.cancel();
-    // Begun here: one in two is logged, and its upstream calls say so.
+    // Begun here: the first of every two is logged, and its upstream calls say so.
     await call("/ok");
     await call("/ok");
     // A caller's choice is followed, the caller's other members kept.
@@ -300,8 +301,8 @@ Deno.test("service app passes its request-line choice on with the trace context,
     await shutdownLogging();
   }
   assert.deepEqual(sent, [
-    "twitterapi=rl:0",
     "twitterapi=rl:2",
+    "twitterapi=rl:0",
     "twitterapi=rl:0,vendor=x",
     "twitterapi=rl:7",
   ]);
