@@ -7,28 +7,8 @@
  */
 import { loadConfig } from "../services/config.ts";
 import { ENGINES, engineUp, write } from "./engines/engines.ts";
+import { runDeno, serviceRunArgs } from "./service_command.ts";
 
-const MAIN = new URL("../services/main.ts", import.meta.url).pathname;
-export const SERVICE_PERMISSIONS = [
-  "--allow-net",
-  "--allow-env",
-  "--allow-read",
-  // The last good configuration each service read from the config service, and the
-  // embedded PGlite's cluster template (PGLITE_TEMPLATE_FILE's default folder).
-  "--allow-write=.data/config-cache,.data/pglite",
-  "--allow-sys=hostname,osRelease,homedir",
-] as const;
-/**
- * V8 flags of the services' process. The embedded PGlite's WebAssembly is
- * compiled by V8's baseline compiler only: its optimised tier would keep a
- * second copy of PostgreSQL's compiled code (~70 MB measured) for speed a
- * development database does not need. No other code of the services is
- * WebAssembly. And a young generation of 2 MB semi-spaces per isolate (the
- * main thread and PGlite's worker) instead of V8's 16 MB: more frequent,
- * shorter scavenges, ~55 MB less resident (measured with bench:startup:
- * 363 -> 305 MB after 20 s).
- */
-export const SERVICE_V8_FLAGS = ["--v8-flags=--liftoff-only,--max-semi-space-size=2"] as const;
 /** The engines `--engines=real` needs, and how the services select them. */
 const REAL = {
   engines: ["kafka", "elasticsearch", "redis", "zipkin", "prometheus", "postgres"],
@@ -84,18 +64,7 @@ async function main(args: string[]): Promise<number> {
     env = { ...env, ...REAL.env };
     write(whereToLook({ ...Deno.env.toObject(), ...env }));
   }
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", ...SERVICE_PERMISSIONS, ...SERVICE_V8_FLAGS, "--env-file=.env", MAIN, "all"],
-    env,
-    stdin: "inherit",
-    stdout: "inherit",
-    stderr: "inherit",
-  }).spawn();
-  // Ctrl-C reaches the services through the terminal's process group; a
-  // SIGTERM sent to this launcher alone is passed on.
-  Deno.addSignalListener("SIGINT", () => {});
-  Deno.addSignalListener("SIGTERM", () => child.kill("SIGTERM"));
-  return (await child.status).code;
+  return await runDeno(serviceRunArgs(["all"]), env);
 }
 
 if (import.meta.main) Deno.exit(await main(Deno.args));

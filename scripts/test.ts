@@ -7,7 +7,7 @@
 import { aptInstall, type Engine } from "./engines/engine.ts";
 import { ENGINES, engineUp, write } from "./engines/engines.ts";
 import { stop } from "./engines/engine.ts";
-import { SERVICE_PERMISSIONS } from "./dev.ts";
+import { SERVICE_PERMISSIONS } from "./service_command.ts";
 import { ensureSchemathesis } from "./tools/schemathesis.ts";
 
 /** The tests that drive a browser, run apart with every permission. */

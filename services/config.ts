@@ -72,6 +72,7 @@ export const settings = {
     }),
     pgliteTemplateFile: text("PGLITE_TEMPLATE_FILE", {
       default: ".data/pglite/cluster-0.5.16.tar",
+      allowEmpty: true,
       doc: "Embedded PGlite: an empty cluster saved on first start and copied into memory on " +
         "later ones (initdb once); empty: initdb on every start",
     }),
@@ -290,6 +291,13 @@ export const settings = {
       default: "",
       doc: "identity: Keycloak realm export with the users, roles and clients; empty: the " +
         "built-in shared/auth/twitterapi-realm.json",
+    }),
+    signingKeysFile: text("IDENTITY_SIGNING_KEYS_FILE", {
+      default: ".data/identity/signing-keys.json",
+      allowEmpty: true,
+      doc: "identity: the signing keys, private halves included (JSON, mode 0600), kept between " +
+        "starts so a restart signs with the same keys and its tokens stay valid; empty: new keys " +
+        "in memory at every start",
     }),
     keyRotationMs: integer("IDENTITY_KEY_ROTATION_MS", {
       default: 86_400_000,

@@ -5,29 +5,18 @@
  * real engine that is down is never replaced by an embedded one: the services
  * retry it and report it on `/ready`.
  */
-import { Client } from "@elastic/elasticsearch";
 import type { EventLog } from "../shared/event_log/event_log.ts";
-import { createKafkaClient } from "../shared/event_log/kafka_client.ts";
-import { KafkaEventLog } from "../shared/event_log/kafka_event_log.ts";
-import { createPlatformaticClient } from "../shared/event_log/platformatic_client.ts";
-import { PlatformaticEventLog } from "../shared/event_log/platformatic_event_log.ts";
 import { MemoryEventLog } from "../shared/event_log/memory_event_log.ts";
 import { loadTweetCodec, type TweetCodec } from "../shared/events/tweet_event.ts";
-import { type Logger, logShippingLogger, type Sink } from "../shared/log/log.ts";
-import { ElasticsearchLogReader } from "../shared/log/elasticsearch_log_reader.ts";
-import { ElasticsearchLogSink } from "../shared/log/elasticsearch_log_sink.ts";
-import { LogIndexRetention } from "../shared/log/log_index_retention.ts";
+import type { Logger, Sink } from "../shared/log/log.ts";
 import type { LogReader } from "../shared/log/log_reader.ts";
 import { MemoryLogStore } from "../shared/log/memory_log_store.ts";
 import type { MetricsRegistry } from "../shared/metrics/metrics.ts";
-import { ElasticsearchSearchIndex } from "../shared/search_index/elasticsearch_search_index.ts";
 import { MemorySearchIndex } from "../shared/search_index/memory_search_index.ts";
 import type { SearchIndex } from "../shared/search_index/search_index.ts";
-import { Redis } from "ioredis";
 import { RegistryClient } from "../shared/discovery/registry_client.ts";
 import { MemoryRateLimitStore } from "../shared/rate_limit/memory_rate_limit_store.ts";
 import type { RateLimitStore } from "../shared/rate_limit/rate_limit_store.ts";
-import { RedisRateLimitStore } from "../shared/rate_limit/redis_rate_limit_store.ts";
 import {
   type AppConfig,
   isRegisteringService,
@@ -35,29 +24,36 @@ import {
   serviceCredentials,
 } from "./config.ts";
 import { loadWordCountCodec, type WordCountCodec } from "../shared/events/word_count_event.ts";
-import postgres from "postgres";
 import type { SqlDatabase } from "../shared/database/database.ts";
 import { PgliteDatabase } from "../shared/database/pglite_database.ts";
 import { startPglite } from "../shared/database/pglite_thread.ts";
 import type { PGliteWorker } from "@electric-sql/pglite/worker";
-import { PostgresDatabase } from "../shared/database/postgres_database.ts";
 import { TracedSqlDatabase } from "../shared/database/traced_database.ts";
 import { createJwtVerifier, type JwtVerifier } from "../shared/auth/jwt_verifier.ts";
-import { ZipkinExporter } from "@opentelemetry/exporter-zipkin";
 import type { SpanExporter } from "@opentelemetry/sdk-trace";
 import { MemorySpanStore } from "../shared/trace/memory_span_store.ts";
 import { MemoryTraceReader } from "../shared/trace/memory_trace_reader.ts";
 import type { TraceReader } from "../shared/trace/trace_reader.ts";
 import type { Tracer, TracingOptions } from "../shared/trace/tracing.ts";
-import { ZipkinTraceReader } from "../shared/trace/zipkin_trace_reader.ts";
 import {
   ClientCredentialsTokenSource,
   type TokenSource,
 } from "../shared/auth/client_credentials.ts";
 
-/** A URL fit for logs: its user and password masked. */
-function withoutCredentials(url: string): string {
-  return url.replace(/\/\/[^@/]*@/, "//***@");
+/** The real engines' adapters (services/real_engines.ts), loaded only when configured. */
+type RealEngines = typeof import("./real_engines.ts");
+
+/**
+ * Whether the process's own settings select a real engine. (A service's
+ * database URL may also come from the config service: `database()` loads
+ * the real adapters then.)
+ */
+function selectsRealEngine(config: AppConfig): boolean {
+  return config.eventLog.adapter === "kafka" ||
+    config.searchIndex.adapter === "elasticsearch" ||
+    config.logging.shipping === "elasticsearch" ||
+    config.rateLimit.store === "redis" ||
+    config.tracing.zipkinUrl !== "";
 }
 
 /**
@@ -77,6 +73,7 @@ export interface LogAggregation {
 }
 
 export class Infrastructure {
+  #real: RealEngines | undefined;
   #logs: LogAggregation | undefined;
   #eventLog: EventLog | undefined;
   #searchIndex: SearchIndex | undefined;
@@ -92,7 +89,33 @@ export class Infrastructure {
   #spanStore: MemorySpanStore | undefined;
   #traceReader: TraceReader | undefined;
 
-  constructor(readonly config: AppConfig, readonly logger: Logger) {}
+  private constructor(readonly config: AppConfig, readonly logger: Logger) {}
+
+  /**
+   * The process's infrastructure. The real engines' clients are loaded
+   * (services/real_engines.ts) only when the configuration selects one of
+   * them: an embedded start does not pay for loading them.
+   */
+  static async create(config: AppConfig, logger: Logger): Promise<Infrastructure> {
+    const infrastructure = new Infrastructure(config, logger);
+    if (selectsRealEngine(config)) await infrastructure.#loadRealEngines();
+    return infrastructure;
+  }
+
+  async #loadRealEngines(): Promise<RealEngines> {
+    this.#real ??= await import("./real_engines.ts");
+    return this.#real;
+  }
+
+  /** The real engines' adapters, which `create` loaded for the configuration. */
+  #realEngines(): RealEngines {
+    if (this.#real === undefined) {
+      throw new Error(
+        "Cannot make a real engine's adapter: services/real_engines.ts is not loaded",
+      );
+    }
+    return this.#real;
+  }
 
   /**
    * Where every service's spans go and how many are sampled: Zipkin's
@@ -116,7 +139,7 @@ export class Infrastructure {
   traceReader(): TraceReader {
     this.#spanExporterOf();
     this.#traceReader ??= this.#spanStore === undefined
-      ? new ZipkinTraceReader({ url: this.config.tracing.zipkinUrl })
+      ? this.#realEngines().zipkinTraceReader(this.config.tracing.zipkinUrl)
       : new MemoryTraceReader(this.#spanStore);
     return this.#traceReader;
   }
@@ -220,10 +243,12 @@ export class Infrastructure {
    * schema each, as they share one PostgreSQL server in compose), since each
    * PGlite costs ~200 MB resident.
    */
-  database(service: string, url: string, tracer?: Tracer): SqlDatabase {
+  async database(service: string, url: string, tracer?: Tracer): Promise<SqlDatabase> {
     let database = this.#databases.get(service);
     if (database === undefined) {
-      database = this.#createDatabase(service, url, tracer);
+      if (url !== "") await this.#loadRealEngines();
+      // Looked up again: another call for the service may have made it meanwhile.
+      database = this.#databases.get(service) ?? this.#createDatabase(service, url, tracer);
       this.#databases.set(service, database);
     }
     return database;
@@ -248,7 +273,7 @@ export class Infrastructure {
         "Traces: exported to Zipkin at {url}, {ratio} of new traces sampled (ZIPKIN_URL)",
         { url, ratio: settings.sampleRatio },
       );
-      this.#spanExporter = new ZipkinExporter({ url });
+      this.#spanExporter = this.#realEngines().zipkinExporter(url);
     } else {
       this.logger.info(
         "Traces: the last {spans} spans kept in memory, {ratio} of new traces sampled " +
@@ -264,44 +289,7 @@ export class Infrastructure {
   #createLogs(): LogAggregation {
     const settings = this.config.logging;
     if (settings.shipping === "elasticsearch") {
-      const url = settings.elasticsearchUrl || this.config.searchIndex.elasticsearchUrl;
-      // The sink retries on its own, with back-off and one line per outage.
-      const client = new Client({ node: url, maxRetries: 0, requestTimeout: 10_000 });
-      const shippingLogger = logShippingLogger(
-        "main",
-        this.config.process.instanceId || `main-${Deno.pid}`,
-      );
-      const shipping = new ElasticsearchLogSink(client, {
-        // Lines about shipping go to stdout only, never back into the queue.
-        logger: shippingLogger,
-        indexPrefix: settings.indexPrefix,
-        batchSize: settings.batchSize,
-        flushIntervalMs: settings.flushIntervalMs,
-        maxQueueSize: settings.queueSize,
-        target: `Elasticsearch at ${withoutCredentials(url)}`,
-      });
-      const retention = new LogIndexRetention(client, {
-        logger: shippingLogger,
-        indexPrefix: settings.indexPrefix,
-        retentionDays: settings.retentionDays,
-      });
-      return {
-        sink: Object.assign(shipping.sink, {
-          [Symbol.asyncDispose]: async () => {
-            await Promise.all([shipping.close(), retention.close()]);
-            await client.close();
-          },
-        }),
-        reader: new ElasticsearchLogReader(client, { indexPrefix: settings.indexPrefix }),
-        description: `shipped to Elasticsearch at ${withoutCredentials(url)}, indices ` +
-          `${settings.indexPrefix}-YYYY.MM.DD kept ${settings.retentionDays} days ` +
-          "(LOG_SHIPPING=elasticsearch)",
-        start: () => {
-          shipping.start();
-          retention.start();
-        },
-        registerMetrics: (metrics) => shipping.registerMetrics(metrics),
-      };
+      return this.#realEngines().elasticsearchLogs(this.config);
     }
     const store = new MemoryLogStore({ maxEntries: settings.memoryMaxLines });
     return {
@@ -330,35 +318,22 @@ export class Infrastructure {
         traced,
       );
     }
+    const real = this.#realEngines();
     this.logger.info("{service} database: PostgreSQL at {url}", {
       service,
-      url: withoutCredentials(url),
+      url: real.withoutCredentials(url),
     });
-    const { hostname, port } = new URL(url);
-    // Connects on first use; the service retries its migrations until the server answers.
-    return new TracedSqlDatabase(
-      new PostgresDatabase(postgres(url, { max: 10, connect_timeout: 5, onnotice: () => {} })),
-      { ...traced, serverAddress: hostname, serverPort: port === "" ? 5432 : Number(port) },
-    );
+    return real.postgresDatabase(url, tracer);
   }
 
   #createRateLimitStore(tracer: Tracer | undefined): RateLimitStore {
     const settings = this.config.rateLimit;
     if (settings.store === "redis") {
+      const real = this.#realEngines();
       this.logger.info("Rate limits: Redis at {url} (RATE_LIMIT_STORE=redis)", {
-        url: withoutCredentials(settings.redisUrl),
+        url: real.withoutCredentials(settings.redisUrl),
       });
-      // Connected at once, so the first request finds it ready. Commands fail
-      // fast while Redis is down (no offline queue): the gateway then counts
-      // in process and its rate limiter logs the outage; ioredis's own error
-      // events would only repeat that on every reconnect.
-      // No auto-pipelining: the store sends the hits made meanwhile as one command itself.
-      const client = new Redis(settings.redisUrl, {
-        enableOfflineQueue: false,
-        maxRetriesPerRequest: 1,
-      });
-      client.on("error", () => {});
-      return new RedisRateLimitStore(client, tracer === undefined ? {} : { tracer });
+      return real.redisRateLimitStore(settings.redisUrl, tracer);
     }
     this.logger.info("Rate limits: in process (RATE_LIMIT_STORE=memory)");
     return new MemoryRateLimitStore();
@@ -377,40 +352,13 @@ export class Infrastructure {
             : `static group membership as <group>-${instanceId}`,
         },
       );
-      const logger = this.logger;
-      return new PlatformaticEventLog(
-        createPlatformaticClient({
-          clientId: settings.kafkaClientId,
-          brokers: settings.kafkaBrokers,
-        }),
-        {
-          // A restarted process with the same INSTANCE_ID rejoins as the same
-          // static member and takes its partitions back without a rebalance.
-          ...(instanceId === "" ? {} : { instanceIdFor: (groupId) => `${groupId}-${instanceId}` }),
-          onError: (error, context) =>
-            logger.warn("Kafka: {context}: {error}", { context, error: String(error) }),
-        },
-      );
+      return this.#realEngines().platformaticEventLog(settings, instanceId, this.logger);
     }
     if (settings.adapter === "kafka") {
       this.logger.info("Event log: Kafka at {brokers} (EVENT_LOG=kafka, KAFKA_CLIENT=kafkajs)", {
         brokers: settings.kafkaBrokers.join(","),
       });
-      const logger = this.logger;
-      const kafka = createKafkaClient({
-        clientId: settings.kafkaClientId,
-        brokers: settings.kafkaBrokers,
-        logLevel: "warn",
-        // kafkajs repeats every connection failure it retries; the services
-        // report an unreachable Kafka once per retry of their own, loudly.
-        onLog: (entry) =>
-          logger.debug("kafkajs {namespace}: {message}", {
-            namespace: entry.namespace,
-            message: entry.message,
-            level: entry.level,
-          }),
-      });
-      return new KafkaEventLog(kafka);
+      return this.#realEngines().kafkajsEventLog(settings, this.logger);
     }
     const { memoryRetentionRecords, memoryRetentionMs } = settings;
     this.logger.info(
@@ -433,11 +381,7 @@ export class Infrastructure {
           { url: settings.elasticsearchUrl, index: settings.elasticsearchIndex },
         );
       }
-      return new ElasticsearchSearchIndex(new Client({ node: settings.elasticsearchUrl }), {
-        index: settings.elasticsearchIndex,
-        serverUrl: settings.elasticsearchUrl,
-        ...(tracer === undefined ? {} : { tracer }),
-      });
+      return this.#realEngines().elasticsearchSearchIndex(settings, tracer);
     }
     this.logger.info(
       "Search index: in-process (SEARCH_INDEX=memory); documents live in this process only, " +

@@ -55,11 +55,17 @@ interface ServiceEntry {
    * depend on them. They read the environment only, never the config service.
    */
   readonly platform?: boolean;
+  /**
+   * The public entry (the gateway): it starts last, once every other service
+   * of the process is registered, so that its first request finds them; and
+   * it stops first, so that no new traffic arrives while the others stop.
+   */
+  readonly publicEntry?: boolean;
 }
 
 /**
- * Every service, in start order. Application services stop in the same
- * order, so the gateway stops taking traffic first and producers stop before
+ * Every service, in start order. The gateway stops first; the other
+ * application services stop in start order, so producers stop before
  * consumers and readers; platform services stop after them.
  */
 const SERVICES: Readonly<Record<string, ServiceEntry>> = {
@@ -85,19 +91,6 @@ const SERVICES: Readonly<Record<string, ServiceEntry>> = {
     create: (config, context, infrastructure) =>
       createConfigService({ config, context, verifier: infrastructure.tokenVerifier("config") }),
     platform: true,
-  },
-  gateway: {
-    port: (config) => config.gateway.port,
-    create: (config, context, infrastructure, configuration) =>
-      Promise.resolve(createGatewayService({
-        config,
-        context,
-        discovery: infrastructure.registry("gateway"),
-        // Its own service, read with its own credentials: the rate-limit share while Redis is down.
-        gateways: followInstanceCount(infrastructure.registry("gateway"), "gateway"),
-        rateLimitStore: infrastructure.rateLimitStore(context.tracer),
-        ...(configuration === undefined ? {} : { configuration }),
-      })),
   },
   stream: {
     port: (config) => config.stream.port,
@@ -142,7 +135,7 @@ const SERVICES: Readonly<Record<string, ServiceEntry>> = {
         config,
         context,
         eventLog: infrastructure.eventLog(),
-        database: infrastructure.database(
+        database: await infrastructure.database(
           "analytics",
           config.analytics.databaseUrl,
           context.tracer,
@@ -153,17 +146,17 @@ const SERVICES: Readonly<Record<string, ServiceEntry>> = {
   },
   query: {
     port: (config) => config.query.port,
-    create: (config, context, infrastructure, configuration) =>
-      Promise.resolve(createQueryService({
+    create: async (config, context, infrastructure, configuration) =>
+      createQueryService({
         config,
         context,
         ...(configuration === undefined ? {} : { configuration }),
         index: infrastructure.searchIndex(context.tracer),
         verifier: infrastructure.tokenVerifier("query"),
-        database: infrastructure.database("query", config.query.databaseUrl, context.tracer),
+        database: await infrastructure.database("query", config.query.databaseUrl, context.tracer),
         discovery: infrastructure.registry("query"),
         tokens: infrastructure.serviceTokens("query"),
-      })),
+      }),
   },
   console: {
     port: (config) => config.console.port,
@@ -176,6 +169,20 @@ const SERVICES: Readonly<Record<string, ServiceEntry>> = {
         traces: infrastructure.traceReader(),
         logs: infrastructure.logs().reader,
       }),
+  },
+  gateway: {
+    port: (config) => config.gateway.port,
+    create: (config, context, infrastructure, configuration) =>
+      Promise.resolve(createGatewayService({
+        config,
+        context,
+        discovery: infrastructure.registry("gateway"),
+        // Its own service, read with its own credentials: the rate-limit share while Redis is down.
+        gateways: followInstanceCount(infrastructure.registry("gateway"), "gateway"),
+        rateLimitStore: infrastructure.rateLimitStore(context.tracer),
+        ...(configuration === undefined ? {} : { configuration }),
+      })),
+    publicEntry: true,
   },
 };
 
@@ -275,7 +282,7 @@ async function run(
   environment: Readonly<Record<string, string>>,
 ): Promise<void> {
   const processLogger = serviceLogger("main", config.process.instanceId || `main-${Deno.pid}`);
-  const infrastructure = new Infrastructure(config, processLogger);
+  const infrastructure = await Infrastructure.create(config, processLogger);
   const logs = infrastructure.logs();
   await configureLogging({
     level: config.process.logLevel,
@@ -296,10 +303,21 @@ async function run(
     /** The management listener's URL, when the service has one. */
     managementUrl?: string;
     platform: boolean;
+    publicEntry: boolean;
     shutdown: () => Promise<void>;
   }[] = [];
+  // A registration needs the registry and a token from the issuer: when this
+  // process runs them, it waits until they listen rather than fail and retry.
+  const listening = new Map(
+    ["registry", "identity"].filter((name) => names.includes(name))
+      .map((name) => [name, Promise.withResolvers<void>()]),
+  );
+  const platformListening = Promise.all([...listening.values()].map(({ promise }) => promise));
+  /** The first registration of every service started so far (settled once accepted or failed). */
+  const registrations: Promise<void>[] = [];
   for (const name of names) {
     const entry = SERVICES[name]!;
+    if (entry.publicEntry === true) await Promise.all(registrations);
     const instanceId = config.process.instanceId || `${name}-${Deno.hostname()}-${Deno.pid}`;
     const logger = serviceLogger(name, instanceId);
     const remote = await remoteConfiguration(name, config, environment, logger, infrastructure);
@@ -334,11 +352,13 @@ async function run(
       });
     }
     context.logger.info("{service} listening on {url}", { service: name, url: server.url });
+    listening.get(name)?.resolve();
     running.push({
       service,
       url: server.url,
       ...(managementServer === undefined ? {} : { managementUrl: managementServer.url }),
       platform: entry.platform ?? false,
+      publicEntry: entry.publicEntry ?? false,
       shutdown: async () => {
         await server.shutdown();
         await managementServer?.shutdown();
@@ -352,7 +372,7 @@ async function run(
         : `http://${advertisedHost(config)}:${managementServer.port}`;
       const scrape = { managementUrl, metricsUrl: `${managementUrl}/metrics` };
       // Registrations of one service run one after another, the latest metadata last.
-      let registered = Promise.resolve();
+      let registered = platformListening.then(() => {});
       const register = (metadata: Readonly<Record<string, string>>) => {
         registered = registered
           .then(() =>
@@ -373,6 +393,7 @@ async function run(
       };
       if (service.publishMetadata === undefined) register({});
       else service.publishMetadata(register);
+      registrations.push(registered);
     }
   }
   writeError(
@@ -396,7 +417,8 @@ async function run(
     // Leave the registry first, so that no new traffic arrives while stopping.
     await infrastructure.closeRegistries();
     const stopOrder = [
-      ...running.filter((entry) => !entry.platform),
+      ...running.filter((entry) => entry.publicEntry),
+      ...running.filter((entry) => !entry.publicEntry && !entry.platform),
       ...running.filter((entry) => entry.platform),
     ];
     for (const { service } of stopOrder) {

@@ -58,13 +58,13 @@ Deno.test("selectServices() accepts service names or all, in start order", () =>
     "registry",
     "identity",
     "config",
-    "gateway",
     "stream",
     "indexer",
     "wordcount",
     "analytics",
     "query",
     "console",
+    "gateway",
   ]);
   assert.deepEqual(selectServices(["query", "stream"]), ["stream", "query"]);
   assert.equal(selectServices([]), undefined);
@@ -96,6 +96,7 @@ Deno.test("main runs all services, serves searchable tweets and shuts down on SI
     WORDCOUNT_PORT: "0",
     QUERY_PORT: "0",
     ANALYTICS_PORT: "0",
+    CONSOLE_PORT: "0",
     STREAM_COUNT: "200",
     STREAM_RATE_PER_SECOND: "400",
   });
@@ -114,7 +115,7 @@ Deno.test("main runs all services, serves searchable tweets and shuts down on SI
         String(line.message),
       );
       if (management) managementUrls[management[1]!] = management[2]!;
-      return Object.keys(urls).length === 9;
+      return Object.keys(urls).length === 10;
     });
 
     // Ready once started: wordcount joins its group and restores its partitions,

@@ -43,7 +43,7 @@ Deno.test({
       STREAM_COUNT: String(COUNT),
       STREAM_RATE_PER_SECOND: "2500",
     });
-    const infrastructure = new Infrastructure(config, serviceLogger("test", "e2e"));
+    const infrastructure = await Infrastructure.create(config, serviceLogger("test", "e2e"));
     const eventLog = infrastructure.eventLog();
     const index = infrastructure.searchIndex();
     const codec = await infrastructure.tweetCodec();
@@ -75,7 +75,7 @@ Deno.test({
       context: testContext("query"),
       index,
       verifier: issuer.verifier("query"),
-      database: infrastructure.database("query", ""),
+      database: await infrastructure.database("query", ""),
       discovery: new StaticDiscovery([]),
       tokens: fixedTokens(),
     });

@@ -110,7 +110,10 @@ Deno.test({
       STREAM_COUNT: "1",
       STREAM_AUTO_START: "false",
     });
-    const infrastructure = new Infrastructure(config, serviceLogger("test", "tracing-e2e"));
+    const infrastructure = await Infrastructure.create(
+      config,
+      serviceLogger("test", "tracing-e2e"),
+    );
     const eventLog = infrastructure.eventLog();
     const index = infrastructure.searchIndex(contexts.indexer.tracer);
     const issuer = await createTestIssuer();
@@ -144,7 +147,7 @@ Deno.test({
         config,
         context: contexts.analytics,
         eventLog,
-        database: infrastructure.database(
+        database: await infrastructure.database(
           "analytics",
           config.analytics.databaseUrl,
           contexts.analytics.tracer,

@@ -1,6 +1,6 @@
 /** One service of services/main.ts in its own process, as deployed, for the benchmarks. */
 
-import { SERVICE_PERMISSIONS } from "../dev.ts";
+import { SERVICE_PERMISSIONS } from "../service_command.ts";
 
 const MAIN = new URL("../../services/main.ts", import.meta.url).pathname;
 

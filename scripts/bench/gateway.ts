@@ -34,7 +34,7 @@
 import builtInRealm from "../../shared/auth/twitterapi-realm.json" with { type: "json" };
 import { DEFAULT_ROUTES, type GatewayRoute } from "../../services/gateway/routes.ts";
 import { fetchToken, tokenOptions } from "../token.ts";
-import { SERVICE_PERMISSIONS } from "../dev.ts";
+import { SERVICE_PERMISSIONS } from "../service_command.ts";
 import { aptInstall } from "../engines/engine.ts";
 import { write } from "../engines/engines.ts";
 

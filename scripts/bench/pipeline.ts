@@ -43,7 +43,7 @@ import { toDocument } from "../../services/indexer/tweet_indexer.ts";
 import { ENGINES, engineUp, write } from "../engines/engines.ts";
 import { runningPid } from "../engines/engine.ts";
 import { treeCpuSeconds } from "./_cpu.ts";
-import { SERVICE_PERMISSIONS } from "../dev.ts";
+import { SERVICE_PERMISSIONS } from "../service_command.ts";
 import {
   countOf,
   type Histograms,
@@ -155,7 +155,7 @@ function percentile(sorted: readonly number[], p: number): number {
 async function rawBulk(run: string, n: number): Promise<number> {
   write(`raw Elasticsearch bulk: ${n} documents in bulks of ${BULK_SIZE}\n`);
   const config = configFor(`${run}-raw`, {});
-  const infrastructure = new Infrastructure(config, serviceLogger("bench", run));
+  const infrastructure = await Infrastructure.create(config, serviceLogger("bench", run));
   const index = infrastructure.searchIndex();
   await index.open();
   const tweets = new MockTweets({ ...config.stream, ids: new SnowflakeIds(1) });
@@ -475,7 +475,7 @@ async function pipeline(
     STREAM_RATE_PER_SECOND: "1000000",
   });
   const env = { ...serviceEnv(config), ...observabilityEnv(observability, run) };
-  const infrastructure = new Infrastructure(config, serviceLogger("bench", run));
+  const infrastructure = await Infrastructure.create(config, serviceLogger("bench", run));
   const index = infrastructure.searchIndex();
   await index.open();
   const indexer = await spawnService("indexer", env, /Indexing \S+ as group/);
@@ -553,7 +553,7 @@ async function freshness(
     STREAM_RATE_PER_SECOND: String(FRESHNESS_RATE),
   });
   const env = { ...serviceEnv(config), ...observabilityEnv(observability, run) };
-  const infrastructure = new Infrastructure(config, serviceLogger("bench", run));
+  const infrastructure = await Infrastructure.create(config, serviceLogger("bench", run));
   const index = infrastructure.searchIndex();
   await index.open();
   const indexer = await spawnService("indexer", env, /Indexing \S+ as group/);

@@ -2,9 +2,11 @@
  * Apache Kafka as one KRaft node in combined mode (broker and controller in
  * one process), from the Maven artifacts `org.apache.kafka:kafka_2.13` and its
  * runtime dependencies, run on Java 17 on loopback: the event log's real
- * engine. Health is a real Kafka request (DescribeCluster through kafkajs).
+ * engine. Health is a real Kafka request (Metadata through @platformatic/kafka,
+ * the default client; kafkajs prints a TimeoutNegativeWarning on connect,
+ * tulios/kafkajs#1751).
  */
-import { Kafka, logLevel } from "kafkajs";
+import { Admin } from "@platformatic/kafka";
 import { CACHE_DIR, type Engine, type EngineProcess, exists, run } from "./engine.ts";
 import { VERSIONS } from "./versions.ts";
 
@@ -132,20 +134,18 @@ export const kafka: Engine = {
   },
 
   async health(): Promise<void> {
-    const admin = new Kafka({
+    const admin = new Admin({
       clientId: "engines-health",
-      brokers: [`127.0.0.1:${PORT}`],
-      connectionTimeout: 2000,
-      requestTimeout: 2000,
-      retry: { retries: 0 },
-      logLevel: logLevel.NOTHING,
-    }).admin();
+      bootstrapBrokers: [`127.0.0.1:${PORT}`],
+      connectTimeout: 2000,
+      timeout: 2000,
+      retries: 0,
+    });
     try {
-      await admin.connect();
-      const { brokers } = await admin.describeCluster();
-      if (brokers.length === 0) throw new Error("DescribeCluster answered without brokers");
+      const metadata = await admin.metadata({ topics: [] });
+      if (metadata.brokers.size === 0) throw new Error("Metadata answered without brokers");
     } finally {
-      await admin.disconnect();
+      await admin.close();
     }
   },
 };

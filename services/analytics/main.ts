@@ -9,6 +9,7 @@ import { migrate } from "../../shared/database/migrations.ts";
 import { ConsumerService } from "../../shared/event_log/consumer_service.ts";
 import type { EventLog } from "../../shared/event_log/event_log.ts";
 import type { WordCountCodec } from "../../shared/events/word_count_event.ts";
+import { ProblemError } from "../../shared/http/problem.ts";
 import { createServiceApp } from "../../shared/http/service_app.ts";
 import type { Service, ServiceContext } from "../../shared/service/service.ts";
 import type { AppConfig } from "../config.ts";
@@ -68,6 +69,20 @@ export function createAnalyticsService(deps: AnalyticsDependencies): Service {
   });
   // Any valid token for this audience: calls that bypass the gateway gain nothing.
   app.use("/api/*", bearerAuth({ verifier }));
+  // Until the schema is migrated (the embedded database may still be starting),
+  // 503 at once: a search asking for its word counts need not wait for its timeout.
+  app.use("/api/*", async function whileMigrating(_c, next) {
+    if (!migrated) {
+      throw new ProblemError({
+        status: 503,
+        code: "unavailable",
+        title: "Service starting",
+        detail: `The ${ANALYTICS_SCHEMA} schema is not migrated yet; try again`,
+        headers: { "retry-after": "1" },
+      });
+    }
+    await next();
+  });
   addAnalyticsRoutes(app, { store });
 
   const handler = consumer.deadLettering({

@@ -409,14 +409,21 @@ Deno.test("analytics retries its migrations while the database is down, and is n
   }
 });
 
-Deno.test("analytics is not ready before its schema is migrated", async () => {
+Deno.test("analytics is not ready, and its API answers 503 at once, before its schema is migrated", async () => {
   const { get, service, close } = await analytics({ start: false });
   try {
     const { response, body } = await get("/ready", {});
     assert.equal(response.status, 503);
     assert.match(body.checks.database.error, /not migrated yet/);
+    // Its API answers at once, rather than hold a search until its timeout.
+    const api = await get("/api/v1/analytics/words/kafka");
+    assert.equal(api.response.status, 503);
+    assert.equal(api.response.headers.get("content-type"), PROBLEM);
+    assert.equal(api.response.headers.get("retry-after"), "1");
+    assert.equal(api.body.detail, "The analytics schema is not migrated yet; try again");
     await service.start();
     assert.equal((await get("/ready", {})).response.status, 200);
+    assert.equal((await get("/api/v1/analytics/words/kafka")).response.status, 404);
   } finally {
     await close();
   }

@@ -41,9 +41,12 @@ Deno.test({
       ANALYTICS_DATABASE_URL: databaseUrl.href,
       ANALYTICS_HISTORY_PER_WORD: "3",
     });
-    const infrastructure = new Infrastructure(config, serviceLogger("test", "analytics-e2e"));
+    const infrastructure = await Infrastructure.create(
+      config,
+      serviceLogger("test", "analytics-e2e"),
+    );
     const eventLog = infrastructure.eventLog();
-    const database = infrastructure.database("analytics", config.analytics.databaseUrl);
+    const database = await infrastructure.database("analytics", config.analytics.databaseUrl);
     const codec = await loadWordCountCodec();
     const issuer = await createTestIssuer();
     const reader = await issuer.authorization({ audience: "analytics" });

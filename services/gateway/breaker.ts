@@ -1,7 +1,9 @@
 /**
  * One circuit breaker (opossum) per upstream service. A call fails the
- * breaker when it throws (no instance, every attempt failed, timeout) or
- * when the upstream answers 5xx; a client that went away does not count.
+ * breaker when it throws (every attempt failed, timeout) or when the
+ * upstream answers 5xx. A client that went away does not count, nor does a
+ * service with no instance registered: no upstream was called (an instance
+ * that registers a moment later, as at start, must find its circuit closed).
  * While the circuit is open, calls fail fast with `CircuitOpenError` and
  * never reach the upstream; after `resetTimeoutMs` one call goes through
  * (half-open) and its outcome closes or reopens the circuit.
@@ -12,6 +14,7 @@ import {
   Circuit,
   CircuitOpenError,
 } from "../../shared/http/circuit_breaker.ts";
+import { NoInstanceError } from "../../shared/http/balanced_client.ts";
 import type { Logger } from "../../shared/log/log.ts";
 import type { MetricsRegistry } from "../../shared/metrics/metrics.ts";
 
@@ -34,8 +37,10 @@ class ServerErrorResponse extends Error {
 
 type Call = () => Promise<Response>;
 
-function isClientAbort(error: unknown): boolean {
-  return error instanceof DOMException && error.name === "AbortError";
+/** Failures that say nothing of the upstream's health. */
+function isNotUpstreamFailure(error: unknown): boolean {
+  return (error instanceof DOMException && error.name === "AbortError") ||
+    error instanceof NoInstanceError;
 }
 
 export interface ServiceBreakersOptions {
@@ -88,7 +93,7 @@ export class ServiceBreakers {
           name: service,
           logger: this.#logger,
           // The balanced client times out each attempt itself, and cancels it.
-          isNotFailure: isClientAbort,
+          isNotFailure: isNotUpstreamFailure,
         }),
       );
       this.#options.set(service, key);

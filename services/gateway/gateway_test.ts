@@ -329,6 +329,28 @@ Deno.test("gateway answers 503 problem when no instance of the service is known"
   });
 });
 
+Deno.test("gateway keeps the circuit closed while no instance is registered, and the first one that registers answers", async () => {
+  await using query = echoServer();
+  const breaker = { ...DEFAULT_BREAKER, volumeThreshold: 3, resetTimeoutMs: 60_000 };
+  const routes = [route({ prefix: "/api/v1/tweets", breaker, retries: 0 })];
+  await withGateway({ routes }, async ({ url, discovery, metrics }) => {
+    for (let i = 0; i < 10; i++) {
+      const body = await assertProblem(
+        await fetch(`${url}/api/v1/tweets`),
+        503,
+        "upstream-unavailable",
+      );
+      assert.equal(body.detail, "The query service is unavailable: no instance is registered");
+    }
+    assert.match(await metrics(), /gateway_breaker_state\{upstream="query"\} 0/);
+    discovery.add("query", query);
+    const response = await fetch(`${url}/api/v1/tweets`);
+    assert.equal(response.status, 200);
+    await response.body?.cancel();
+    assert.equal(query.requests.length, 1);
+  });
+});
+
 Deno.test("gateway fails over when one of two query instances shuts down mid-load", async () => {
   const first = echoServer("first");
   await using second = echoServer("second");

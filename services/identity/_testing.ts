@@ -36,7 +36,9 @@ export async function testIdentity(
 ): Promise<TestIdentity> {
   const clock = { now: Date.now() };
   const service = await createIdentityService({
-    config: loadConfig(options.env ?? {}),
+    // Keys in memory, unless a test names a key file: the tests' rotations
+    // and fake clocks never reach the development key file.
+    config: loadConfig({ IDENTITY_SIGNING_KEYS_FILE: "", ...options.env }),
     context: testContext("identity"),
     now: () => clock.now,
     ...(options.realm === undefined ? {} : { realm: options.realm }),

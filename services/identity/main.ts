@@ -2,7 +2,8 @@
  * The identity service: an OpenID Connect issuer for development, in
  * Keycloak's URL layout and with Keycloak's token shape, serving the realm
  * file the real Keycloak imports (seed: Keycloak's `microservices-realm`).
- * Signing keys live in memory: generated at start, rotated on a timer.
+ * Signing keys are kept in IDENTITY_SIGNING_KEYS_FILE between starts (or
+ * live in memory only, with it empty), and rotated on a timer.
  */
 import builtInRealm from "../../shared/auth/twitterapi-realm.json" with { type: "json" };
 import { createServiceApp } from "../../shared/http/service_app.ts";
@@ -50,9 +51,21 @@ export async function createIdentityService(deps: IdentityDependencies): Promise
     clientSecrets: namedValues(settings.clientSecrets, "IDENTITY_CLIENT_SECRETS"),
   });
   const now = deps.now ?? Date.now;
+  const keysFile = settings.signingKeysFile;
   const keys = await KeyRing.create({
     retentionMs: realm.accessTokenLifespanSeconds * 1000,
     now,
+    ...(keysFile === "" ? {} : {
+      file: {
+        path: keysFile,
+        onWriteError: (error) =>
+          context.logger.warn(
+            "Cannot keep the signing keys in {file} (IDENTITY_SIGNING_KEYS_FILE); they live in " +
+              "this process only: {error}",
+            { file: keysFile, error: error.message },
+          ),
+      },
+    }),
   });
   const app = createServiceApp({
     context,
@@ -73,12 +86,15 @@ export async function createIdentityService(deps: IdentityDependencies): Promise
     now,
   });
   context.logger.info(
-    "Realm {realm}: {users} users, {clients} clients; signing keys {kids}",
+    "Realm {realm}: {users} users, {clients} clients; signing keys {kids} ({kept})",
     {
       realm: realm.name,
       users: realm.users.size,
       clients: realm.clients.size,
       kids: keys.jwks().keys.map((key) => `${key.alg}:${key.kid}`).join(", "),
+      kept: keysFile === ""
+        ? "in memory, IDENTITY_SIGNING_KEYS_FILE is empty"
+        : `kept in ${keysFile}`,
     },
   );
 

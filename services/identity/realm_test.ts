@@ -95,6 +95,20 @@ Deno.test("the realm file gives every service its own client, allowed to registe
   }
 });
 
+Deno.test("the realm file gives a person signed in at /docs (api-docs) their console roles", () => {
+  // "Try it out" calls the API with this token: without the roles, a super user's search finds
+  // nothing and an admin's permission calls are refused.
+  const docs = realm.clients.get("api-docs")!;
+  const console = realm.clients.get("twitterapi-console")!;
+  assert.equal(docs.publicClient, true);
+  assert.equal(docs.directAccessGrantsEnabled, false);
+  for (const username of ["app_user", "app_admin", "app_super_user"]) {
+    const person = realm.users.get(username)!;
+    assert.ok(tokenRoles(person, docs).length > 0, username);
+    assert.deepEqual(tokenRoles(person, docs), tokenRoles(person, console), username);
+  }
+});
+
 Deno.test("development secrets in the realm file are marked dev-only", () => {
   for (const user of realm.users.values()) {
     if (user.password !== undefined) assert.match(user.password, /^dev-only-/);

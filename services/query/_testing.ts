@@ -31,7 +31,7 @@ export interface TestQueryService extends AsyncDisposable {
   readonly database: SqlDatabase;
 }
 
-/** The query service on `index` and a fresh PGlite, started (migrated). */
+/** The query service on `index` and a fresh PGlite, started (migrated) unless `start` is false. */
 export async function startQueryService(options: {
   issuer: TestIssuer;
   index: SearchIndex;
@@ -40,6 +40,7 @@ export async function startQueryService(options: {
   tokens?: TokenSource;
   database?: SqlDatabase;
   schema?: string;
+  start?: boolean;
 }): Promise<TestQueryService> {
   const database = options.database ?? new PgliteDatabase(await memoryPglite());
   const service = createQueryService({
@@ -56,7 +57,7 @@ export async function startQueryService(options: {
     tokens: options.tokens ?? fixedTokens(),
     ...(options.schema === undefined ? {} : { schema: options.schema }),
   });
-  await service.start();
+  if (options.start !== false) await service.start();
   return {
     service,
     database,

@@ -60,6 +60,14 @@ function checkPaging(config: AppConfig): void {
   }
 }
 
+/**
+ * How long a request that needs the permission database waits for it while
+ * the service starts (the embedded PGlite takes seconds), before a 503:
+ * within the gateway's 5 s per attempt, so a user quick after the start gets
+ * an answer rather than a refusal.
+ */
+const STARTING_WAIT_MS = 3000;
+
 function starting(): ProblemError {
   return new ProblemError({
     status: 503,
@@ -90,6 +98,19 @@ export function createQueryService(deps: QueryDependencies): Service {
     },
   });
   let migrated = false;
+  const migration = Promise.withResolvers<void>();
+  /** Resolves once the permission schema is migrated; 503 if it is not within the wait. */
+  async function whenMigrated(): Promise<void> {
+    if (migrated) return;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const waited = new Promise<void>((resolve) => timer = setTimeout(resolve, STARTING_WAIT_MS));
+    try {
+      await Promise.race([migration.promise, waited]);
+    } finally {
+      clearTimeout(timer);
+    }
+    if (!migrated) throw starting();
+  }
   let stopWatching: (() => Promise<void>) | undefined;
 
   const tokens = deps.tokens ?? new ClientCredentialsTokenSource({
@@ -144,7 +165,7 @@ export function createQueryService(deps: QueryDependencies): Service {
   // `/*` also matches the collection itself, and keeps the middleware out of the described routes.
   app.use("/api/v1/permissions/*", bearerAuth({ verifier, anyRole: PERMISSION_ADMIN_ROLES }));
   app.use("/api/v1/permissions/*", async (_c, next) => {
-    if (!migrated) throw starting();
+    await whenMigrated();
     await next();
   });
   addPermissionRoutes(app, {
@@ -155,8 +176,7 @@ export function createQueryService(deps: QueryDependencies): Service {
     index,
     visibility: (token: AccessToken): Promise<Visibility | undefined> => {
       if (token.roles.includes(SUPER_USER_ROLE)) return Promise.resolve(undefined);
-      if (!migrated) throw starting();
-      return cache.visibilityOf(token.subject);
+      return whenMigrated().then(() => cache.visibilityOf(token.subject));
     },
     wordCounts,
     get defaultPageSize() {
@@ -189,6 +209,7 @@ export function createQueryService(deps: QueryDependencies): Service {
             for (const userId of await seedDevGrants(store)) cache.invalidate(userId);
           }
           migrated = true;
+          migration.resolve();
         }, {
           action: "migrate the permission database",
           logger: context.logger,

@@ -31,6 +31,17 @@ Deno.test("the query service describes every route it serves in valid OpenAPI 3.
     ["text", "userId", "from", "to", "size", "cursor"],
   );
   assert.equal(v1Search.parameters!.find((p) => p.name === "size")!.schema.maximum, 100);
+  // "Try it out" at the gateway's /docs fills each parameter with its example: only the words
+  // and the page size have one, so that a developer's first try finds tweets.
+  for (const path of ["/api/v1/tweets", "/api/v2/tweets", "/api/v2/tweets/stream"]) {
+    assert.deepEqual(
+      paths[path]!.get!.parameters!
+        .filter((parameter) => "example" in parameter || "example" in parameter.schema)
+        .map((parameter) => parameter.name),
+      ["text", "size"],
+      path,
+    );
+  }
   assert.deepEqual(Object.keys(paths["/api/tweets/{id}"]!.get!.responses[200]!.content!), [V2, V1]);
   assert.ok("406" in paths["/api/tweets"]!.get!.responses);
   const stream = paths["/api/v2/tweets/stream"]!.get!;

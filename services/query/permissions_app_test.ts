@@ -356,3 +356,22 @@ Deno.test("a change through one instance reaches another at once, by database no
     await second.close();
   }
 });
+
+Deno.test("a user's search made while the permission database starts waits for it, then answers", async () => {
+  const index = new MemorySearchIndex();
+  await index.upsert(documents);
+  await using query = await startQueryService({ issuer, index, start: false });
+  const app = query.service.app;
+  const user = await issuer.authorization({ audience: "query", subject: "frank" });
+  const pending = app.request("/api/v2/tweets?text=kafka", { headers: user });
+  // A super user needs no grants: answered at once.
+  const early = await app.request("/api/v2/tweets?text=kafka", {
+    headers: await superUser(issuer),
+  });
+  assert.equal(early.status, 200);
+  assert.equal((await early.json()).page.total, 10);
+  await query.service.start();
+  const response = await pending;
+  assert.equal(response.status, 200);
+  assert.equal((await response.json()).page.total, 0, "no grants: nothing visible");
+});

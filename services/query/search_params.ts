@@ -45,9 +45,10 @@ function searchParameters(limits: PagingLimits) {
         description: "Words the tweet's text contains (all of them); their counts are given too",
         example: "kafka",
       }),
+    // No example on a filter (userId, from, to): "Try it out" at the gateway's /docs sends each
+    // parameter's example, and an example author or day narrows a first search to no tweets.
     userId: entityId("a user id").optional().openapi({
-      description: "Only the tweets of this author",
-      example: "9223372036854775807",
+      description: `Only the tweets of this author: ${ENTITY_ID_DETAIL}`,
     }),
     ...TIME_RANGE_PARAMETERS,
     size: z.coerce.number({ error: sizeDetail }).int({ error: sizeDetail })

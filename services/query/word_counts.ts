@@ -10,7 +10,7 @@
  */
 import type { TokenSource } from "../../shared/auth/client_credentials.ts";
 import type { ServiceDiscovery } from "../../shared/discovery/service_discovery.ts";
-import type { BalancedClient } from "../../shared/http/balanced_client.ts";
+import { type BalancedClient, UpstreamError } from "../../shared/http/balanced_client.ts";
 import { Circuit, type CircuitOptions } from "../../shared/http/circuit_breaker.ts";
 import { z } from "../../shared/http/openapi.ts";
 import type { Logger } from "../../shared/log/log.ts";
@@ -83,10 +83,16 @@ export interface RemoteWordCountsOptions {
 }
 
 class UnexpectedAnswer extends Error {
-  constructor(source: string, path: string, status: number) {
+  constructor(source: string, path: string, readonly status: number) {
     super(`${source} answered ${status} to GET ${path}`);
     this.name = "UnexpectedAnswer";
   }
+}
+
+/** A 503 answer: the source is up but not ready (analytics before its schema is migrated). */
+function isStartingAnswer(error: unknown): boolean {
+  return (error instanceof UnexpectedAnswer || error instanceof UpstreamError) &&
+    error.status === 503;
 }
 
 export class RemoteWordCounts implements WordCountLookup {
@@ -103,7 +109,16 @@ export class RemoteWordCounts implements WordCountLookup {
       ...options.breaker,
       name: options.source,
       logger: options.logger,
+      // A source that says it is still starting (503) is not failing: its
+      // circuit opening would keep the counts away for a reset timeout after
+      // it is up. Any other failure counts, starting or not.
+      isNotFailure: (error) => this.#starting() && isStartingAnswer(error),
     });
+  }
+
+  /** Within the start-up grace, and the source has not answered yet. */
+  #starting(): boolean {
+    return !this.#answered && Date.now() < this.#startingUntil;
   }
 
   async countsOf(words: readonly string[]): Promise<WordCounts> {
@@ -120,7 +135,7 @@ export class RemoteWordCounts implements WordCountLookup {
     } catch (error) {
       const message = error instanceof Error ? error.message : String(error);
       const source = this.#options.source;
-      if (!this.#answered && Date.now() < this.#startingUntil) {
+      if (this.#starting()) {
         // Not remembered as the last failure: if it lasts past the grace, it warns.
         this.#options.logger.info(
           "Word counts not available yet from {source} (starting): {error}",

@@ -212,3 +212,27 @@ Deno.test("a source not answering yet at start is logged at info; past the start
   // Once per kind of failure.
   assert.deepEqual(lines, ["warn Word counts unavailable from {source}: {error}"]);
 });
+
+Deno.test("a source answering 503 while it starts never opens its circuit: its counts come once it is up", async () => {
+  let up = false;
+  await using upstream = startTestServer((request) =>
+    up
+      ? Response.json({ word: "kafka", count: 7, updatedAt: "2026-11-24T10:00:00.000Z" })
+      : Response.json({ path: new URL(request.url).pathname }, {
+        status: 503,
+        headers: { "retry-after": "1" },
+      })
+  );
+  const { query, get } = await setUp("analytics", upstream.url);
+  await using _ = query;
+  const searches = 10;
+  for (let attempt = 0; attempt < searches; attempt++) {
+    const { body } = await get("/api/v2/tweets?text=kafka");
+    assert.deepEqual(body.wordCounts, { status: "unavailable" });
+  }
+  // Every search asked the source: its circuit stayed closed.
+  assert.ok(upstream.requests.length >= searches, `${upstream.requests.length} calls`);
+  up = true;
+  const { body } = await get("/api/v2/tweets?text=kafka");
+  assert.deepEqual(body.wordCounts, { status: "ok", counts: { kafka: 7 } });
+});

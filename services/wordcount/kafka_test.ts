@@ -57,7 +57,10 @@ function runEnv(run: string, client: KafkaClient): Record<string, string> {
 async function kafkaLog(
   config: AppConfig,
 ): Promise<{ log: EventLog; infrastructure: Infrastructure }> {
-  const infrastructure = new Infrastructure(config, serviceLogger("test", "wordcount-kafka"));
+  const infrastructure = await Infrastructure.create(
+    config,
+    serviceLogger("test", "wordcount-kafka"),
+  );
   const log = infrastructure.eventLog();
   await log.ping().catch((cause) => {
     throw new Error(
@@ -119,7 +122,7 @@ for (const client of KAFKA_CLIENTS) {
       const reader = await issuer.authorization({ audience: "wordcount" });
       const start = async (instanceId: string) => {
         // Each instance has its own Kafka clients, as separate processes would.
-        const own = new Infrastructure(config, serviceLogger("wordcount", instanceId));
+        const own = await Infrastructure.create(config, serviceLogger("wordcount", instanceId));
         const service = createWordCountService({
           config,
           context: {

@@ -103,6 +103,12 @@ export interface TextOptions extends CommonOptions<string> {
   readonly pattern?: RegExp;
   /** Describes `pattern` in error messages. */
   readonly patternDescription?: string;
+  /**
+   * An empty value is accepted (it turns off what the default turns on, as
+   * "keep nothing in a file") although the default is not empty.
+   * @default false
+   */
+  readonly allowEmpty?: boolean;
 }
 
 export function text(env: string, options: TextOptions): Setting<string> {
@@ -113,7 +119,7 @@ export function text(env: string, options: TextOptions): Setting<string> {
     parse(raw) {
       const value = raw.trim();
       // Where empty is the default, it means what the default means (off, derived).
-      if (value === "" && options.default === "") return "";
+      if (value === "" && (options.default === "" || options.allowEmpty === true)) return "";
       if (value === "") throw new RangeError("must not be empty");
       if (options.pattern && !options.pattern.test(value)) {
         throw new RangeError(

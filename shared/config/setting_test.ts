@@ -82,6 +82,14 @@ Deno.test("integer() rejects fractions and words", () => {
   assert.throws(() => port.parse(""), /must be an integer/);
 });
 
+Deno.test("text() refuses an empty value unless its default is empty or it allows one", () => {
+  assert.throws(() => text("FILE", { default: "a.json", doc: "File" }).parse(" "), {
+    message: "must not be empty",
+  });
+  assert.equal(text("FILE", { default: "a.json", doc: "File", allowEmpty: true }).parse(""), "");
+  assert.equal(text("URL", { default: "", doc: "URL" }).parse(""), "");
+});
+
 Deno.test("listSettings() lists every leaf once", () => {
   assert.deepEqual(listSettings(tree).map((setting) => setting.env), [
     "PORT",

@@ -12,13 +12,29 @@ import { PGlite } from "@electric-sql/pglite";
 import { worker } from "@electric-sql/pglite/worker";
 import { FAILURE } from "./pglite_thread.ts";
 
+/**
+ * The template as PGlite's `loadDataDir` reads it. PGlite (0.5.16) reads
+ * only a Blob's `type` and `arrayBuffer()`, and untars a view of that
+ * buffer: so the file's bytes are handed over as they are, without the copy
+ * a `new Blob([bytes])` makes and the second one its `arrayBuffer()` makes
+ * (~40 MB each; the start's resident memory was 37 MB lower measured).
+ */
 async function readTemplate(path: string): Promise<Blob | undefined> {
+  let bytes: Uint8Array<ArrayBuffer>;
   try {
-    return new Blob([await Deno.readFile(path)]);
+    bytes = await Deno.readFile(path);
   } catch (error) {
     if (error instanceof Deno.errors.NotFound) return undefined;
     throw error;
   }
+  const buffer = bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength
+    ? bytes.buffer
+    : bytes.slice().buffer;
+  const tar: Pick<Blob, "type" | "arrayBuffer"> = {
+    type: "application/x-tar",
+    arrayBuffer: () => Promise.resolve(buffer),
+  };
+  return tar as Blob;
 }
 
 /** Writes the template atomically: a reader sees either no file or a whole one. */

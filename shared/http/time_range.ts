@@ -44,12 +44,14 @@ function instantParameter(bound: "from" | "to") {
     }
     return millis;
   }).optional().openapi({
+    // The forms in words, not as an `example`: an API reference's "Try it out" sends a
+    // parameter's example, and a fixed day would narrow every first try to that day.
     description: bound === "from"
-      ? "Earliest creation time, inclusive: an ISO-8601 date-time with offset, or a date " +
-        "(its first millisecond, UTC)"
-      : "Latest creation time, inclusive: an ISO-8601 date-time with offset, or a date " +
-        "(its last millisecond, UTC); not before `from`",
-    example: bound === "from" ? "2026-11-24T10:00:00Z" : "2026-11-25",
+      ? "Earliest creation time, inclusive: an ISO-8601 date-time with offset " +
+        "(2026-11-24T10:00:00Z), or a date (2026-11-24: its first millisecond, UTC)"
+      : "Latest creation time, inclusive: an ISO-8601 date-time with offset " +
+        "(2026-11-24T10:00:00Z), or a date (2026-11-24: its last millisecond, UTC); " +
+        "not before `from`",
   });
 }
 
