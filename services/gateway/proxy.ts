@@ -14,6 +14,7 @@ import {
   UpstreamError,
 } from "../../shared/http/balanced_client.ts";
 import { ProblemError, problemResponse } from "../../shared/http/problem.ts";
+import { requestUrl } from "../../shared/http/service_app.ts";
 import type { Logger } from "../../shared/log/log.ts";
 import { CircuitOpenError, type ServiceBreakers } from "./breaker.ts";
 import { type GatewayRoute, upstreamPath } from "./routes.ts";
@@ -244,7 +245,7 @@ export function proxy(options: ProxyOptions) {
       await request.body?.cancel();
       throw methodNotForwarded(request.method);
     }
-    const url = new URL(request.url);
+    const url = requestUrl(c);
     const path = upstreamPath(route, url.pathname);
     const headers = upstreamHeaders(request.headers, {
       clientAddress: clientAddress(c),

@@ -19,6 +19,7 @@ import {
   type SearchIndex,
   type Visibility,
 } from "../../shared/search_index/search_index.ts";
+import { requestUrl } from "../../shared/http/service_app.ts";
 import { negotiate } from "./negotiation.ts";
 import {
   type ApiVersion,
@@ -285,7 +286,7 @@ export function addQueryRoutes(app: OpenAPIHono, options: QueryRoutesOptions): O
   function search(variant: Variant, select: VersionSelector) {
     mountRoute(app, searchRoute(variant, options), async (c) => {
       const choice = select(c.req.header("accept"));
-      const url = new URL(c.req.url);
+      const url = requestUrl(c);
       const query = c.req.valid("query");
       const visibleTo = await options.visibility(accessTokenOf(c));
       const words = query.text === undefined ? [] : countedWords(query.text);
@@ -321,7 +322,7 @@ export function addQueryRoutes(app: OpenAPIHono, options: QueryRoutesOptions): O
       if (document === undefined || !isVisible(document, visibility)) {
         throw notFound(`No tweet has the id ${id}`);
       }
-      const path = new URL(c.req.url).pathname;
+      const path = requestUrl(c).pathname;
       const links = versionHeaders(c, choice, path);
       if (choice.version === "v2") {
         return c.body(JSON.stringify(tweetV2(document, path.slice(0, path.lastIndexOf("/")))));
