@@ -23,14 +23,24 @@ export interface MainProcess {
   readonly urls: Readonly<Record<string, string>>;
   /** Where each service answers `/ready` and `/metrics`: its management URL, else its base URL. */
   readonly managementUrls: Readonly<Record<string, string>>;
+  /**
+   * How the process ended, when it ended before `stop`: its exit code or
+   * signal and the end of its stderr (an uncaught error's stack); undefined
+   * while it runs.
+   */
+  exited(): string | undefined;
   /** Stops the process with SIGTERM and waits for it. */
   stop(): Promise<void>;
 }
 
+/** How long a stopped child may drain before it is killed. */
+const STOP_DEADLINE_MS = 30_000;
+
 /**
  * Runs `main.ts <services...>` on free ports with `env` on top, and resolves
- * once every service answers `/ready` with 200. A child that hangs is killed
- * after `deadlineMs`.
+ * once every service answers `/ready` with 200. A child that is not ready
+ * within `deadlineMs`, or that does not exit within `STOP_DEADLINE_MS` of
+ * `stop`, is killed; one that is ready runs as long as the test needs it.
  */
 export async function startMain(
   services: readonly string[],
@@ -62,14 +72,31 @@ export async function startMain(
     stdout: "piped",
     stderr: "piped",
   }).spawn();
-  const watchdog = setTimeout(() => child.kill("SIGKILL"), deadlineMs);
+  const kill = () => {
+    try {
+      child.kill("SIGKILL");
+    } catch {
+      // Already exited.
+    }
+  };
+  let watchdog = setTimeout(kill, deadlineMs);
   const stderr = new Response(child.stderr).text();
+  let stopping = false;
+  let exit: string | undefined;
+  void Promise.all([child.status, stderr]).then(([status, text]) => {
+    if (stopping) return;
+    const how = status.signal === null ? `code ${status.code}` : `signal ${status.signal}`;
+    exit = `main.ts exited with ${how}; the end of its stderr:\n${text.slice(-4000)}`;
+  });
   const urls: Record<string, string> = {};
   const managementUrls: Record<string, string> = {};
   const expected = selectServices(services)?.length ?? 0;
   const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
   let buffer = "";
   const stop = async () => {
+    stopping = true;
+    clearTimeout(watchdog);
+    watchdog = setTimeout(kill, STOP_DEADLINE_MS);
     try {
       child.kill("SIGTERM");
     } catch {
@@ -110,5 +137,7 @@ export async function startMain(
     await stop();
     throw error;
   }
-  return { urls, managementUrls: { ...urls, ...managementUrls }, stop };
+  // Started: the child now runs until the test stops it (a deadline here killed it mid-test).
+  clearTimeout(watchdog);
+  return { urls, managementUrls: { ...urls, ...managementUrls }, exited: () => exit, stop };
 }

@@ -21,6 +21,7 @@ import {
   mountRoute,
   type OpenAPIHono,
   problemResponses,
+  serverSentEventSchema,
   z,
 } from "../../shared/http/openapi.ts";
 import { notFound, ProblemError } from "../../shared/http/problem.ts";
@@ -158,8 +159,9 @@ function environmentResponses(withLabel: boolean) {
       content: {
         "application/json": { schema: EnvironmentSchema },
         "text/event-stream": {
-          schema: z.string().openapi({
-            example: 'retry: 500\n\nevent: version\ndata: {"version":"3f2a9c"}\n\n',
+          schema: serverSentEventSchema({
+            events: ["version"],
+            data: z.object({ version: z.string() }),
           }),
         },
       },
@@ -193,6 +195,23 @@ function environmentRoute<P extends string>(path: P, middleware: MiddlewareHandl
 const TEXT_BODY = {
   required: true,
   content: { "text/plain": { schema: z.string().min(1) } },
+} as const;
+
+/**
+ * What `decrypt` can read, as the body's pattern: `{key:<id>}` (after an
+ * optional `{cipher}`) and the base64 of at least a format byte, fingerprint,
+ * IV and tag (33 bytes). Whether the key and the bytes are right is the
+ * cipher's to answer (400 `cipher-malformed`, 422).
+ */
+const DECRYPT_BODY = {
+  required: true,
+  content: {
+    "text/plain": {
+      schema: z.string().regex(
+        /^\s*(\{cipher\})?\{key:[^}]*\}\s*([A-Za-z0-9+/]{4}){11,}([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?\s*$/,
+      ),
+    },
+  },
 } as const;
 
 const textResponse = (description: string) => ({
@@ -414,7 +433,7 @@ export function addConfigRoutes(app: OpenAPIHono, options: ConfigRoutesOptions):
       tags: ["cipher"],
       security: bearerSecurity,
       middleware: admin,
-      request: { body: TEXT_BODY },
+      request: { body: DECRYPT_BODY },
       responses: {
         200: textResponse("The decrypted text"),
         ...adminProblems,

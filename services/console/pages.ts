@@ -554,6 +554,7 @@ export interface StreamState {
   readonly state: string;
   readonly produced: number;
   readonly ratePerSecond: number;
+  readonly achievedPerSecond: number;
 }
 
 export function livePage(viewer: Viewer, stream: StreamState | ProblemView | undefined): Html {
@@ -561,8 +562,8 @@ export function livePage(viewer: Viewer, stream: StreamState | ProblemView | und
     <section aria-labelledby="stream-controls">
       <h2 id="stream-controls">Stream controls</h2>
       <p>The stream is <b id="stream-state">${stream.state}</b>: ${stream
-        .produced} tweets produced at
-    ${stream.ratePerSecond}/s.</p>
+        .produced} tweets produced; ${stream.achievedPerSecond}/s over the last five seconds, of
+    ${stream.ratePerSecond}/s asked for.</p>
       <form method="post" action="/live/stream" class="inline-form">${csrfField(viewer)}
     <button type="submit" name="action" value="pause">Pause</button>
     <button type="submit" name="action" value="resume">Resume</button></form>

@@ -10,6 +10,7 @@ import {
   problemResponses,
   ProblemSchema,
   type RouteConfig,
+  serverSentEventSchema,
   z,
 } from "../../shared/http/openapi.ts";
 import { PROBLEM_CONTENT_TYPE } from "../../shared/http/problem.ts";
@@ -342,7 +343,11 @@ export const CONSOLE_ROUTES = {
     responses: {
       200: {
         description: "The event stream",
-        content: { "text/event-stream": { schema: z.string() } },
+        content: {
+          "text/event-stream": {
+            schema: serverSentEventSchema({ events: ["tweet", "signed-out", "problem"] }),
+          },
+        },
       },
       302: TO_SIGN_IN,
     },

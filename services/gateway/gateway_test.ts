@@ -111,12 +111,21 @@ function route(overrides: Partial<GatewayRoute> & Pick<GatewayRoute, "prefix">):
   };
 }
 
-/** A GET with the request target exactly as given, over a fresh connection. */
-async function rawGet(base: string, target: string, authorization: string): Promise<string> {
+/**
+ * A request with the method and target exactly as given, over a fresh
+ * connection: `fetch` resolves dot segments and refuses TRACE, TRACK and
+ * CONNECT.
+ */
+async function rawRequest(
+  base: string,
+  method: string,
+  target: string,
+  authorization: string,
+): Promise<string> {
   const { hostname, port } = new URL(base);
   const conn = await Deno.connect({ hostname, port: Number(port) });
   try {
-    const request = `GET ${target} HTTP/1.1\r\nHost: ${hostname}:${port}\r\n` +
+    const request = `${method} ${target} HTTP/1.1\r\nHost: ${hostname}:${port}\r\n` +
       `Authorization: ${authorization}\r\nConnection: close\r\n\r\n`;
     await conn.write(new TextEncoder().encode(request));
     return await new Response(conn.readable).text();
@@ -518,7 +527,7 @@ Deno.test("gateway proxies only the public API: upstream /metrics, /ready and th
       ];
       for (const path of tricks) {
         // Sent as written: fetch would resolve the dot segments before sending.
-        const answer = await rawGet(url, path, user.authorization!);
+        const answer = await rawRequest(url, "GET", path, user.authorization!);
         assert.match(answer, /^HTTP\/1\.1 \d{3}/, path);
         // At most the gateway's own (the URL resolves %2e%2e as ..), never an upstream's.
         assert.doesNotMatch(answer, /service_info\{service="(?!gateway")/, path);
@@ -527,5 +536,34 @@ Deno.test("gateway proxies only the public API: upstream /metrics, /ready and th
     } finally {
       await Promise.all(upstreams.map((server) => server.shutdown()));
     }
+  });
+});
+
+Deno.test("gateway answers 405 with Allow for the methods it cannot forward, and never calls upstream", async () => {
+  const methods: string[] = [];
+  await using analytics = startTestServer((request) => {
+    methods.push(request.method);
+    return Response.json({});
+  });
+  await withGateway({}, async ({ url, discovery, token }) => {
+    discovery.add("analytics", analytics);
+    const authorization = `Bearer ${await token("app_super_user")}`;
+    for (const method of ["TRACE", "TRACK", "trace"]) {
+      const answer = await rawRequest(url, method, "/api/v1/analytics/top?limit=10", authorization);
+      const [head = "", body = ""] = answer.split("\r\n\r\n");
+      assert.match(head, /^HTTP\/1\.1 405 /, method);
+      assert.match(head, /^allow: GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS$/im, method);
+      assert.match(head, /^content-type: application\/problem\+json$/im, method);
+      const problem = JSON.parse(body);
+      assert.equal(problem.type, problemType("method-not-allowed"), method);
+      assert.equal(problem.status, 405);
+    }
+    // Deno's HTTP server refuses CONNECT to a path itself, before the gateway sees it.
+    const connect = await rawRequest(url, "CONNECT", "/api/v1/analytics/top", authorization);
+    assert.match(connect, /^HTTP\/1\.1 4\d\d /);
+    const allowed = await fetch(`${url}/api/v1/analytics/top`, { headers: { authorization } });
+    assert.equal(allowed.status, 200);
+    await allowed.body?.cancel();
+    assert.deepEqual(methods, ["GET"]);
   });
 });

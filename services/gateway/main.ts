@@ -6,7 +6,7 @@
  */
 import { createOpenApiApp } from "../../shared/http/openapi.ts";
 import { BalancedClient } from "../../shared/http/balanced_client.ts";
-import { createServiceApp } from "../../shared/http/service_app.ts";
+import { createServiceApp, HOT_PATH_LOG_SAMPLING } from "../../shared/http/service_app.ts";
 import type { ServiceDiscovery } from "../../shared/discovery/service_discovery.ts";
 import type { RateLimitStore } from "../../shared/rate_limit/rate_limit_store.ts";
 import type { Service, ServiceContext } from "../../shared/service/service.ts";
@@ -44,13 +44,6 @@ export interface GatewayDependencies {
   /** The live configuration: its route table and rate limits apply to running routes. */
   readonly configuration?: RefreshableConfig<AppConfig>;
 }
-
-/**
- * One in this many successful proxied requests is logged at info (errors and
- * requests a caller traces always are): at one line each, logging cost the
- * gateway more CPU than proxying (`bench:gateway`'s profile).
- */
-const SUCCESS_LOG_SAMPLING = 100;
 
 type RateLimitOverrides = ReturnType<typeof parseRateLimitOverrides>;
 
@@ -196,7 +189,7 @@ export function createGatewayService(deps: GatewayDependencies): Service {
     management,
     bodyLimitBytes: config.process.bodyLimitBytes,
     readiness: gateway.readiness,
-    successLogSampling: SUCCESS_LOG_SAMPLING,
+    successLogSampling: HOT_PATH_LOG_SAMPLING,
     description: "The one entry for clients: the public operations of every service behind " +
       "its route table, with its token check, rate limits and fallbacks",
     publishDescription: (own) => description.get(own),

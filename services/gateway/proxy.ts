@@ -14,6 +14,7 @@ import {
   UpstreamError,
 } from "../../shared/http/balanced_client.ts";
 import { ProblemError, problemResponse } from "../../shared/http/problem.ts";
+import { requestUrl } from "../../shared/http/service_app.ts";
 import type { Logger } from "../../shared/log/log.ts";
 import { CircuitOpenError, type ServiceBreakers } from "./breaker.ts";
 import { type GatewayRoute, upstreamPath } from "./routes.ts";
@@ -44,6 +45,30 @@ const REPLACED_UPSTREAM: ReadonlySet<string> = new Set([
   "x-forwarded-proto",
   "x-forwarded-prefix",
 ]);
+
+/**
+ * Methods `fetch` refuses to send (the Fetch standard's forbidden methods,
+ * matched case-insensitively), so the gateway cannot forward them: it answers
+ * 405 itself rather than failing on the call.
+ */
+const UNFORWARDABLE_METHODS: ReadonlySet<string> = new Set(["CONNECT", "TRACE", "TRACK"]);
+
+/**
+ * The `Allow` of that 405: the standard methods the gateway forwards. Which of
+ * them the resource serves is the upstream's to answer.
+ */
+const FORWARDED_METHODS = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
+
+/** The 405 for a method the gateway cannot forward. */
+function methodNotForwarded(method: string): ProblemError {
+  return new ProblemError({
+    status: 405,
+    code: "method-not-allowed",
+    title: "Method not allowed",
+    detail: `The gateway does not forward ${method} requests`,
+    headers: { allow: FORWARDED_METHODS },
+  });
+}
 
 /** Statuses whose response has no body. */
 const NULL_BODY_STATUSES: ReadonlySet<number> = new Set([101, 103, 204, 205, 304]);
@@ -216,7 +241,11 @@ export function proxy(options: ProxyOptions) {
 
   return async function proxyHandler(c: Context): Promise<Response> {
     const request = c.req.raw;
-    const url = new URL(request.url);
+    if (UNFORWARDABLE_METHODS.has(request.method.toUpperCase())) {
+      await request.body?.cancel();
+      throw methodNotForwarded(request.method);
+    }
+    const url = requestUrl(c);
     const path = upstreamPath(route, url.pathname);
     const headers = upstreamHeaders(request.headers, {
       clientAddress: clientAddress(c),

@@ -10,6 +10,7 @@ import {
   mountRoute,
   type OpenAPIHono,
   problemResponses,
+  serverSentEventSchema,
   z,
 } from "../../shared/http/openapi.ts";
 import { notAcceptable, notFound } from "../../shared/http/problem.ts";
@@ -18,6 +19,7 @@ import {
   type SearchIndex,
   type Visibility,
 } from "../../shared/search_index/search_index.ts";
+import { requestUrl } from "../../shared/http/service_app.ts";
 import { negotiate } from "./negotiation.ts";
 import {
   type ApiVersion,
@@ -251,10 +253,10 @@ function streamRoute(limits: PagingLimits) {
         headers: { "Cache-Control": { description: "`no-store`", ...text } },
         content: {
           "text/event-stream": {
-            schema: z.string().openapi({
-              description: "`event: tweet`, `id: <tweet id>`, `data: <TweetV2 as JSON>` " +
-                "blocks, separated by blank lines",
-              example: 'event: tweet\nid: 1\ndata: {"id":"1","text":"Kafka"}\n\n',
+            schema: serverSentEventSchema({
+              events: ["tweet"],
+              data: TweetV2Schema,
+              id: "The tweet's id",
             }),
           },
         },
@@ -284,7 +286,7 @@ export function addQueryRoutes(app: OpenAPIHono, options: QueryRoutesOptions): O
   function search(variant: Variant, select: VersionSelector) {
     mountRoute(app, searchRoute(variant, options), async (c) => {
       const choice = select(c.req.header("accept"));
-      const url = new URL(c.req.url);
+      const url = requestUrl(c);
       const query = c.req.valid("query");
       const visibleTo = await options.visibility(accessTokenOf(c));
       const words = query.text === undefined ? [] : countedWords(query.text);
@@ -320,7 +322,7 @@ export function addQueryRoutes(app: OpenAPIHono, options: QueryRoutesOptions): O
       if (document === undefined || !isVisible(document, visibility)) {
         throw notFound(`No tweet has the id ${id}`);
       }
-      const path = new URL(c.req.url).pathname;
+      const path = requestUrl(c).pathname;
       const links = versionHeaders(c, choice, path);
       if (choice.version === "v2") {
         return c.body(JSON.stringify(tweetV2(document, path.slice(0, path.lastIndexOf("/")))));

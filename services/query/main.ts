@@ -11,7 +11,7 @@ import { migrate } from "../../shared/database/migrations.ts";
 import type { ServiceDiscovery } from "../../shared/discovery/service_discovery.ts";
 import { BalancedClient } from "../../shared/http/balanced_client.ts";
 import { ProblemError } from "../../shared/http/problem.ts";
-import { createServiceApp } from "../../shared/http/service_app.ts";
+import { createServiceApp, HOT_PATH_LOG_SAMPLING } from "../../shared/http/service_app.ts";
 import type { SearchIndex, Visibility } from "../../shared/search_index/search_index.ts";
 import type { Service, ServiceContext } from "../../shared/service/service.ts";
 import type { AppConfig } from "../config.ts";
@@ -147,6 +147,8 @@ export function createQueryService(deps: QueryDependencies): Service {
       "v2 representations, chosen by path or by media type on /api/tweets; a streaming " +
       "search; the permission API deciding who sees which tweets.",
     bodyLimitBytes: config.process.bodyLimitBytes,
+    // Searches are the read path's traffic; through the gateway they follow its choice.
+    successLogSampling: HOT_PATH_LOG_SAMPLING,
     readiness: [
       { name: "search-index", check: () => index.ping() },
       {

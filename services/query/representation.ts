@@ -7,6 +7,7 @@
 import { z } from "../../shared/http/openapi.ts";
 import { encodeCursor } from "../../shared/search_index/cursor.ts";
 import type { SearchPage, TweetDocument } from "../../shared/search_index/search_index.ts";
+import { isoTime } from "./iso_time.ts";
 import { WordCountsSchema } from "./word_counts.ts";
 
 export type ApiVersion = "v1" | "v2";
@@ -38,7 +39,7 @@ export function tweetV1(document: TweetDocument): TweetV1 {
     id: document.id,
     userId: document.userId,
     text: document.text,
-    createdAt: new Date(document.createdAt).toISOString(),
+    createdAt: isoTime(document.createdAt),
   };
 }
 
@@ -58,7 +59,7 @@ export function tweetV2(document: TweetDocument, collection: string): TweetV2 {
   return {
     id: document.id,
     text: document.text,
-    createdAt: new Date(document.createdAt).toISOString(),
+    createdAt: isoTime(document.createdAt),
     source: document.source,
     author: {
       id: document.userId,

@@ -5,7 +5,12 @@
  */
 import { z } from "../../shared/http/openapi.ts";
 import { refineTimeRange, TIME_RANGE_PARAMETERS } from "../../shared/http/time_range.ts";
-import { decodeCursor } from "../../shared/search_index/cursor.ts";
+import {
+  BASE64URL,
+  decodeCursor,
+  MAX_CURSOR_LENGTH,
+  MIN_CURSOR_LENGTH,
+} from "../../shared/search_index/cursor.ts";
 import type { SearchCursor, SearchQuery } from "../../shared/search_index/search_index.ts";
 import { tokenize } from "../../shared/text/tokenize.ts";
 
@@ -39,6 +44,8 @@ function searchParameters(limits: PagingLimits) {
       error: `must be at most ${MAX_TEXT_LENGTH} characters`,
     })
       .refine((text) => text.trim() !== "", { error: "must not be empty", abort: true })
+      // Not a pattern: one needs \p{L}, which Swagger UI's check (a RegExp without the `u`
+      // flag) reads as literal text, and /docs would refuse every search.
       .refine((text) => tokenize(text).length > 0, {
         error: "must contain at least one letter or digit",
       }).optional().openapi({
@@ -64,20 +71,25 @@ function searchParameters(limits: PagingLimits) {
   };
 }
 
-const CURSOR = z.string().transform((value, context) => {
-  try {
-    return decodeCursor(value);
-  } catch {
-    context.addIssue({
-      code: "custom",
-      message: "must be a cursor returned by a previous page of this search",
-      input: value,
-    });
-    return z.NEVER;
-  }
-}).optional().openapi({
-  description: "Where the page starts: the `nextCursor` of the previous page",
-});
+const CURSOR_DETAIL = "must be a cursor returned by a previous page of this search";
+
+// Its length and alphabet as the schema's, so the description states them; the rest is opaque.
+const CURSOR = z.string().min(MIN_CURSOR_LENGTH, { error: CURSOR_DETAIL, abort: true })
+  .max(MAX_CURSOR_LENGTH, { error: CURSOR_DETAIL, abort: true })
+  .regex(BASE64URL, { error: CURSOR_DETAIL, abort: true }).transform((value, context) => {
+    try {
+      return decodeCursor(value);
+    } catch {
+      context.addIssue({
+        code: "custom",
+        message: CURSOR_DETAIL,
+        input: value,
+      });
+      return z.NEVER;
+    }
+  }).optional().openapi({
+    description: "Where the page starts: the `nextCursor` of the previous page",
+  });
 
 interface SearchParams {
   readonly text?: string | undefined;

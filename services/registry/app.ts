@@ -19,6 +19,7 @@ import {
   mountRoute,
   type OpenAPIHono,
   problemResponses,
+  serverSentEventSchema,
   z,
 } from "../../shared/http/openapi.ts";
 import { ProblemError } from "../../shared/http/problem.ts";
@@ -193,9 +194,7 @@ const watchRoute = createRoute({
       description: "The stream of snapshots",
       content: {
         "text/event-stream": {
-          schema: z.string().openapi({
-            example: `retry: 1000\n\nevent: instances\ndata: {"service":"query",...}\n\n`,
-          }),
+          schema: serverSentEventSchema({ events: ["instances"], data: SnapshotSchema }),
         },
       },
     },

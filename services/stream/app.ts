@@ -24,7 +24,13 @@ const TAG = "stream";
 const StatusSchema = z.object({
   state: z.enum(["running", "paused", "completed", "stopped"]),
   produced: z.int().min(0).openapi({ description: "Tweets the event log acknowledged" }),
-  ratePerSecond: z.int().min(1),
+  ratePerSecond: z.int().min(1).openapi({
+    description: "The rate asked for, in tweets per second",
+  }),
+  achievedPerSecond: z.int().min(0).openapi({
+    description: "Tweets acknowledged per second over the last five seconds: below " +
+      "`ratePerSecond` when the process cannot produce that many (the rest is shed)",
+  }),
   count: z.int().min(1).nullable().openapi({
     description: "Tweets to produce in all; null when unbounded",
   }),
@@ -83,7 +89,8 @@ function rateRoute(maxRatePerSecond: number) {
     path: `${API}/rate`,
     operationId: "setStreamRate",
     summary: "Set the rate",
-    description: "Tweets per second, until the configuration's rate changes.",
+    description: "Tweets per second, until the configuration's rate changes; at most " +
+      `${maxRatePerSecond} (STREAM_MAX_RATE_PER_SECOND), a 400 above.`,
     tags: [TAG],
     security: bearerSecurity,
     request: {

@@ -3,7 +3,13 @@
  * counts as produced only once the log acknowledged it; a failed send is
  * retried, never dropped. Each tweet starts its own trace: the traced event
  * log gives it a producer span of its own (each attempt of a retried send
- * starts new ones).
+ * starts new ones). *
+ * The loop gives the event loop a turn after every batch, so the process
+ * keeps answering at any rate: an embedded log acknowledges within
+ * microtasks, and a loop that only awaits those would starve timers and
+ * connections for as long as production is behind. A rate the process cannot
+ * reach is not caught up on: what falls more than a second behind is shed,
+ * and the status reports the rate achieved beside the one asked for.
  */
 import { retryUntilDone, sleep } from "../../shared/async/retry.ts";
 import type { EventLog, ProducerRecord } from "../../shared/event_log/event_log.ts";
@@ -17,7 +23,10 @@ export type StreamState = "running" | "paused" | "completed" | "stopped";
 export interface StreamStatus {
   readonly state: StreamState;
   readonly produced: number;
+  /** The rate asked for. */
   readonly ratePerSecond: number;
+  /** Tweets acknowledged per second over the last five seconds, rounded. */
+  readonly achievedPerSecond: number;
   /** Tweets to produce in all, or null when unbounded. */
   readonly count: number | null;
   readonly topic: string;
@@ -74,6 +83,47 @@ export class StreamCompletedError extends Error {
   }
 }
 
+/** How far back the achieved rate looks. */
+const ACHIEVED_WINDOW_MS = 5000;
+/** Fewest milliseconds between two samples of the produced count. */
+const SAMPLE_SPACING_MS = 100;
+
+/**
+ * The acknowledged tweets per second over the last `ACHIEVED_WINDOW_MS`, from
+ * samples of the running count (at most one per `SAMPLE_SPACING_MS`, so the
+ * memory stays small at any rate).
+ */
+class AchievedRate {
+  readonly #samples: { readonly at: number; readonly produced: number }[] = [];
+
+  record(at: number, produced: number): void {
+    const last = this.#samples.at(-1);
+    if (last === undefined || at - last.at >= SAMPLE_SPACING_MS) {
+      this.#samples.push({ at, produced });
+    }
+    this.#prune(at);
+  }
+
+  perSecond(now: number, produced: number): number {
+    this.#prune(now);
+    const oldest = this.#samples[0];
+    if (oldest === undefined || now <= oldest.at) return 0;
+    return Math.round((produced - oldest.produced) * 1000 / (now - oldest.at));
+  }
+
+  /** Keeps the newest sample at or before the window's start, the baseline of the count. */
+  #prune(now: number): void {
+    while (this.#samples.length > 1 && this.#samples[1]!.at <= now - ACHIEVED_WINDOW_MS) {
+      this.#samples.shift();
+    }
+  }
+}
+
+/** A turn of the event loop (a timer, not a microtask): pending I/O and timers run first. */
+function yieldToEventLoop(): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, 0));
+}
+
 export class TweetEmitter {
   #state: StreamState = "paused";
   #produced = 0;
@@ -82,9 +132,11 @@ export class TweetEmitter {
   readonly #stopping = new AbortController();
   /** Aborted whenever state or rate changes, to wake a sleeping loop. */
   #wake = new AbortController();
+  readonly #achieved = new AchievedRate();
 
   constructor(readonly options: TweetEmitterOptions) {
     this.#rate = options.ratePerSecond;
+    this.#achieved.record(performance.now(), 0);
   }
 
   status(): StreamStatus {
@@ -92,6 +144,7 @@ export class TweetEmitter {
       state: this.#state,
       produced: this.#produced,
       ratePerSecond: this.#rate,
+      achievedPerSecond: this.#achieved.perSecond(performance.now(), this.#produced),
       count: this.options.count === 0 ? null : this.options.count,
       topic: this.options.topic,
     };
@@ -145,11 +198,14 @@ export class TweetEmitter {
     let windowStart = performance.now();
     let windowSent = 0;
     let windowWake = this.#wake;
+    /** Whether shedding was logged since the rate or state last changed. */
+    let sheddingLogged = false;
     while (!this.#stopping.signal.aborted) {
       if (windowWake !== this.#wake) {
         windowWake = this.#wake;
         windowStart = performance.now();
         windowSent = 0;
+        sheddingLogged = false;
       }
       if (this.#state !== "running") {
         await sleep(60_000, this.#wake.signal);
@@ -169,6 +225,14 @@ export class TweetEmitter {
       const elapsedMs = performance.now() - windowStart;
       let due = Math.floor(elapsedMs * this.#rate / 1000) - windowSent;
       if (due > this.#rate) {
+        // More than a second behind: the backlog is shed, not caught up on.
+        if (!sheddingLogged) {
+          sheddingLogged = true;
+          this.options.logger.warn(
+            "Cannot produce {rate} tweets/s; what falls a second behind is shed",
+            { rate: this.#rate },
+          );
+        }
         windowStart = performance.now();
         windowSent = 0;
         due = 1;
@@ -195,6 +259,7 @@ export class TweetEmitter {
           return;
         }
         this.#produced += size;
+        this.#achieved.record(performance.now(), this.#produced);
         this.options.onProduced?.(size, timings);
         if (count !== 0 && this.#produced >= count) {
           this.#state = "completed";
@@ -204,6 +269,7 @@ export class TweetEmitter {
         }
       }).finally(() => inFlight.delete(sending));
       inFlight.add(sending);
+      await yieldToEventLoop();
     }
     await Promise.all(inFlight);
   }

@@ -4,7 +4,8 @@ import { MemoryEventLog } from "../../shared/event_log/memory_event_log.ts";
 import { partitionForKey } from "../../shared/event_log/murmur2.ts";
 import { loadTweetCodec } from "../../shared/events/tweet_event.ts";
 import { testContext } from "../../shared/testing/test_context.ts";
-import { waitFor } from "../../shared/testing/wait.ts";
+import { serveApp } from "../../shared/http/serve.ts";
+import { delay, waitFor } from "../../shared/testing/wait.ts";
 import { configureTracing } from "../../shared/trace/tracing.ts";
 import { loadConfig } from "../config.ts";
 import { createStreamService } from "./main.ts";
@@ -51,13 +52,16 @@ Deno.test("stream produces exactly its count of decodable, keyed, traced tweets"
   });
   await service.start();
   await waitFor("completion", async () => (await status()).state === "completed");
-  assert.deepEqual(await status(), {
+  const { achievedPerSecond, ...completed } = await status();
+  assert.deepEqual(completed, {
     state: "completed",
     produced: 250,
     ratePerSecond: 5000,
     count: 250,
     topic: "twitter-topic",
   });
+  // Over the five seconds since the emitter was made: never above the rate asked for.
+  assert.ok(achievedPerSecond > 0 && achievedPerSecond <= 5000, `${achievedPerSecond}/s`);
   await service.stop();
 
   const codec = await loadTweetCodec();
@@ -119,7 +123,7 @@ Deno.test("stream rejects bad rate requests with 4xx problem+json", async () => 
   for (
     const [body, parameter] of [
       ['{"perSecond": 0}', "body.perSecond"],
-      ['{"perSecond": 100001}', "body.perSecond"],
+      ['{"perSecond": 10001}', "body.perSecond"],
       ['{"perSecond": 1.5}', "body.perSecond"],
       ['{"perSecond": "10"}', "body.perSecond"],
       ["{}", "body.perSecond"],
@@ -234,6 +238,69 @@ Deno.test("stream keeps at most its sends in flight and produces exactly its cou
   assert.equal(records.length, 40);
   assert.equal((await status()).produced, 40);
   await eventLog.close();
+});
+
+/**
+ * The stream served over a real socket, producing at `perSecond` while the
+ * test calls it: resolves to the statuses it answered.
+ */
+async function callWhileProducing(perSecond: number, env: Record<string, string> = {}) {
+  const { service, eventLog } = await streamService({ STREAM_AUTO_START: "false", ...env });
+  const server = serveApp(service.app, { hostname: "127.0.0.1", port: 0 });
+  // Over a socket and timers: an emitter that only awaited the embedded log's microtasks
+  // would leave neither a turn, and these requests would never complete.
+  const call = async (path: string, init: RequestInit = {}) => {
+    const response = await fetch(`${server.url}${path}`, {
+      ...init,
+      headers: { ...admin, "content-type": "application/json", ...init.headers },
+    });
+    assert.equal(response.status, 200, path);
+    return await response.json();
+  };
+  try {
+    await service.start();
+    await call("/api/v1/stream/rate", { method: "PUT", body: JSON.stringify({ perSecond }) });
+    await call("/api/v1/stream/resume", { method: "POST" });
+    const statuses = [];
+    for (let i = 0; i < 20; i++) {
+      const health = await fetch(`${server.url}/health`);
+      assert.equal(health.status, 200);
+      await health.body?.cancel();
+      statuses.push(await call("/api/v1/stream"));
+      await delay(20);
+    }
+    assert.equal((await call("/api/v1/stream/pause", { method: "POST" })).state, "paused");
+    return statuses;
+  } finally {
+    await service.stop();
+    await server.shutdown();
+    await eventLog.close();
+  }
+}
+
+Deno.test("stream keeps answering over HTTP while it produces at its highest accepted rate", async () => {
+  const maxRate = loadConfig({}).stream.maxRatePerSecond;
+  const statuses = await callWhileProducing(maxRate);
+  for (const status of statuses) {
+    assert.equal(status.state, "running");
+    assert.equal(status.ratePerSecond, maxRate);
+    assert.ok(status.achievedPerSecond <= maxRate, `${status.achievedPerSecond}/s`);
+  }
+  assert.ok(statuses.at(-1).produced > statuses[0].produced);
+});
+
+Deno.test("stream sheds a rate it cannot reach, answering meanwhile, and reports what it achieves", async () => {
+  const unreachable = 10_000_000;
+  const statuses = await callWhileProducing(unreachable, {
+    STREAM_MAX_RATE_PER_SECOND: String(unreachable),
+  });
+  const last = statuses.at(-1);
+  assert.ok(last.produced > statuses[0].produced);
+  assert.equal(last.ratePerSecond, unreachable);
+  assert.ok(
+    last.achievedPerSecond > 0 && last.achievedPerSecond < unreachable,
+    `${last.achievedPerSecond}/s`,
+  );
 });
 
 Deno.test("stream's API needs an administrator's token for the stream audience", async () => {

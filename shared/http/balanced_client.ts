@@ -12,6 +12,7 @@
  * itself for the attempts it throws away.
  */
 import { SpanKind, SpanStatusCode, trace } from "@opentelemetry/api";
+import { Deadlines } from "../async/deadlines.ts";
 import { sleep } from "../async/retry.ts";
 import type { ServiceDiscovery, ServiceInstance } from "../discovery/service_discovery.ts";
 import type { Logger } from "../log/log.ts";
@@ -28,7 +29,10 @@ export interface BalancedClientOptions {
    * @default "least-outstanding"
    */
   readonly strategy?: BalancingStrategy;
-  /** Per attempt, until the response headers arrive; the body is the caller's. @default 5000 */
+  /**
+   * Per attempt, until the response headers arrive (up to a tenth later, see
+   * `Deadlines`); the body is the caller's. @default 5000
+   */
   readonly timeoutMs?: number;
   /**
    * Attempts after the first one, each on another instance when there is
@@ -278,12 +282,17 @@ export class BalancedClient {
   /** Per service, per instance id. */
   readonly #states = new Map<string, Map<string, InstanceState>>();
   readonly #cursors = new Map<string, number>();
+  /** Per service, the instance list its states were last made to match exactly. */
+  readonly #reconciled = new Map<string, readonly ServiceInstance[]>();
   readonly #requests: Counter | undefined;
   readonly #ejections: Counter | undefined;
+  /** The attempts' timeouts, one timer for all. */
+  readonly #timeouts: Deadlines;
 
   constructor(options: BalancedClientOptions) {
     this.#discovery = options.discovery;
     this.#options = resolveOptions(options);
+    this.#timeouts = new Deadlines(this.#options.timeoutMs);
     this.#logger = options.logger;
     this.#tracer = options.tracer ?? trace.getTracer("twitterapi");
     this.#now = options.now ?? (() => performance.now());
@@ -406,11 +415,11 @@ export class BalancedClient {
         // Not a `Request` built first: `fetch` would build a second one from it (a tenth
         // of the gateway's CPU). An invalid request is told apart once `fetch` has failed.
         const outgoing: RequestInit = { ...init, method, signal, headers };
-        const timer = setTimeout(() => {
+        const attemptDone = this.#timeouts.start(() => {
           timeout.abort(
             new DOMException(`No response within ${this.#options.timeoutMs} ms`, "TimeoutError"),
           );
-        }, this.#options.timeoutMs);
+        });
         state.outstanding += 1;
         let response: Response;
         try {
@@ -426,7 +435,7 @@ export class BalancedClient {
           span.setStatus({ code: SpanStatusCode.ERROR });
           return { instanceId: instance.instanceId, url, failure, cause };
         } finally {
-          clearTimeout(timer);
+          attemptDone();
           state.outstanding -= 1;
         }
         const { status } = response;
@@ -452,6 +461,8 @@ export class BalancedClient {
       states = new Map();
       this.#states.set(service, states);
     }
+    // The same list as last time, with no state left over to drop then: nothing to do.
+    if (this.#reconciled.get(service) === instances) return states;
     const known = new Set(instances.map((instance) => instance.instanceId));
     const now = this.#now();
     for (const [instanceId, state] of states) {
@@ -469,6 +480,8 @@ export class BalancedClient {
         });
       }
     }
+    if (states.size === known.size) this.#reconciled.set(service, instances);
+    else this.#reconciled.delete(service);
     return states;
   }
 

@@ -132,6 +132,43 @@ export function problemResponses<S extends number>(
   return responses;
 }
 
+export interface ServerSentEventOptions {
+  /** The event names the stream sends. */
+  readonly events: readonly [string, ...string[]];
+  /** The JSON each event's `data` holds; any JSON when absent. */
+  readonly data?: z.ZodType;
+  /** What each event's `id` is, when the stream sets one. */
+  readonly id?: string;
+  readonly description?: string;
+}
+
+/**
+ * The `schema` of a `text/event-stream`: OpenAPI 3.1 describes such a stream
+ * by one of its events as parsed (`event`, `data`, `id`, `retry`), not by its
+ * text; comments and `retry`-only blocks are no events. `data` is JSON, its
+ * schema given as `contentSchema` (JSON Schema 2020-12).
+ */
+export function serverSentEventSchema(options: ServerSentEventOptions) {
+  const { events, data, id, description } = options;
+  const contentSchema = data === undefined ? undefined : (() => {
+    const { $schema: _, ...schema } = z.toJSONSchema(data, {
+      target: "draft-2020-12",
+      io: "output",
+    });
+    return schema;
+  })();
+  return z.object({
+    event: z.enum(events),
+    data: z.string().openapi({
+      description: "JSON",
+      contentMediaType: "application/json",
+      ...(contentSchema === undefined ? {} : { contentSchema }),
+    } as never),
+    ...(id === undefined ? {} : { id: z.string().openapi({ description: id }) }),
+    retry: z.int().min(0).optional().openapi({ description: "Milliseconds before reconnecting" }),
+  }).openapi({ ...(description === undefined ? {} : { description }) });
+}
+
 /** The security scheme of routes behind `bearerAuth`: a JWT from the issuer. */
 export const BEARER_AUTH = "bearerAuth";
 

@@ -24,6 +24,7 @@
  */
 import type { Context, MiddlewareHandler } from "hono";
 import { getConnInfo } from "hono/deno";
+import { Deadlines } from "../async/deadlines.ts";
 import type { Logger } from "../log/log.ts";
 import type { Counter, Gauge, MetricsRegistry } from "../metrics/metrics.ts";
 import { MemoryRateLimitStore } from "../rate_limit/memory_rate_limit_store.ts";
@@ -237,42 +238,19 @@ export function localShare(limit: number, instances: number): number {
 
 /**
  * Gives up on work that takes longer than `ms` (rejecting with "`what` did not
- * answer within `ms` ms", up to a tenth of `ms` late). One timer serves every
- * pending call rather than one timer per call: under load a timer per request
- * cost more than the rate-limit decision around it.
+ * answer within `ms` ms", up to a tenth of `ms` late), one timer for every
+ * pending call (`Deadlines`).
  */
 function deadlines(ms: number, what: string): <T>(work: Promise<T>) => Promise<T> {
-  const pending = new Set<{ readonly until: number; readonly reject: (error: Error) => void }>();
-  const step = Math.max(1, Math.ceil(ms / 10));
-  let sweeper: ReturnType<typeof setTimeout> | undefined;
-  const sweep = () => {
-    sweeper = undefined;
-    const time = performance.now();
-    for (const entry of pending) {
-      if (entry.until > time) continue;
-      pending.delete(entry);
-      entry.reject(new Error(`${what} did not answer within ${ms} ms`));
-    }
-    if (pending.size > 0) sweeper = setTimeout(sweep, step);
-  };
+  const pending = new Deadlines(ms);
   return <T>(work: Promise<T>) =>
     new Promise<T>((resolve, reject) => {
-      const entry = { until: performance.now() + ms, reject };
-      pending.add(entry);
-      sweeper ??= setTimeout(sweep, step);
-      const settled = () => {
-        pending.delete(entry);
-        // No timer outlives the last pending call.
-        if (pending.size === 0 && sweeper !== undefined) {
-          clearTimeout(sweeper);
-          sweeper = undefined;
-        }
-      };
+      const done = pending.start(() => reject(new Error(`${what} did not answer within ${ms} ms`)));
       work.then((value) => {
-        settled();
+        done();
         resolve(value);
       }, (error) => {
-        settled();
+        done();
         reject(error);
       });
     });

@@ -4,12 +4,13 @@
  * operational endpoints `/health`, `/ready` and `/metrics`.
  */
 import { type Span, SpanKind, SpanStatusCode, trace } from "@opentelemetry/api";
-import type { MiddlewareHandler } from "hono";
+import type { Context, MiddlewareHandler } from "hono";
 import type { BlankEnv } from "hono/types";
 import { HTTPException } from "hono/http-exception";
 import { logsAt } from "../log/log.ts";
 import { PROMETHEUS_CONTENT_TYPE, registerProcessMetrics } from "../metrics/metrics.ts";
 import type { ServiceContext } from "../service/service.ts";
+import { requestLinesOf, withRequestLines } from "../trace/request_lines.ts";
 import { extractTraceContext, inSpan, recordError } from "../trace/tracing.ts";
 import {
   createOpenApiApp,
@@ -75,12 +76,16 @@ export interface ServiceAppOptions {
    */
   readonly quietRoutes?: readonly string[];
   /**
-   * Logs one in this many successful requests (status below 400) at info, the
-   * others at debug: a proxy's line per request costs more CPU than the
-   * proxying itself. Each sampled line says how many it stands for
-   * (`sampledOneIn`). A request that failed (4xx, 5xx) or that came with a
-   * caller's `traceparent` (someone follows that trace, and finds its lines
-   * by trace id) is always logged at info.
+   * Logs the successful requests (status below 400) of one in this many
+   * traces begun here (the first, then every n-th) at info, the others at
+   * debug: a proxy's line per request costs more CPU than the proxying
+   * itself. Each sampled line says
+   * how many it stands for (`sampledOneIn`). The choice travels with the
+   * trace context (`request_lines.ts`), so the services the request passes
+   * next log its lines too, or do not. A request that failed (4xx, 5xx) is
+   * always logged at info, and so is one that came with a caller's
+   * `traceparent` and no such choice (someone follows that trace, and finds
+   * its lines by trace id).
    * @default 1 (every request at info)
    */
   readonly successLogSampling?: number;
@@ -93,8 +98,27 @@ export interface ServiceAppOptions {
 
 const OPERATIONAL_ROUTES = ["/health", "/ready", "/metrics"];
 
+/**
+ * The `successLogSampling` of the services on the hot path (the gateway and
+ * query): at one line each, logging cost the gateway more CPU than proxying,
+ * and query a quarter of a search (`bench:gateway`'s profiles).
+ */
+export const HOT_PATH_LOG_SAMPLING = 100;
+
 /** The context variable a handler sets to the route it matched itself, for spans and metrics. */
 export const HTTP_ROUTE = "httpRoute";
+
+/** The context variable holding the request's parsed URL (`requestUrl`). */
+const REQUEST_URL = "requestUrl";
+
+/**
+ * The request's URL, parsed once per request by the kernel: a handler that
+ * needs its parts (the gateway's proxy) parsed it a second time.
+ */
+export function requestUrl(c: Context): URL {
+  const parsed: unknown = c.get(REQUEST_URL as never);
+  return parsed instanceof URL ? parsed : new URL(c.req.url);
+}
 
 function timeout(ms: number, what: string): { promise: Promise<never>; cancel(): void } {
   let timer: ReturnType<typeof setTimeout> | undefined;
@@ -247,8 +271,29 @@ export function createServiceApp(options: ServiceAppOptions): OpenAPIHono<BlankE
       `Cannot create the service app as 'successLogSampling' must be a positive integer: current value is ${successLogSampling}`,
     );
   }
-  /** Successful requests not followed by a caller since the last one logged at info. */
-  let unloggedSuccesses = 0;
+  /**
+   * Requests begun here (no caller's trace context) since the last one logged
+   * at info; the first one is logged (a service just started shows it works).
+   */
+  let unloggedRequests = successLogSampling - 1;
+  /**
+   * Whether a request's line is logged at info when it succeeds, as
+   * `request_lines.ts` carries it: 0 not, else the requests it stands for.
+   * A caller's decision is followed; a caller's trace without one is logged
+   * (someone follows that trace and finds its lines by trace id); a request
+   * that begins a trace here is one of `successLogSampling`.
+   */
+  function requestLinesOneIn(
+    traceparent: string | undefined,
+    tracestate: string | undefined,
+    quiet: boolean,
+  ): number {
+    if (traceparent !== undefined) return requestLinesOf(tracestate) ?? 1;
+    if (successLogSampling === 1 || quiet) return 1;
+    if (++unloggedRequests < successLogSampling) return 0;
+    unloggedRequests = 0;
+    return successLogSampling;
+  }
   const bodyLimitBytes = options.bodyLimitBytes ?? 1_048_576;
   const requests = metrics.counter("http_requests_total", "HTTP requests handled.");
   const durations = metrics.histogram(
@@ -293,9 +338,12 @@ export function createServiceApp(options: ServiceAppOptions): OpenAPIHono<BlankE
     if (traceparent !== undefined) carrier.traceparent = traceparent;
     if (tracestate !== undefined) carrier.tracestate = tracestate;
     inFlight.set({}, ++active);
+    const quiet = isQuiet(c.req.path);
+    const linesOneIn = requestLinesOneIn(traceparent, tracestate, quiet);
     try {
       const method = c.req.method;
       const url = new URL(c.req.url);
+      c.set(REQUEST_URL as never, url as never);
       const handle = async (span: Span | undefined) => {
         await next();
         // A handler that routes by itself (the gateway's table) names the route it chose.
@@ -324,11 +372,10 @@ export function createServiceApp(options: ServiceAppOptions): OpenAPIHono<BlankE
         const fields = { ...labels, path: c.req.path, durationMs: Math.round(seconds * 1e4) / 10 };
         if (quietRoutes.has(route)) {
           logger.debug("{method} {path} {status}", fields);
-        } else if (successLogSampling === 1 || status >= 400 || traceparent !== undefined) {
+        } else if (status >= 400 || linesOneIn === 1) {
           logger.info("{method} {path} {status}", fields);
-        } else if (++unloggedSuccesses >= successLogSampling) {
-          unloggedSuccesses = 0;
-          logger.info("{method} {path} {status}", { ...fields, sampledOneIn: successLogSampling });
+        } else if (linesOneIn > 1) {
+          logger.info("{method} {path} {status}", { ...fields, sampledOneIn: linesOneIn });
         } else if (logsAt(context.name, "debug")) {
           logger.debug("{method} {path} {status}", fields);
         }
@@ -336,14 +383,15 @@ export function createServiceApp(options: ServiceAppOptions): OpenAPIHono<BlankE
       // Probes and heartbeats start no trace of their own: several a second
       // would crowd the traces people look for out of Zipkin and the memory
       // store. A caller's trace context is still continued.
-      if (traceparent === undefined && isQuiet(c.req.path)) {
+      if (traceparent === undefined && quiet) {
         await handle(undefined);
         return;
       }
       // Named `METHOD route` once the route is known (semantic conventions: never the raw path).
       await inSpan(context.tracer, method, {
         kind: SpanKind.SERVER,
-        parent: extractTraceContext(carrier),
+        // The upstream calls made for the request carry the decision on (request_lines.ts).
+        parent: withRequestLines(extractTraceContext(carrier), linesOneIn),
         attributes: {
           "http.request.method": method,
           "url.path": c.req.path,

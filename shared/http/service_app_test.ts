@@ -4,7 +4,7 @@ import { InMemorySpanExporter, SimpleSpanProcessor } from "@opentelemetry/sdk-tr
 import { testContext } from "../testing/test_context.ts";
 import { configureLogging, shutdownLogging } from "../log/log.ts";
 import { MemoryLogStore } from "../log/memory_log_store.ts";
-import { configureTracing } from "../trace/tracing.ts";
+import { configureTracing, injectTraceContext } from "../trace/tracing.ts";
 import { assertDescribesEveryRoute } from "../testing/openapi_assertions.ts";
 import { createRoute, mountRoute, problemResponses, z } from "./openapi.ts";
 import { ProblemError } from "./problem.ts";
@@ -263,11 +263,58 @@ Deno.test("service app logs one successful request in N at info, and every faile
     sampledOneIn: entry.labels.sampledOneIn,
   })).reverse();
   assert.deepEqual(lines, [
-    // The 3rd and the 6th of the seven, each standing for three.
+    // The 1st, the 4th and the 7th of the seven, each standing for three.
+    { message: "GET /ok 200", sampledOneIn: 3 },
     { message: "GET /ok 200", sampledOneIn: 3 },
     { message: "GET /ok 200", sampledOneIn: 3 },
     { message: "GET /missing 404", sampledOneIn: undefined },
     { message: "GET /ok 200", sampledOneIn: undefined },
+  ]);
+});
+
+Deno.test("service app passes its request-line choice on with the trace context, and follows a caller's", async () => {
+  const store = new MemoryLogStore();
+  await configureLogging({ stream: new WritableStream(), sinks: [store.sink] });
+  configureTracing();
+  /** The tracestate each request's upstream calls would carry. */
+  const sent: string[] = [];
+  try {
+    const hono = createServiceApp({ context: testContext("chained"), successLogSampling: 2 });
+    hono.get("/ok", (c) => {
+      sent.push(injectTraceContext({}).tracestate ?? "");
+      return c.text("ok");
+    });
+    hono.get("/missing", (c) => c.text("no", 404));
+    const traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    const call = async (path: string, tracestate?: string) =>
+      await (await hono.request(path, {
+        headers: tracestate === undefined ? {} : { traceparent, tracestate },
+      })).body?.cancel();
+    // Begun here: the first of every two is logged, and its upstream calls say so.
+    await call("/ok");
+    await call("/ok");
+    // A caller's choice is followed, the caller's other members kept.
+    await call("/ok", "vendor=x,twitterapi=rl:0");
+    await call("/ok", "twitterapi=rl:7");
+    await call("/missing", "twitterapi=rl:0");
+  } finally {
+    await shutdownLogging();
+  }
+  assert.deepEqual(sent, [
+    "twitterapi=rl:2",
+    "twitterapi=rl:0",
+    "twitterapi=rl:0,vendor=x",
+    "twitterapi=rl:7",
+  ]);
+  const lines = (await store.search({ service: "chained" })).map((entry) => ({
+    message: entry.message,
+    sampledOneIn: entry.labels.sampledOneIn,
+  })).reverse();
+  assert.deepEqual(lines, [
+    { message: "GET /ok 200", sampledOneIn: 2 },
+    { message: "GET /ok 200", sampledOneIn: 7 },
+    // Failed: logged whatever the choice.
+    { message: "GET /missing 404", sampledOneIn: undefined },
   ]);
 });
 

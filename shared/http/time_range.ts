@@ -12,14 +12,24 @@ export interface TimeRange {
 }
 
 const DATE_ONLY = /^\d{4}-\d{2}-\d{2}$/;
-const DATE_TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})$/i;
+/**
+ * A date, or a date-time with offset, field by field in range: the schema's
+ * `pattern`, so the description states what is accepted (no flags: JSON
+ * Schema patterns have none). A date that does not exist (02-30) is refused
+ * after it.
+ */
+const INSTANT = new RegExp(
+  "^\\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\\d|3[01])" +
+    "([Tt]([01]\\d|2[0-3]):[0-5]\\d(:[0-5]\\d(\\.\\d{1,9})?)?([Zz]|[+-]([01]\\d|2[0-3]):[0-5]\\d))?$",
+);
 const DAY_MS = 86_400_000;
 const INSTANT_DETAIL = "must be an ISO-8601 date (2026-11-24) or date-time with offset " +
   "(2026-11-24T10:00:00Z)";
 
 /**
- * An ISO-8601 date-time with offset, or a date meaning a UTC day: its first
- * millisecond for a lower bound, its last for an upper bound.
+ * An ISO-8601 date-time with offset, or a date meaning a UTC day (`value`
+ * matched `INSTANT`): its first millisecond for a lower bound, its last for an
+ * upper bound.
  */
 function parseInstant(value: string, bound: "from" | "to"): number | undefined {
   if (DATE_ONLY.test(value)) {
@@ -29,21 +39,22 @@ function parseInstant(value: string, bound: "from" | "to"): number | undefined {
     }
     return bound === "from" ? start : start + DAY_MS - 1;
   }
-  if (!DATE_TIME.test(value)) return undefined;
   const millis = Date.parse(value);
   return Number.isNaN(millis) ? undefined : millis;
 }
 
 /** One bound as a query parameter, parsed to epoch milliseconds. */
 function instantParameter(bound: "from" | "to") {
-  return z.string().transform((value, context) => {
-    const millis = parseInstant(value, bound);
-    if (millis === undefined) {
-      context.addIssue({ code: "custom", message: INSTANT_DETAIL, input: value });
-      return z.NEVER;
-    }
-    return millis;
-  }).optional().openapi({
+  return z.string().regex(INSTANT, { error: INSTANT_DETAIL, abort: true }).transform(
+    (value, context) => {
+      const millis = parseInstant(value, bound);
+      if (millis === undefined) {
+        context.addIssue({ code: "custom", message: INSTANT_DETAIL, input: value });
+        return z.NEVER;
+      }
+      return millis;
+    },
+  ).optional().openapi({
     // The forms in words, not as an `example`: an API reference's "Try it out" sends a
     // parameter's example, and a fixed day would narrow every first try to that day.
     description: bound === "from"

@@ -120,6 +120,58 @@ Deno.test("RedisRateLimitStore runs its script as a client span of the caller, w
   }
 });
 
+Deno.test("RedisRateLimitStore decides the hits of one turn in one run, exactly per key, linked to every caller", async () => {
+  const exporter = new InMemorySpanExporter();
+  configureTracing({ spanProcessors: [new SimpleSpanProcessor({ exporter })] });
+  const tracer = serviceTracer("gateway");
+  const store = new RedisRateLimitStore(await connectRedis(), { tracer });
+  try {
+    await store.ping();
+    const keys = [uniqueKey("batch-a"), uniqueKey("batch-b"), uniqueKey("batch-c")];
+    const callers: string[] = [];
+    // 30 requests of one turn, ten per key, against a limit of 4.
+    const decisions = await Promise.all(
+      Array.from(
+        { length: 30 },
+        (_, index) =>
+          inSpan(tracer, "GET /api/v1/tweets", {}, async (parent) => {
+            callers.push(parent.spanContext().spanId);
+            return {
+              key: keys[index % 3]!,
+              decision: await store.hit(keys[index % 3]!, 4, 60_000),
+            };
+          }),
+      ),
+    );
+    for (const key of keys) {
+      const ofKey = decisions.filter((entry) => entry.key === key).map((entry) => entry.decision);
+      assert.deepEqual(
+        ofKey.filter((decision) => decision.allowed).map((decision) => decision.remaining),
+        [3, 2, 1, 0],
+      );
+      assert.ok(ofKey.slice(4).every((decision) => !decision.allowed && decision.remaining === 0));
+      assert.ok(ofKey.slice(4).every((decision) => decision.retryAfterMs > 59_000));
+    }
+    const runs = exporter.getFinishedSpans().filter((span) => span.kind === SpanKind.CLIENT);
+    assert.equal(runs.length, 1);
+    assert.equal(runs[0]!.attributes["db.operation.batch.size"], 30);
+    assert.deepEqual(
+      [runs[0]!.parentSpanContext?.spanId, ...runs[0]!.links.map((link) => link.context.spanId)]
+        .sort(),
+      callers.toSorted(),
+    );
+    // A later run sees the hits of this one.
+    assert.equal((await store.hit(keys[1]!, 4, 60_000)).allowed, false);
+    assert.equal(
+      exporter.getFinishedSpans().filter((span) => span.kind === SpanKind.CLIENT).length,
+      2,
+    );
+  } finally {
+    await store.close();
+    configureTracing();
+  }
+});
+
 Deno.test("connectRedis names the command that starts Redis when it is not reachable", async () => {
   await assert.rejects(
     connectRedis("redis://127.0.0.1:1"),

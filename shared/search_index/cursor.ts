@@ -8,8 +8,8 @@ import { DOCUMENT_ID } from "./documents.ts";
 import type { SearchCursor } from "./search_index.ts";
 
 /** Longer than any valid cursor (about 56 characters); bounds decoding work. */
-const MAX_CURSOR_LENGTH = 128;
-const BASE64URL = /^[A-Za-z0-9_-]*$/;
+export const MAX_CURSOR_LENGTH = 128;
+export const BASE64URL = /^[A-Za-z0-9_-]*$/;
 /** A decimal 64-bit id, signed or unsigned, is at most 20 digits. */
 
 export class InvalidCursorError extends Error {
@@ -21,12 +21,16 @@ export class InvalidCursorError extends Error {
 }
 
 export function encodeCursor(cursor: SearchCursor): string {
-  const bytes = new TextEncoder().encode(JSON.stringify([cursor.createdAt, cursor.id]));
-  return btoa(String.fromCharCode(...bytes))
+  // The JSON of a number and a decimal id is ASCII: btoa takes it as it is
+  // (a TextEncoder and a spread of its bytes cost five times as much).
+  return btoa(JSON.stringify([cursor.createdAt, cursor.id]))
     .replaceAll("+", "-")
     .replaceAll("/", "_")
     .replace(/=+$/, "");
 }
+
+/** The shortest cursor `encodeCursor` makes: shorter text is never one. */
+export const MIN_CURSOR_LENGTH = encodeCursor({ createdAt: 0, id: "0" }).length;
 
 /** Throws `InvalidCursorError` unless `text` is a cursor made by `encodeCursor`. */
 export function decodeCursor(text: string): SearchCursor {

@@ -6,6 +6,7 @@
  */
 import { SpanKind, SpanStatusCode } from "@opentelemetry/api";
 import { hrTimeToMicroseconds } from "@opentelemetry/core";
+import type { Resource } from "@opentelemetry/resources";
 import type { ReadableSpan } from "@opentelemetry/sdk-trace";
 
 export type TraceSpanKind = "CLIENT" | "SERVER" | "PRODUCER" | "CONSUMER";
@@ -63,6 +64,20 @@ export function serviceNameOf(span: ReadableSpan): string {
   );
 }
 
+/** The tags of each resource (one per service), made once rather than for every span. */
+const tagsOfResources = new WeakMap<Resource, readonly (readonly [string, string])[]>();
+
+function resourceTags(resource: Resource): readonly (readonly [string, string])[] {
+  let tags = tagsOfResources.get(resource);
+  if (tags === undefined) {
+    tags = Object.entries(resource.attributes).flatMap(([key, value]) =>
+      value === undefined ? [] : [[key, String(value)] as const]
+    );
+    tagsOfResources.set(resource, tags);
+  }
+  return tags;
+}
+
 /**
  * A finished OpenTelemetry span in the model, the way
  * `@opentelemetry/exporter-zipkin` writes it and Zipkin then stores it.
@@ -79,9 +94,7 @@ export function toTraceSpan(span: ReadableSpan): TraceSpan {
   if (span.status.code === SpanStatusCode.ERROR && span.status.message) {
     tags[ERROR_TAG] = span.status.message;
   }
-  for (const [key, value] of Object.entries(span.resource.attributes)) {
-    if (value !== undefined) tags[key] = String(value);
-  }
+  for (const [key, value] of resourceTags(span.resource)) tags[key] = value;
   const kind = KINDS[span.kind];
   const parentId = span.parentSpanContext?.spanId;
   return {

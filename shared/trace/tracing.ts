@@ -12,6 +12,7 @@
 import {
   type Context,
   context,
+  type Link,
   propagation,
   type Span,
   type SpanKind,
@@ -34,6 +35,7 @@ import {
 } from "@opentelemetry/sdk-trace";
 import type { Counter, MetricsRegistry } from "../metrics/metrics.ts";
 import { BatchingSpanProcessor, type SpanOutcome } from "./batching_span_processor.ts";
+import { injectRequestLines } from "./request_lines.ts";
 
 export type { Tracer };
 
@@ -265,12 +267,16 @@ export function activeTraceIds(): { traceId: string; spanId: string } | undefine
   return { traceId, spanId };
 }
 
-/** Writes the active context as `traceparent` (and `tracestate`) into `carrier`. */
+/**
+ * Writes the active context as `traceparent` (and `tracestate`, with the
+ * request-line decision of `request_lines.ts`) into `carrier`.
+ */
 export function injectTraceContext(
   carrier: Record<string, string>,
   from: Context = context.active(),
 ): Record<string, string> {
   propagation.inject(from, carrier);
+  if (carrier.traceparent !== undefined) injectRequestLines(carrier, from);
   return carrier;
 }
 
@@ -284,6 +290,8 @@ export interface SpanOptions {
   readonly attributes?: Record<string, string | number | boolean>;
   /** Parent context; the active context by default. */
   readonly parent?: Context;
+  /** Spans this one works for besides its parent's (the other callers of a batched command). */
+  readonly links?: Link[];
 }
 
 /**
@@ -317,6 +325,7 @@ function spanOptionsOf(options: SpanOptions) {
   return {
     ...(options.kind === undefined ? {} : { kind: options.kind }),
     ...(options.attributes === undefined ? {} : { attributes: options.attributes }),
+    ...(options.links === undefined ? {} : { links: options.links }),
   };
 }
 
