@@ -3,7 +3,8 @@
  * counts as produced only once the log acknowledged it; a failed send is
  * retried, never dropped. Each tweet starts its own trace: the traced event
  * log gives it a producer span of its own (each attempt of a retried send
- * starts new ones). *
+ * starts new ones).
+ *
  * The loop gives the event loop a turn after every batch, so the process
  * keeps answering at any rate: an embedded log acknowledges within
  * microtasks, and a loop that only awaits those would starve timers and
