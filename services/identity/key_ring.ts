@@ -18,6 +18,7 @@ import {
   type JWTPayload,
   SignJWT,
 } from "jose";
+import { writeFileAtomically } from "../../shared/files/write_file_atomically.ts";
 import { SIGNING_ALGORITHMS, type SigningAlgorithm } from "./realm.ts";
 
 export interface PublicJwk extends JWK {
@@ -187,16 +188,12 @@ async function writeKeyFile(path: string, keys: readonly SigningKey[]): Promise<
       ? []
       : [{ alg: key.alg, privateJwk: key.privateJwk, retiredAt: key.retiredAt ?? null }]
   );
-  const folder = path.replace(/\/[^/]*$/, "") || ".";
-  const partial = `${path}.${crypto.randomUUID()}.partial`;
   try {
-    await Deno.mkdir(folder, { recursive: true, mode: 0o700 });
-    await Deno.writeTextFile(partial, JSON.stringify({ keys: stored }, null, 2) + "\n", {
+    await writeFileAtomically(path, JSON.stringify({ keys: stored }, null, 2) + "\n", {
       mode: 0o600,
+      folderMode: 0o700,
     });
-    await Deno.rename(partial, path);
   } catch (error) {
-    await Deno.remove(partial).catch(() => {});
     throw new KeyFileError(`Cannot write the signing keys to ${path}: ${error}`, { cause: error });
   }
 }

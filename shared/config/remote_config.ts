@@ -15,6 +15,7 @@
 import { sleep } from "../async/retry.ts";
 import type { TokenSource } from "../auth/client_credentials.ts";
 import { readServerSentEvents } from "../discovery/registry_client.ts";
+import { writeFileAtomically } from "../files/write_file_atomically.ts";
 import type { Logger } from "../log/log.ts";
 import { RefreshableConfig, type Variables } from "./refreshable_config.ts";
 import { ConfigError } from "./setting.ts";
@@ -244,15 +245,12 @@ export async function loadRemoteConfig<C>(
 
   async function saveCopy(fetched: Fetched): Promise<void> {
     try {
-      await Deno.mkdir(options.cacheDir, { recursive: true });
-      const temporary = `${cacheFile}.${crypto.randomUUID()}.tmp`;
       // It holds decrypted secrets: readable by this user only.
-      await Deno.writeTextFile(
-        temporary,
+      await writeFileAtomically(
+        cacheFile,
         JSON.stringify({ format: CACHE_FORMAT, savedAt: new Date().toISOString(), ...fetched }),
         { mode: 0o600 },
       );
-      await Deno.rename(temporary, cacheFile);
     } catch (error) {
       logger.warn("Cannot keep a copy of the configuration in {file}", { file: cacheFile, error });
     }

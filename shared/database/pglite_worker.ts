@@ -10,6 +10,7 @@
  */
 import { PGlite } from "@electric-sql/pglite";
 import { worker } from "@electric-sql/pglite/worker";
+import { writeFileAtomically } from "../files/write_file_atomically.ts";
 import { FAILURE } from "./pglite_thread.ts";
 
 /**
@@ -39,15 +40,7 @@ async function readTemplate(path: string): Promise<Blob | undefined> {
 
 /** Writes the template atomically: a reader sees either no file or a whole one. */
 async function writeTemplate(path: string, cluster: Blob): Promise<void> {
-  const folder = path.replace(/\/[^/]*$/, "") || ".";
-  await Deno.mkdir(folder, { recursive: true });
-  const partial = `${path}.${crypto.randomUUID()}.partial`;
-  try {
-    await Deno.writeFile(partial, new Uint8Array(await cluster.arrayBuffer()));
-    await Deno.rename(partial, path);
-  } finally {
-    await Deno.remove(partial).catch(() => {});
-  }
+  await writeFileAtomically(path, new Uint8Array(await cluster.arrayBuffer()));
 }
 
 /**
