@@ -1,5 +1,5 @@
 /** The query service: the tweet read API over the search index (seed: elastic-query-service). */
-import { retryUntilDone } from "../../shared/async/retry.ts";
+import { retryUntilDone, sleep } from "../../shared/async/retry.ts";
 import { bearerAuth } from "../../shared/auth/bearer_auth.ts";
 import {
   ClientCredentialsTokenSource,
@@ -102,12 +102,11 @@ export function createQueryService(deps: QueryDependencies): Service {
   /** Resolves once the permission schema is migrated; 503 if it is not within the wait. */
   async function whenMigrated(): Promise<void> {
     if (migrated) return;
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const waited = new Promise<void>((resolve) => timer = setTimeout(resolve, STARTING_WAIT_MS));
+    const waiting = new AbortController();
     try {
-      await Promise.race([migration.promise, waited]);
+      await Promise.race([migration.promise, sleep(STARTING_WAIT_MS, waiting.signal)]);
     } finally {
-      clearTimeout(timer);
+      waiting.abort();
     }
     if (!migrated) throw starting();
   }
