@@ -16,17 +16,25 @@ const VENV = `${ROOT}/.data/tools/schemathesis-${SCHEMATHESIS_VERSION}`;
 /** The installed `schemathesis` executable. */
 export const SCHEMATHESIS = `${VENV}/bin/schemathesis`;
 
-/** Whether the pinned version answers `--version`. */
+/**
+ * Whether the pinned version answers `--version`. An executable that cannot
+ * even start (its environment's interpreter is gone: the checkout was moved,
+ * as a venv's scripts name its absolute path) counts as not installed.
+ */
 async function installed(): Promise<boolean> {
   if (!await exists(SCHEMATHESIS)) return false;
-  const output = await new Deno.Command(SCHEMATHESIS, {
-    args: ["--version"],
-    stdin: "null",
-    stdout: "piped",
-    stderr: "null",
-  }).output().catch(() => undefined);
-  return output !== undefined && output.success &&
-    new TextDecoder().decode(output.stdout).includes(SCHEMATHESIS_VERSION);
+  let output: Deno.CommandOutput;
+  try {
+    output = await new Deno.Command(SCHEMATHESIS, {
+      args: ["--version"],
+      stdin: "null",
+      stdout: "piped",
+      stderr: "null",
+    }).output();
+  } catch {
+    return false;
+  }
+  return output.success && new TextDecoder().decode(output.stdout).includes(SCHEMATHESIS_VERSION);
 }
 
 /** Installs the pinned schemathesis when it is missing; resolves to its executable. */
