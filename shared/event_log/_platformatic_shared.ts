@@ -51,12 +51,27 @@ export function toBuffer(bytes: Uint8Array): Buffer {
   return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
 
+/**
+ * The encoded header names seen so far: a few (`traceparent` on every record),
+ * and the client only reads a name's bytes, so one Buffer serves every record.
+ */
+const headerNames = new Map<string, Buffer>();
+const MAX_CACHED_HEADER_NAMES = 256;
+
+function headerName(name: string): Buffer {
+  let bytes = headerNames.get(name);
+  if (bytes === undefined) {
+    bytes = toBuffer(encoder.encode(name));
+    if (headerNames.size < MAX_CACHED_HEADER_NAMES) headerNames.set(name, bytes);
+  }
+  return bytes;
+}
+
 export function toHeaderMap(headers: RecordHeaders | undefined): Map<Buffer, Buffer> | undefined {
   if (headers === undefined) return undefined;
   const result = new Map<Buffer, Buffer>();
-  for (const [name, value] of Object.entries(headers)) {
-    result.set(Buffer.from(encoder.encode(name)), Buffer.from(encoder.encode(value)));
-  }
+  // Per produced record: the value is encoded once, and wrapped without a copy.
+  for (const name in headers) result.set(headerName(name), toBuffer(encoder.encode(headers[name])));
   return result;
 }
 

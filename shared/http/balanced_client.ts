@@ -390,16 +390,18 @@ export class BalancedClient {
   ): Promise<Response | FailedAttempt> {
     const { method, path, init, attempt } = request;
     const url = instance.baseUrl + path;
-    const { hostname, port } = serverOf(instance.baseUrl);
     const state = states.get(instance.instanceId)!;
-    const attributes = {
-      "http.request.method": method,
-      "url.full": url,
-      "server.address": hostname,
-      ...(port === "" ? {} : { "server.port": Number(port) }),
-      "peer.service": service,
-      "peer.service.instance_id": instance.instanceId,
-      ...(attempt > 0 ? { "http.request.resend_count": attempt } : {}),
+    const attributes = () => {
+      const { hostname, port } = serverOf(instance.baseUrl);
+      return {
+        "http.request.method": method,
+        "url.full": url,
+        "server.address": hostname,
+        ...(port === "" ? {} : { "server.port": Number(port) }),
+        "peer.service": service,
+        "peer.service.instance_id": instance.instanceId,
+        ...(attempt > 0 ? { "http.request.resend_count": attempt } : {}),
+      };
     };
     return inLeafSpan(
       this.#tracer,

@@ -392,14 +392,14 @@ export function createServiceApp(options: ServiceAppOptions): OpenAPIHono<BlankE
         kind: SpanKind.SERVER,
         // The upstream calls made for the request carry the decision on (request_lines.ts).
         parent: withRequestLines(extractTraceContext(carrier), linesOneIn),
-        attributes: {
+        attributes: () => ({
           "http.request.method": method,
           "url.path": c.req.path,
           "url.scheme": url.protocol.replace(":", ""),
           "server.address": url.hostname,
           ...(url.port === "" ? {} : { "server.port": Number(url.port) }),
           ...userAgent(c.req.header("user-agent")),
-        },
+        }),
       }, handle);
     } finally {
       inFlight.set({}, --active);

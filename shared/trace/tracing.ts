@@ -285,9 +285,17 @@ export function extractTraceContext(carrier: Readonly<Record<string, string>>): 
   return propagation.extract(context.active(), carrier);
 }
 
+type SpanAttributes = Record<string, string | number | boolean>;
+
 export interface SpanOptions {
   readonly kind?: SpanKind;
-  readonly attributes?: Record<string, string | number | boolean>;
+  /**
+   * Set only when the span is recorded: most spans of a busy service are not
+   * sampled, and the SDK sanitizes the attributes of every span it starts,
+   * recorded or not (a tenth of the gateway's tracing cost). A function is
+   * called only then too, for attributes that cost something to make.
+   */
+  readonly attributes?: SpanAttributes | (() => SpanAttributes);
   /** Parent context; the active context by default. */
   readonly parent?: Context;
   /** Spans this one works for besides its parent's (the other callers of a batched command). */
@@ -310,6 +318,7 @@ export function inSpan<T>(
     options.parent ?? context.active(),
     async (span) => {
       try {
+        setRecordedAttributes(span, options.attributes);
         return await work(span);
       } catch (error) {
         recordError(span, error);
@@ -324,9 +333,13 @@ export function inSpan<T>(
 function spanOptionsOf(options: SpanOptions) {
   return {
     ...(options.kind === undefined ? {} : { kind: options.kind }),
-    ...(options.attributes === undefined ? {} : { attributes: options.attributes }),
     ...(options.links === undefined ? {} : { links: options.links }),
   };
+}
+
+function setRecordedAttributes(span: Span, attributes: SpanOptions["attributes"]): void {
+  if (attributes === undefined || !span.isRecording()) return;
+  span.setAttributes(typeof attributes === "function" ? attributes() : attributes);
 }
 
 /**
@@ -347,6 +360,7 @@ export async function inLeafSpan<T>(
   const parent = options.parent ?? context.active();
   const span = tracer.startSpan(name, spanOptionsOf(options), parent);
   try {
+    setRecordedAttributes(span, options.attributes);
     return await work(span, trace.setSpan(parent, span));
   } catch (error) {
     recordError(span, error);
