@@ -254,11 +254,19 @@ export function proxy(options: ProxyOptions) {
       ...(route.rewrite === undefined ? {} : { prefix: route.prefix }),
     });
     const method = request.method;
-    const bodyFailed = new AbortController();
     let bodyError: { readonly error: unknown } | undefined;
-    const requestBody = request.body === null || method === "GET" || method === "HEAD"
-      ? undefined
-      : forwardedBody(request.body, bodyFailed, (error) => bodyError = { error });
+    // Only a body can fail mid-upload: most proxied calls are GETs, and need no abort for it.
+    const clientBody = method === "GET" || method === "HEAD" ? null : request.body;
+    let upload:
+      | { readonly body: ReadableStream<Uint8Array>; readonly failed: AbortController }
+      | undefined;
+    if (clientBody !== null) {
+      const failed = new AbortController();
+      upload = {
+        failed,
+        body: forwardedBody(clientBody, failed, (error) => bodyError = { error }),
+      };
+    }
     let upstream: Response;
     try {
       upstream = await breakers.call(service, () =>
@@ -270,7 +278,7 @@ export function proxy(options: ProxyOptions) {
           // a streamed body short. A client that goes away cancels the response body instead.
           // Without a body nothing can fail on the client's side (and the client's timeout
           // then needs no signal combined with this one).
-          ...(requestBody === undefined ? {} : { body: requestBody, signal: bodyFailed.signal }),
+          ...(upload === undefined ? {} : { body: upload.body, signal: upload.failed.signal }),
         }));
     } catch (error) {
       if (bodyError !== undefined) throw clientBodyProblem(bodyError.error);

@@ -9,7 +9,12 @@
 
 import type { Redis } from "ioredis";
 import { type Context, context, type Link, SpanKind, trace } from "@opentelemetry/api";
-import { inLeafSpan, type SpanOptions, type Tracer } from "../trace/tracing.ts";
+import {
+  inLeafSpan,
+  type SpanAttributes,
+  type SpanOptions,
+  type Tracer,
+} from "../trace/tracing.ts";
 import {
   checkHitArguments,
   type RateLimitDecision,
@@ -120,7 +125,7 @@ export class RedisRateLimitStore implements RateLimitStore {
   readonly #keyPrefix: string;
   readonly #tracer: Tracer;
   /** The same for every run of the script: built once. */
-  readonly #spanOptions: SpanOptions;
+  readonly #spanOptions: SpanOptions & { readonly attributes: SpanAttributes };
   /** Unique to this store, so that its members never meet another gateway's. */
   readonly #memberPrefix = `${crypto.randomUUID()}:`;
   #memberSequence = 0;

@@ -285,7 +285,7 @@ export function extractTraceContext(carrier: Readonly<Record<string, string>>): 
   return propagation.extract(context.active(), carrier);
 }
 
-type SpanAttributes = Record<string, string | number | boolean>;
+export type SpanAttributes = Record<string, string | number | boolean>;
 
 export interface SpanOptions {
   readonly kind?: SpanKind;
