@@ -292,7 +292,7 @@ export interface SpanOptions {
   /**
    * Set only when the span is recorded: most spans of a busy service are not
    * sampled, and the SDK sanitizes the attributes of every span it starts,
-   * recorded or not (a tenth of the gateway's tracing cost). A function is
+   * recorded or not (2 % of the gateway's CPU under load). A function is
    * called only then too, for attributes that cost something to make.
    */
   readonly attributes?: SpanAttributes | (() => SpanAttributes);
