@@ -188,18 +188,19 @@ function failureReason(error: unknown): string | undefined {
 }
 
 /**
- * The request body as forwarded: when reading it fails (over the body limit,
- * or the client went away mid-upload), `failed` aborts the upstream call, so
- * the failure is the client's and counts against neither the instance nor
- * the breaker; the error itself goes to `onError`.
+ * The request body as forwarded, and the signal of the upstream call: when
+ * reading the body fails (over the body limit, or the client went away
+ * mid-upload), the signal aborts the call, so the failure is the client's and
+ * counts against neither the instance nor the breaker; the error itself goes
+ * to `onError`.
  */
 function forwardedBody(
   body: ReadableStream<Uint8Array>,
-  failed: AbortController,
   onError: (error: unknown) => void,
-): ReadableStream<Uint8Array> {
+): { readonly body: ReadableStream<Uint8Array>; readonly signal: AbortSignal } {
+  const failed = new AbortController();
   const reader = body.getReader();
-  return new ReadableStream<Uint8Array>({
+  const forwarded = new ReadableStream<Uint8Array>({
     async pull(controller) {
       try {
         const { done, value } = await reader.read();
@@ -213,6 +214,7 @@ function forwardedBody(
     },
     cancel: (reason) => reader.cancel(reason),
   });
+  return { body: forwarded, signal: failed.signal };
 }
 
 /** The kernel's 413 for a body over the limit; a 400 for a body the client cut short. */
@@ -257,16 +259,9 @@ export function proxy(options: ProxyOptions) {
     let bodyError: { readonly error: unknown } | undefined;
     // Only a body can fail mid-upload: most proxied calls are GETs, and need no abort for it.
     const clientBody = method === "GET" || method === "HEAD" ? null : request.body;
-    let upload:
-      | { readonly body: ReadableStream<Uint8Array>; readonly failed: AbortController }
-      | undefined;
-    if (clientBody !== null) {
-      const failed = new AbortController();
-      upload = {
-        failed,
-        body: forwardedBody(clientBody, failed, (error) => bodyError = { error }),
-      };
-    }
+    const upload = clientBody === null
+      ? undefined
+      : forwardedBody(clientBody, (error) => bodyError = { error });
     let upstream: Response;
     try {
       upstream = await breakers.call(service, () =>
@@ -278,7 +273,7 @@ export function proxy(options: ProxyOptions) {
           // a streamed body short. A client that goes away cancels the response body instead.
           // Without a body nothing can fail on the client's side (and the client's timeout
           // then needs no signal combined with this one).
-          ...(upload === undefined ? {} : { body: upload.body, signal: upload.failed.signal }),
+          ...(upload === undefined ? {} : { body: upload.body, signal: upload.signal }),
         }));
     } catch (error) {
       if (bodyError !== undefined) throw clientBodyProblem(bodyError.error);
