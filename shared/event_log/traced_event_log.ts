@@ -37,7 +37,7 @@ import {
   trace,
   TraceFlags,
 } from "@opentelemetry/api";
-import type { Tracer } from "../trace/tracing.ts";
+import { startSpan, type Tracer } from "../trace/tracing.ts";
 import type {
   BatchHandler,
   ConsumedRecord,
@@ -203,7 +203,8 @@ export class TracedEventLog implements EventLog {
         spans.push(undefined);
         return forwarded ? record : { ...record, headers: injected(record.headers, parent) };
       }
-      const span = this.#tracer.startSpan(`send ${topic}`, {
+      // Each record of a stream in new traces is a root the sampler mostly drops.
+      const span = startSpan(this.#tracer, `send ${topic}`, {
         kind: SpanKind.PRODUCER,
         attributes: {
           "messaging.system": this.#system,

@@ -343,6 +343,22 @@ function setRecordedAttributes(span: Span, attributes: SpanOptions["attributes"]
 }
 
 /**
+ * Starts a span of `tracer` under `parent` (not made active), with the
+ * attributes set only when it is recorded: for spans started by hand, which
+ * end elsewhere (one per produced record).
+ */
+export function startSpan(
+  tracer: Tracer,
+  name: string,
+  options: Omit<SpanOptions, "parent">,
+  parent: Context,
+): Span {
+  const span = tracer.startSpan(name, spanOptionsOf(options), parent);
+  setRecordedAttributes(span, options.attributes);
+  return span;
+}
+
+/**
  * As `inSpan`, but the span does not become the active one while `work`
  * runs: for a leaf call (one Redis command, one HTTP attempt) that starts no
  * span of its own. An active span runs `work` in a context of its own
@@ -358,9 +374,8 @@ export async function inLeafSpan<T>(
   work: (span: Span, spanContext: Context) => Promise<T>,
 ): Promise<T> {
   const parent = options.parent ?? context.active();
-  const span = tracer.startSpan(name, spanOptionsOf(options), parent);
+  const span = startSpan(tracer, name, options, parent);
   try {
-    setRecordedAttributes(span, options.attributes);
     return await work(span, trace.setSpan(parent, span));
   } catch (error) {
     recordError(span, error);
