@@ -4,6 +4,12 @@
  * log and index). Created on first use, closed once at shutdown. A configured
  * real engine that is down is never replaced by an embedded one: the services
  * retry it and report it on `/ready`.
+ *
+ * A real engine's client is loaded (a dynamic `import()` of its module in
+ * `services/real_engines/`) when a service of the process first asks for its
+ * adapter: a process running the gateway alone loads ioredis, not the Kafka
+ * clients, even when every process of a deployment gets the same settings.
+ * The specifiers are static, so `deno compile` still embeds every module.
  */
 import type { EventLog } from "../shared/event_log/event_log.ts";
 import { MemoryEventLog } from "../shared/event_log/memory_event_log.ts";
@@ -35,26 +41,23 @@ import { MemorySpanStore } from "../shared/trace/memory_span_store.ts";
 import { MemoryTraceReader } from "../shared/trace/memory_trace_reader.ts";
 import type { TraceReader } from "../shared/trace/trace_reader.ts";
 import type { Tracer, TracingOptions } from "../shared/trace/tracing.ts";
+import { withoutCredentials } from "./real_engines/without_credentials.ts";
 import {
   ClientCredentialsTokenSource,
   type TokenSource,
 } from "../shared/auth/client_credentials.ts";
 
-/** The real engines' adapters (services/real_engines.ts), loaded only when configured. */
-type RealEngines = typeof import("./real_engines.ts");
+/** Loads each real engine's adapters, the first time one of them is made. */
+export const REAL_ENGINES = {
+  platformatic: () => import("./real_engines/platformatic.ts"),
+  kafkajs: () => import("./real_engines/kafkajs.ts"),
+  elasticsearch: () => import("./real_engines/elasticsearch.ts"),
+  redis: () => import("./real_engines/redis.ts"),
+  postgres: () => import("./real_engines/postgres.ts"),
+  zipkin: () => import("./real_engines/zipkin.ts"),
+};
 
-/**
- * Whether the process's own settings select a real engine. (A service's
- * database URL may also come from the config service: `database()` loads
- * the real adapters then.)
- */
-function selectsRealEngine(config: AppConfig): boolean {
-  return config.eventLog.adapter === "kafka" ||
-    config.searchIndex.adapter === "elasticsearch" ||
-    config.logging.shipping === "elasticsearch" ||
-    config.rateLimit.store === "redis" ||
-    config.tracing.zipkinUrl !== "";
-}
+export type RealEngines = typeof REAL_ENGINES;
 
 /**
  * Where every log line goes besides stdout, and how to search them: the
@@ -73,61 +76,39 @@ export interface LogAggregation {
 }
 
 export class Infrastructure {
-  #real: RealEngines | undefined;
-  #logs: LogAggregation | undefined;
-  #eventLog: EventLog | undefined;
-  #searchIndex: SearchIndex | undefined;
-  readonly #tracedSearchIndexes = new Map<Tracer, SearchIndex>();
+  #logs: Promise<LogAggregation> | undefined;
+  #eventLog: Promise<EventLog> | undefined;
+  #searchIndex: Promise<SearchIndex> | undefined;
+  readonly #tracedSearchIndexes = new Map<Tracer, Promise<SearchIndex>>();
   #tweetCodec: Promise<TweetCodec> | undefined;
   #wordCountCodec: Promise<WordCountCodec> | undefined;
   readonly #registries = new Map<string, RegistryClient>();
   readonly #tokens = new Map<string, TokenSource>();
-  #rateLimitStore: RateLimitStore | undefined;
-  readonly #databases = new Map<string, SqlDatabase>();
+  #rateLimitStore: Promise<RateLimitStore> | undefined;
+  readonly #databases = new Map<string, Promise<SqlDatabase>>();
   #embeddedServer?: PGliteWorker;
-  #spanExporter: SpanExporter | undefined;
+  #spanExporter: Promise<SpanExporter> | undefined;
   #spanStore: MemorySpanStore | undefined;
-  #traceReader: TraceReader | undefined;
+  #traceReader: Promise<TraceReader> | undefined;
 
-  private constructor(readonly config: AppConfig, readonly logger: Logger) {}
-
-  /**
-   * The process's infrastructure. The real engines' clients are loaded
-   * (services/real_engines.ts) only when the configuration selects one of
-   * them: an embedded start does not pay for loading them.
-   */
-  static async create(config: AppConfig, logger: Logger): Promise<Infrastructure> {
-    const infrastructure = new Infrastructure(config, logger);
-    if (selectsRealEngine(config)) await infrastructure.#loadRealEngines();
-    return infrastructure;
-  }
-
-  async #loadRealEngines(): Promise<RealEngines> {
-    this.#real ??= await import("./real_engines.ts");
-    return this.#real;
-  }
-
-  /** The real engines' adapters, which `create` loaded for the configuration. */
-  #realEngines(): RealEngines {
-    if (this.#real === undefined) {
-      throw new Error(
-        "Cannot make a real engine's adapter: services/real_engines.ts is not loaded",
-      );
-    }
-    return this.#real;
-  }
+  /** `engines` loads the real engines' adapters (the tests count what a process loads). */
+  constructor(
+    readonly config: AppConfig,
+    readonly logger: Logger,
+    private readonly engines: RealEngines = REAL_ENGINES,
+  ) {}
 
   /**
    * Where every service's spans go and how many are sampled: Zipkin's
    * exporter with ZIPKIN_URL, else the process's bounded memory span store.
    */
-  tracingOptions(): TracingOptions {
+  async tracingOptions(): Promise<TracingOptions> {
     const settings = this.config.tracing;
     return {
       sampleRatio: settings.sampleRatio,
       maxNewTracesPerSecond: settings.maxNewTracesPerSecond || Infinity,
       export: {
-        exporter: this.#spanExporterOf(),
+        exporter: await this.#spanExporterOf(),
         maxQueueSize: settings.exportQueueSize,
         maxBatchSize: settings.exportBatchSize,
         scheduledDelayMs: settings.exportIntervalMs,
@@ -137,21 +118,18 @@ export class Infrastructure {
   }
 
   /** Reads the recorded traces from where they are exported: Zipkin, or the memory store. */
-  traceReader(): TraceReader {
-    this.#spanExporterOf();
-    this.#traceReader ??= this.#spanStore === undefined
-      ? this.#realEngines().zipkinTraceReader(this.config.tracing.zipkinUrl)
-      : new MemoryTraceReader(this.#spanStore);
+  traceReader(): Promise<TraceReader> {
+    this.#traceReader ??= this.#createTraceReader();
     return this.#traceReader;
   }
 
   /** The log aggregation: its sink goes to `configureLogging`, its reader to log search. */
-  logs(): LogAggregation {
+  logs(): Promise<LogAggregation> {
     this.#logs ??= this.#createLogs();
     return this.#logs;
   }
 
-  eventLog(): EventLog {
+  eventLog(): Promise<EventLog> {
     this.#eventLog ??= this.#createEventLog();
     return this.#eventLog;
   }
@@ -161,7 +139,7 @@ export class Infrastructure {
    * adapter and client, so that its calls are spans of its own tracer; the
    * in-process index is one, shared, since it holds the documents.
    */
-  searchIndex(tracer?: Tracer): SearchIndex {
+  searchIndex(tracer?: Tracer): Promise<SearchIndex> {
     if (this.config.searchIndex.adapter === "elasticsearch" && tracer !== undefined) {
       let index = this.#tracedSearchIndexes.get(tracer);
       if (index === undefined) {
@@ -231,7 +209,7 @@ export class Infrastructure {
   }
 
   /** The rate-limit store; Redis calls are spans of `tracer` (the gateway's). */
-  rateLimitStore(tracer?: Tracer): RateLimitStore {
+  rateLimitStore(tracer?: Tracer): Promise<RateLimitStore> {
     this.#rateLimitStore ??= this.#createRateLimitStore(tracer);
     return this.#rateLimitStore;
   }
@@ -244,12 +222,10 @@ export class Infrastructure {
    * schema each, as they share one PostgreSQL server in compose), since each
    * PGlite costs ~200 MB resident.
    */
-  async database(service: string, url: string, tracer?: Tracer): Promise<SqlDatabase> {
+  database(service: string, url: string, tracer?: Tracer): Promise<SqlDatabase> {
     let database = this.#databases.get(service);
     if (database === undefined) {
-      if (url !== "") await this.#loadRealEngines();
-      // Looked up again: another call for the service may have made it meanwhile.
-      database = this.#databases.get(service) ?? this.#createDatabase(service, url, tracer);
+      database = this.#createDatabase(service, url, tracer);
       this.#databases.set(service, database);
     }
     return database;
@@ -257,16 +233,20 @@ export class Infrastructure {
 
   async close(): Promise<void> {
     await this.closeRegistries();
-    await this.#eventLog?.close();
-    await this.#searchIndex?.close();
-    await Promise.all([...this.#tracedSearchIndexes.values()].map((index) => index.close()));
-    await this.#rateLimitStore?.close();
-    await Promise.all([...this.#databases.values()].map((database) => database.close()));
+    await closeMade(this.#eventLog);
+    await closeMade(this.#searchIndex);
+    await Promise.all([...this.#tracedSearchIndexes.values()].map(closeMade));
+    await closeMade(this.#rateLimitStore);
+    await Promise.all([...this.#databases.values()].map(closeMade));
     await this.#embeddedServer?.close();
   }
 
-  #spanExporterOf(): SpanExporter {
-    if (this.#spanExporter !== undefined) return this.#spanExporter;
+  #spanExporterOf(): Promise<SpanExporter> {
+    this.#spanExporter ??= this.#createSpanExporter();
+    return this.#spanExporter;
+  }
+
+  async #createSpanExporter(): Promise<SpanExporter> {
     const settings = this.config.tracing;
     if (settings.zipkinUrl !== "") {
       const url = `${settings.zipkinUrl.replace(/\/$/, "")}/api/v2/spans`;
@@ -275,27 +255,32 @@ export class Infrastructure {
           "(ZIPKIN_URL)",
         { url, ratio: settings.sampleRatio, limit: traceLimit(settings.maxNewTracesPerSecond) },
       );
-      this.#spanExporter = this.#realEngines().zipkinExporter(url);
-    } else {
-      this.logger.info(
-        "Traces: the last {spans} spans kept in memory, {ratio} of new traces sampled, " +
-          "{limit} (ZIPKIN_URL is empty)",
-        {
-          spans: settings.memoryMaxSpans,
-          ratio: settings.sampleRatio,
-          limit: traceLimit(settings.maxNewTracesPerSecond),
-        },
-      );
-      this.#spanStore = new MemorySpanStore({ maxSpans: settings.memoryMaxSpans });
-      this.#spanExporter = this.#spanStore;
+      return (await this.engines.zipkin()).zipkinExporter(url);
     }
-    return this.#spanExporter;
+    this.logger.info(
+      "Traces: the last {spans} spans kept in memory, {ratio} of new traces sampled, " +
+        "{limit} (ZIPKIN_URL is empty)",
+      {
+        spans: settings.memoryMaxSpans,
+        ratio: settings.sampleRatio,
+        limit: traceLimit(settings.maxNewTracesPerSecond),
+      },
+    );
+    this.#spanStore = new MemorySpanStore({ maxSpans: settings.memoryMaxSpans });
+    return this.#spanStore;
   }
 
-  #createLogs(): LogAggregation {
+  async #createTraceReader(): Promise<TraceReader> {
+    await this.#spanExporterOf();
+    return this.#spanStore === undefined
+      ? (await this.engines.zipkin()).zipkinTraceReader(this.config.tracing.zipkinUrl)
+      : new MemoryTraceReader(this.#spanStore);
+  }
+
+  async #createLogs(): Promise<LogAggregation> {
     const settings = this.config.logging;
     if (settings.shipping === "elasticsearch") {
-      return this.#realEngines().elasticsearchLogs(this.config);
+      return (await this.engines.elasticsearch()).elasticsearchLogs(this.config);
     }
     const store = new MemoryLogStore({ maxEntries: settings.memoryMaxLines });
     return {
@@ -308,7 +293,11 @@ export class Infrastructure {
     };
   }
 
-  #createDatabase(service: string, url: string, tracer: Tracer | undefined): SqlDatabase {
+  async #createDatabase(
+    service: string,
+    url: string,
+    tracer: Tracer | undefined,
+  ): Promise<SqlDatabase> {
     const traced = tracer === undefined ? {} : { tracer };
     if (url === "") {
       const templateFile = this.config.process.pgliteTemplateFile;
@@ -324,28 +313,28 @@ export class Infrastructure {
         traced,
       );
     }
-    const real = this.#realEngines();
+    const { postgresDatabase } = await this.engines.postgres();
     this.logger.info("{service} database: PostgreSQL at {url}", {
       service,
-      url: real.withoutCredentials(url),
+      url: withoutCredentials(url),
     });
-    return real.postgresDatabase(url, tracer);
+    return postgresDatabase(url, tracer);
   }
 
-  #createRateLimitStore(tracer: Tracer | undefined): RateLimitStore {
+  async #createRateLimitStore(tracer: Tracer | undefined): Promise<RateLimitStore> {
     const settings = this.config.rateLimit;
     if (settings.store === "redis") {
-      const real = this.#realEngines();
+      const { redisRateLimitStore } = await this.engines.redis();
       this.logger.info("Rate limits: Redis at {url} (RATE_LIMIT_STORE=redis)", {
-        url: real.withoutCredentials(settings.redisUrl),
+        url: withoutCredentials(settings.redisUrl),
       });
-      return real.redisRateLimitStore(settings.redisUrl, tracer);
+      return redisRateLimitStore(settings.redisUrl, tracer);
     }
     this.logger.info("Rate limits: in process (RATE_LIMIT_STORE=memory)");
     return new MemoryRateLimitStore();
   }
 
-  #createEventLog(): EventLog {
+  async #createEventLog(): Promise<EventLog> {
     const settings = this.config.eventLog;
     if (settings.adapter === "kafka" && settings.kafkaClient === "platformatic") {
       const instanceId = this.config.process.instanceId;
@@ -358,13 +347,17 @@ export class Infrastructure {
             : `static group membership as <group>-${instanceId}`,
         },
       );
-      return this.#realEngines().platformaticEventLog(settings, instanceId, this.logger);
+      return (await this.engines.platformatic()).platformaticEventLog(
+        settings,
+        instanceId,
+        this.logger,
+      );
     }
     if (settings.adapter === "kafka") {
       this.logger.info("Event log: Kafka at {brokers} (EVENT_LOG=kafka, KAFKA_CLIENT=kafkajs)", {
         brokers: settings.kafkaBrokers.join(","),
       });
-      return this.#realEngines().kafkajsEventLog(settings, this.logger);
+      return (await this.engines.kafkajs()).kafkajsEventLog(settings, this.logger);
     }
     const { memoryRetentionRecords, memoryRetentionMs } = settings;
     this.logger.info(
@@ -378,7 +371,7 @@ export class Infrastructure {
     });
   }
 
-  #createSearchIndex(tracer: Tracer | undefined): SearchIndex {
+  async #createSearchIndex(tracer: Tracer | undefined): Promise<SearchIndex> {
     const settings = this.config.searchIndex;
     if (settings.adapter === "elasticsearch") {
       if (this.#tracedSearchIndexes.size === 0 && this.#searchIndex === undefined) {
@@ -387,7 +380,7 @@ export class Infrastructure {
           { url: settings.elasticsearchUrl, index: settings.elasticsearchIndex },
         );
       }
-      return this.#realEngines().elasticsearchSearchIndex(settings, tracer);
+      return (await this.engines.elasticsearch()).elasticsearchSearchIndex(settings, tracer);
     }
     this.logger.info(
       "Search index: in-process (SEARCH_INDEX=memory); documents live in this process only, " +
@@ -396,6 +389,12 @@ export class Infrastructure {
     );
     return new MemorySearchIndex({ maxDocuments: settings.memoryMaxDocuments });
   }
+}
+
+/** Closes what was made, if it was; one that could not be made has nothing to close. */
+async function closeMade(made: Promise<{ close(): Promise<void> }> | undefined): Promise<void> {
+  const adapter = await made?.catch(() => undefined);
+  await adapter?.close();
 }
 
 /** TRACE_MAX_NEW_TRACES_PER_SECOND as logged: 0 is no limit. */

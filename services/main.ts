@@ -99,7 +99,7 @@ const SERVICES: Readonly<Record<string, ServiceEntry>> = {
         config,
         context,
         ...(configuration === undefined ? {} : { configuration }),
-        eventLog: infrastructure.eventLog(),
+        eventLog: await infrastructure.eventLog(),
         codec: await infrastructure.tweetCodec(),
         verifier: infrastructure.tokenVerifier("stream"),
       }),
@@ -110,8 +110,8 @@ const SERVICES: Readonly<Record<string, ServiceEntry>> = {
       createIndexerService({
         config,
         context,
-        eventLog: infrastructure.eventLog(),
-        index: infrastructure.searchIndex(context.tracer),
+        eventLog: await infrastructure.eventLog(),
+        index: await infrastructure.searchIndex(context.tracer),
         codec: await infrastructure.tweetCodec(),
       }),
   },
@@ -121,7 +121,7 @@ const SERVICES: Readonly<Record<string, ServiceEntry>> = {
       createWordCountService({
         config,
         context,
-        eventLog: infrastructure.eventLog(),
+        eventLog: await infrastructure.eventLog(),
         tweetCodec: await infrastructure.tweetCodec(),
         wordCountCodec: await infrastructure.wordCountCodec(),
         discovery: infrastructure.registry("wordcount"),
@@ -134,7 +134,7 @@ const SERVICES: Readonly<Record<string, ServiceEntry>> = {
       createAnalyticsService({
         config,
         context,
-        eventLog: infrastructure.eventLog(),
+        eventLog: await infrastructure.eventLog(),
         database: await infrastructure.database(
           "analytics",
           config.analytics.databaseUrl,
@@ -151,7 +151,7 @@ const SERVICES: Readonly<Record<string, ServiceEntry>> = {
         config,
         context,
         ...(configuration === undefined ? {} : { configuration }),
-        index: infrastructure.searchIndex(context.tracer),
+        index: await infrastructure.searchIndex(context.tracer),
         verifier: infrastructure.tokenVerifier("query"),
         database: await infrastructure.database("query", config.query.databaseUrl, context.tracer),
         discovery: infrastructure.registry("query"),
@@ -160,28 +160,28 @@ const SERVICES: Readonly<Record<string, ServiceEntry>> = {
   },
   console: {
     port: (config) => config.console.port,
-    create: (config, context, infrastructure) =>
+    create: async (config, context, infrastructure) =>
       createConsoleService({
         config,
         context,
         discovery: infrastructure.registry("console"),
         tokens: infrastructure.serviceTokens("console"),
-        traces: infrastructure.traceReader(),
-        logs: infrastructure.logs().reader,
+        traces: await infrastructure.traceReader(),
+        logs: (await infrastructure.logs()).reader,
       }),
   },
   gateway: {
     port: (config) => config.gateway.port,
-    create: (config, context, infrastructure, configuration) =>
-      Promise.resolve(createGatewayService({
+    create: async (config, context, infrastructure, configuration) =>
+      createGatewayService({
         config,
         context,
         discovery: infrastructure.registry("gateway"),
         // Its own service, read with its own credentials: the rate-limit share while Redis is down.
         gateways: followInstanceCount(infrastructure.registry("gateway"), "gateway"),
-        rateLimitStore: infrastructure.rateLimitStore(context.tracer),
+        rateLimitStore: await infrastructure.rateLimitStore(context.tracer),
         ...(configuration === undefined ? {} : { configuration }),
-      })),
+      }),
     publicEntry: true,
   },
 };
@@ -282,8 +282,8 @@ async function run(
   environment: Readonly<Record<string, string>>,
 ): Promise<void> {
   const processLogger = serviceLogger("main", config.process.instanceId || `main-${Deno.pid}`);
-  const infrastructure = await Infrastructure.create(config, processLogger);
-  const logs = infrastructure.logs();
+  const infrastructure = new Infrastructure(config, processLogger);
+  const logs = await infrastructure.logs();
   await configureLogging({
     level: config.process.logLevel,
     ...stdoutFormat(config.logging.format),
@@ -294,7 +294,7 @@ async function run(
     where: logs.description,
   });
   logs.start();
-  configureTracing(infrastructure.tracingOptions());
+  configureTracing(await infrastructure.tracingOptions());
 
   const followed: { close(): void }[] = [];
   const running: {

@@ -43,9 +43,9 @@ Deno.test({
       STREAM_COUNT: String(COUNT),
       STREAM_RATE_PER_SECOND: "2500",
     });
-    const infrastructure = await Infrastructure.create(config, serviceLogger("test", "e2e"));
-    const eventLog = infrastructure.eventLog();
-    const index = infrastructure.searchIndex();
+    const infrastructure = new Infrastructure(config, serviceLogger("test", "e2e"));
+    const eventLog = await infrastructure.eventLog();
+    const index = await infrastructure.searchIndex();
     const codec = await infrastructure.tweetCodec();
     await eventLog.ping().catch((cause) => {
       throw new Error(

@@ -110,12 +110,12 @@ Deno.test({
       STREAM_COUNT: "1",
       STREAM_AUTO_START: "false",
     });
-    const infrastructure = await Infrastructure.create(
+    const infrastructure = new Infrastructure(
       config,
       serviceLogger("test", "tracing-e2e"),
     );
-    const eventLog = infrastructure.eventLog();
-    const index = infrastructure.searchIndex(contexts.indexer.tracer);
+    const eventLog = await infrastructure.eventLog();
+    const index = await infrastructure.searchIndex(contexts.indexer.tracer);
     const issuer = await createTestIssuer();
     const tweetCodec = await infrastructure.tweetCodec();
     const wordCountCodec = await infrastructure.wordCountCodec();

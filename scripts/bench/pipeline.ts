@@ -156,8 +156,8 @@ function percentile(sorted: readonly number[], p: number): number {
 async function rawBulk(run: string, n: number): Promise<number> {
   write(`raw Elasticsearch bulk: ${n} documents in bulks of ${BULK_SIZE}\n`);
   const config = configFor(`${run}-raw`, {});
-  const infrastructure = await Infrastructure.create(config, serviceLogger("bench", run));
-  const index = infrastructure.searchIndex();
+  const infrastructure = new Infrastructure(config, serviceLogger("bench", run));
+  const index = await infrastructure.searchIndex();
   await index.open();
   const tweets = new MockTweets({ ...config.stream, ids: new SnowflakeIds(1) });
   const documents: TweetDocument[] = Array.from({ length: n }, () => toDocument(tweets.next()));
@@ -476,8 +476,8 @@ async function pipeline(
     STREAM_RATE_PER_SECOND: "1000000",
   });
   const env = { ...serviceEnv(config), ...observabilityEnv(observability, run) };
-  const infrastructure = await Infrastructure.create(config, serviceLogger("bench", run));
-  const index = infrastructure.searchIndex();
+  const infrastructure = new Infrastructure(config, serviceLogger("bench", run));
+  const index = await infrastructure.searchIndex();
   await index.open();
   const indexer = await spawnService("indexer", env, /Indexing \S+ as group/);
   const stream = await spawnService("stream", env, /Producing mock tweets/);
@@ -554,8 +554,8 @@ async function freshness(
     STREAM_RATE_PER_SECOND: String(FRESHNESS_RATE),
   });
   const env = { ...serviceEnv(config), ...observabilityEnv(observability, run) };
-  const infrastructure = await Infrastructure.create(config, serviceLogger("bench", run));
-  const index = infrastructure.searchIndex();
+  const infrastructure = new Infrastructure(config, serviceLogger("bench", run));
+  const index = await infrastructure.searchIndex();
   await index.open();
   const indexer = await spawnService("indexer", env, /Indexing \S+ as group/);
   const started = performance.now();

@@ -54,8 +54,8 @@ async function round(client: Client, index: number): Promise<number> {
   const run = `${client}-${index}-${crypto.randomUUID().slice(0, 6)}`;
   const env = envFor(run, client);
   const config = loadConfig(env);
-  const infrastructure = await Infrastructure.create(config, serviceLogger("bench", run));
-  const log = infrastructure.eventLog();
+  const infrastructure = new Infrastructure(config, serviceLogger("bench", run));
+  const log = await infrastructure.eventLog();
   const committed = async () =>
     (await log.lag(config.indexer.groupId, config.tweets.topic).catch(() => []))
       .reduce((sum, partition) => sum + partition.committedOffset, 0);

@@ -41,11 +41,11 @@ Deno.test({
       ANALYTICS_DATABASE_URL: databaseUrl.href,
       ANALYTICS_HISTORY_PER_WORD: "3",
     });
-    const infrastructure = await Infrastructure.create(
+    const infrastructure = new Infrastructure(
       config,
       serviceLogger("test", "analytics-e2e"),
     );
-    const eventLog = infrastructure.eventLog();
+    const eventLog = await infrastructure.eventLog();
     const database = await infrastructure.database("analytics", config.analytics.databaseUrl);
     const codec = await loadWordCountCodec();
     const issuer = await createTestIssuer();

@@ -57,11 +57,11 @@ function runEnv(run: string, client: KafkaClient): Record<string, string> {
 async function kafkaLog(
   config: AppConfig,
 ): Promise<{ log: EventLog; infrastructure: Infrastructure }> {
-  const infrastructure = await Infrastructure.create(
+  const infrastructure = new Infrastructure(
     config,
     serviceLogger("test", "wordcount-kafka"),
   );
-  const log = infrastructure.eventLog();
+  const log = await infrastructure.eventLog();
   await log.ping().catch((cause) => {
     throw new Error(
       `Kafka is not reachable at ${BROKERS}: start it with \`deno task engines up kafka\``,
@@ -122,7 +122,7 @@ for (const client of KAFKA_CLIENTS) {
       const reader = await issuer.authorization({ audience: "wordcount" });
       const start = async (instanceId: string) => {
         // Each instance has its own Kafka clients, as separate processes would.
-        const own = await Infrastructure.create(config, serviceLogger("wordcount", instanceId));
+        const own = new Infrastructure(config, serviceLogger("wordcount", instanceId));
         const service = createWordCountService({
           config,
           context: {
@@ -133,7 +133,7 @@ for (const client of KAFKA_CLIENTS) {
             metrics: new MetricsRegistry(),
             tracer: serviceTracer("wordcount"),
           },
-          eventLog: own.eventLog(),
+          eventLog: await own.eventLog(),
           tweetCodec,
           wordCountCodec,
           discovery,

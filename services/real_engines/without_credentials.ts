@@ -1,0 +1,4 @@
+/** A URL fit for logs: its user and password masked. */
+export function withoutCredentials(url: string): string {
+  return url.replace(/\/\/[^@/]*@/, "//***@");
+}
