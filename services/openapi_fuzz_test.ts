@@ -22,6 +22,8 @@ const CHECKS = [
   "content_type_conformance",
   "response_headers_conformance",
   "response_schema_conformance",
+  "unsupported_method",
+  "allow_header_conformance",
 ];
 
 interface Target {

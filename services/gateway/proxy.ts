@@ -13,7 +13,7 @@ import {
   NoInstanceError,
   UpstreamError,
 } from "../../shared/http/balanced_client.ts";
-import { ProblemError, problemResponse } from "../../shared/http/problem.ts";
+import { methodNotAllowed, ProblemError, problemResponse } from "../../shared/http/problem.ts";
 import { requestUrl } from "../../shared/http/service_app.ts";
 import type { Logger } from "../../shared/log/log.ts";
 import { CircuitOpenError, type ServiceBreakers } from "./breaker.ts";
@@ -57,18 +57,7 @@ const UNFORWARDABLE_METHODS: ReadonlySet<string> = new Set(["CONNECT", "TRACE", 
  * The `Allow` of that 405: the standard methods the gateway forwards. Which of
  * them the resource serves is the upstream's to answer.
  */
-const FORWARDED_METHODS = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
-
-/** The 405 for a method the gateway cannot forward. */
-function methodNotForwarded(method: string): ProblemError {
-  return new ProblemError({
-    status: 405,
-    code: "method-not-allowed",
-    title: "Method not allowed",
-    detail: `The gateway does not forward ${method} requests`,
-    headers: { allow: FORWARDED_METHODS },
-  });
-}
+const FORWARDED_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] as const;
 
 /** Statuses whose response has no body. */
 const NULL_BODY_STATUSES: ReadonlySet<number> = new Set([101, 103, 204, 205, 304]);
@@ -245,7 +234,10 @@ export function proxy(options: ProxyOptions) {
     const request = c.req.raw;
     if (UNFORWARDABLE_METHODS.has(request.method.toUpperCase())) {
       await request.body?.cancel();
-      throw methodNotForwarded(request.method);
+      throw methodNotAllowed(
+        `The gateway does not forward ${request.method} requests`,
+        FORWARDED_METHODS,
+      );
     }
     const url = requestUrl(c);
     const path = upstreamPath(route, url.pathname);

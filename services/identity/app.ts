@@ -16,6 +16,7 @@ import type { Context, MiddlewareHandler } from "hono";
 import { createLocalJWKSet, type JWTPayload, jwtVerify } from "jose";
 import { mountRoute, type OpenAPIHono, type RouteConfig } from "../../shared/http/openapi.ts";
 import { notFound } from "../../shared/http/problem.ts";
+import { noRouteProblem } from "../../shared/http/service_app.ts";
 import type { Logger } from "../../shared/log/log.ts";
 import type { MetricsRegistry } from "../../shared/metrics/metrics.ts";
 import {
@@ -597,7 +598,7 @@ export function addIdentityRoutes(app: OpenAPIHono, options: IdentityRoutesOptio
     if (c.req.param("realm") !== realm.name) {
       throw notFound(`No realm named ${c.req.param("realm")}; this issuer serves ${realm.name}`);
     }
-    throw notFound(`No resource at ${c.req.path}`);
+    throw noRouteProblem(app, c.req.method, c.req.path);
   });
 
   return app;

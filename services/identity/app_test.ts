@@ -556,6 +556,15 @@ Deno.test("identity answers unknown realms and paths with problem+json 404", asy
   }
 });
 
+Deno.test("identity answers a method an endpoint does not serve with 405 and Allow", async () => {
+  const { service } = await testIdentity();
+  const response = await service.app.request(`${OIDC}/token`, { method: "GET" });
+  assert.equal(response.status, 405);
+  assert.equal(response.headers.get("content-type"), "application/problem+json");
+  assert.match(response.headers.get("allow") ?? "", /\bPOST\b/);
+  assert.doesNotMatch(response.headers.get("allow") ?? "", /\bGET\b/);
+});
+
 Deno.test("identity lets the console's origin call the token endpoint from a browser", async () => {
   const { service } = await testIdentity();
   const preflight = await service.app.request(`${OIDC}/token`, {

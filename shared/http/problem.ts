@@ -92,6 +92,17 @@ export function notFound(detail: string): ProblemError {
   return new ProblemError({ status: 404, code: "not-found", title: "Resource not found", detail });
 }
 
+/** 405 for a method the resource does not serve; `allow` lists those it serves. */
+export function methodNotAllowed(detail: string, allow: readonly string[]): ProblemError {
+  return new ProblemError({
+    status: 405,
+    code: "method-not-allowed",
+    title: "Method not allowed",
+    detail,
+    headers: { allow: allow.join(", ") },
+  });
+}
+
 export function notAcceptable(detail: string, available: readonly string[]): ProblemError {
   return new ProblemError({
     status: 406,

@@ -24,6 +24,7 @@ import {
 import {
   internalError,
   invalidBody,
+  methodNotAllowed,
   notFound,
   payloadTooLarge,
   ProblemError,
@@ -190,6 +191,34 @@ function routePattern(route: string): RegExp {
       : part.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")
   ).join("/");
   return new RegExp(`^${source}$`);
+}
+
+/** Methods in the order an `Allow` lists them. */
+const METHOD_ORDER = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+
+/**
+ * The answer to a request no route of `app` took: 405 with `Allow` when routes
+ * serve its path with other methods (HEAD with GET, as Hono answers it), else
+ * 404. Routes for every method (middleware, catch-alls) do not count.
+ */
+export function noRouteProblem(
+  app: { readonly routes: readonly { method: string; path: string }[] },
+  method: string,
+  path: string,
+): ProblemError {
+  const allowed = new Set<string>();
+  for (const route of app.routes) {
+    if (route.method !== "ALL" && routePattern(route.path).test(path)) allowed.add(route.method);
+  }
+  if (allowed.has("GET")) allowed.add("HEAD");
+  if (allowed.size === 0 || allowed.has(method)) return notFound(`No resource at ${path}`);
+  const allow = [...allowed].sort((a, b) => rank(a) - rank(b));
+  return methodNotAllowed(`${path} answers ${allow.join(", ")}, not ${method}`, allow);
+}
+
+function rank(method: string): number {
+  const position = METHOD_ORDER.indexOf(method);
+  return position === -1 ? METHOD_ORDER.length : position;
 }
 
 function userAgent(value: string | undefined): Record<string, string> {
@@ -426,7 +455,7 @@ export function createServiceApp(options: ServiceAppOptions): OpenAPIHono<BlankE
       description: `The ${context.name} service's management endpoints`,
     });
     operational.notFound((c) =>
-      problemResponse(notFound(`No resource at ${c.req.path}`), c.req.path)
+      problemResponse(noRouteProblem(operational, c.req.method, c.req.path), c.req.path)
     );
   }
 
@@ -452,7 +481,7 @@ export function createServiceApp(options: ServiceAppOptions): OpenAPIHono<BlankE
     return c.body(await metrics.render(), 200, { "content-type": PROMETHEUS_CONTENT_TYPE });
   });
 
-  app.notFound((c) => problemResponse(notFound(`No resource at ${c.req.path}`), c.req.path));
+  app.notFound((c) => problemResponse(noRouteProblem(app, c.req.method, c.req.path), c.req.path));
 
   app.onError((error, c) => {
     if (error instanceof ProblemError) return problemResponse(error, c.req.path);

@@ -6,7 +6,7 @@ import { configureLogging, shutdownLogging } from "../log/log.ts";
 import { MemoryLogStore } from "../log/memory_log_store.ts";
 import { configureTracing, injectTraceContext } from "../trace/tracing.ts";
 import { assertDescribesEveryRoute } from "../testing/openapi_assertions.ts";
-import { createRoute, mountRoute, problemResponses, z } from "./openapi.ts";
+import { createOpenApiApp, createRoute, mountRoute, problemResponses, z } from "./openapi.ts";
 import { ProblemError } from "./problem.ts";
 import { createServiceApp, type ServiceAppOptions } from "./service_app.ts";
 
@@ -95,6 +95,39 @@ Deno.test("service app turns unknown paths into 404 problem+json", async () => {
     detail: "No resource at /nowhere",
     instance: "/nowhere",
   });
+});
+
+Deno.test("service app answers a method its routes do not serve at a path with 405 and Allow", async () => {
+  const hono = app();
+  hono.get("/things/:id", (c) => c.text(c.req.param("id")));
+  hono.put("/things/:id", (c) => c.text("put"));
+  const response = await hono.request("/things/7", { method: "DELETE" });
+  assert.equal(response.status, 405);
+  assert.equal(response.headers.get("allow"), "GET, HEAD, PUT");
+  assert.equal(response.headers.get("content-type"), "application/problem+json");
+  assert.deepEqual(await response.json(), {
+    type: "urn:twitterapi:problem:method-not-allowed",
+    title: "Method not allowed",
+    status: 405,
+    detail: "/things/7 answers GET, HEAD, PUT, not DELETE",
+    instance: "/things/7",
+  });
+  const echo = await hono.request("/echo");
+  assert.equal(echo.status, 405);
+  assert.equal(echo.headers.get("allow"), "POST");
+  assert.equal((await hono.request("/things/7/parts", { method: "DELETE" })).status, 404);
+  assert.equal(
+    (await hono.request("/health", { method: "POST" })).headers.get("allow"),
+    "GET, HEAD",
+  );
+});
+
+Deno.test("service app's management listener answers a wrong method with 405 too", async () => {
+  const management = createOpenApiApp();
+  createServiceApp({ context: testContext("kernel"), management });
+  const response = await management.request("/metrics", { method: "POST" });
+  assert.equal(response.status, 405);
+  assert.equal(response.headers.get("allow"), "GET, HEAD");
 });
 
 Deno.test("service app hides unhandled errors behind a 500 problem", async () => {
