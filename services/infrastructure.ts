@@ -339,9 +339,11 @@ export class Infrastructure {
     if (settings.adapter === "kafka" && settings.kafkaClient === "platformatic") {
       const instanceId = this.config.process.instanceId;
       this.logger.info(
-        "Event log: Kafka at {brokers} (EVENT_LOG=kafka, KAFKA_CLIENT=platformatic), {membership}",
+        "Event log: Kafka at {brokers} (EVENT_LOG=kafka, KAFKA_CLIENT=platformatic), " +
+          "{membership}, compression {compression} (KAFKA_COMPRESSION)",
         {
           brokers: settings.kafkaBrokers.join(","),
+          compression: settings.kafkaCompression,
           membership: instanceId === ""
             ? "dynamic group membership (no INSTANCE_ID)"
             : `static group membership as <group>-${instanceId}`,
@@ -354,9 +356,11 @@ export class Infrastructure {
       );
     }
     if (settings.adapter === "kafka") {
-      this.logger.info("Event log: Kafka at {brokers} (EVENT_LOG=kafka, KAFKA_CLIENT=kafkajs)", {
-        brokers: settings.kafkaBrokers.join(","),
-      });
+      this.logger.info(
+        "Event log: Kafka at {brokers} (EVENT_LOG=kafka, KAFKA_CLIENT=kafkajs), compression " +
+          "{compression} (KAFKA_COMPRESSION)",
+        { brokers: settings.kafkaBrokers.join(","), compression: settings.kafkaCompression },
+      );
       return (await this.engines.kafkajs()).kafkajsEventLog(settings, this.logger);
     }
     const { memoryRetentionRecords, memoryRetentionMs } = settings;

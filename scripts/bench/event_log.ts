@@ -1,8 +1,9 @@
 /**
  * `deno task bench:eventlog [N] [rounds]`: the two Kafka adapters behind the
  * event log port, in one run against the real broker (brought up if needed),
- * taking turns over the rounds (kafkajs, platformatic, kafkajs...), each
- * with its default compression (kafkajs gzip, platformatic lz4):
+ * taking turns over the rounds (kafkajs, platformatic, kafkajs...), both
+ * with the compression KAFKA_COMPRESSION says (none by default; kafkajs has
+ * gzip only besides):
  *
  *  - produce: N keyed records of 150 bytes over 6 partitions, batches of
  *    1000, up to 5 batches in flight, until every one is acknowledged (acks=all);
@@ -16,6 +17,7 @@
 import type { EventLog, ProducerRecord } from "../../shared/event_log/event_log.ts";
 import { createKafkaClient } from "../../shared/event_log/kafka_client.ts";
 import { KafkaEventLog } from "../../shared/event_log/kafka_event_log.ts";
+import { isKafkajsCompression } from "../../services/config.ts";
 import { createPlatformaticClient } from "../../shared/event_log/platformatic_client.ts";
 import { PlatformaticEventLog } from "../../shared/event_log/platformatic_event_log.ts";
 import { ENGINES, engineUp, write } from "../engines/engines.ts";
@@ -30,11 +32,21 @@ const VALUE_BYTES = 150;
 const ADAPTERS = ["kafkajs", "platformatic"] as const;
 type Adapter = (typeof ADAPTERS)[number];
 const brokers = (Deno.env.get("KAFKA_BROKERS") ?? "127.0.0.1:19092").split(",");
+const COMPRESSION = (() => {
+  const compression = Deno.env.get("KAFKA_COMPRESSION") ?? "none";
+  if (isKafkajsCompression(compression)) return compression;
+  write(`KAFKA_COMPRESSION must be none or gzip, which both clients have: got ${compression}\n`);
+  Deno.exit(2);
+})();
 
 function createLog(adapter: Adapter): EventLog {
+  const options = { compression: COMPRESSION };
   return adapter === "kafkajs"
-    ? new KafkaEventLog(createKafkaClient({ brokers, clientId: "bench-eventlog" }))
-    : new PlatformaticEventLog(createPlatformaticClient({ brokers, clientId: "bench-eventlog" }));
+    ? new KafkaEventLog(createKafkaClient({ brokers, clientId: "bench-eventlog" }), options)
+    : new PlatformaticEventLog(
+      createPlatformaticClient({ brokers, clientId: "bench-eventlog" }),
+      options,
+    );
 }
 
 const encoder = new TextEncoder();

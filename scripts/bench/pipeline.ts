@@ -22,7 +22,8 @@
  *     (stream: encode and send of each batch; indexer: each event's age when
  *     its batch is received and when its bulk write is acknowledged, decode
  *     and bulk of each batch, records per batch), Elasticsearch's refresh
- *     count, and lz4 compression timed in this process on tweets encoded as
+ *     count, and the configured compression (KAFKA_COMPRESSION, none by
+ *     default, as the services get it) timed in this process on tweets encoded as
  *     the stream encodes them.
  * `--cpu-prof=DIR` writes a V8 CPU profile of every service process to DIR.
  * The indices refresh as the services' settings say
@@ -104,6 +105,8 @@ const FRESHNESS_SECONDS = 20;
 /** Freshness gives up after this long without a tweet becoming searchable. */
 const STALL_MS = 30_000;
 const BULK_SIZE = 500;
+/** The services' compression of the tweet topic; unset: the setting's default. */
+const KAFKA_COMPRESSION = Deno.env.get("KAFKA_COMPRESSION");
 const ZIPKIN_URL = (Deno.env.get("ZIPKIN_URL") || "http://127.0.0.1:9411").replace(/\/$/, "");
 
 function configFor(run: string, extra: Record<string, string>) {
@@ -117,6 +120,7 @@ function configFor(run: string, extra: Record<string, string>) {
     INDEXER_GROUP_ID: `bench-indexer-${run}`,
     ELASTICSEARCH_INDEX: `bench-${run}`,
     INDEXER_MAX_BATCH_SIZE: String(BULK_SIZE),
+    ...(KAFKA_COMPRESSION === undefined ? {} : { KAFKA_COMPRESSION }),
     ...extra,
   });
 }
@@ -183,6 +187,7 @@ function serviceEnv(config: ReturnType<typeof configFor>): Record<string, string
     EVENT_LOG: "kafka",
     SEARCH_INDEX: "elasticsearch",
     KAFKA_BROKERS: config.eventLog.kafkaBrokers.join(","),
+    KAFKA_COMPRESSION: config.eventLog.kafkaCompression,
     ELASTICSEARCH_URL: config.searchIndex.elasticsearchUrl,
     ELASTICSEARCH_INDEX: config.searchIndex.elasticsearchIndex,
     TWEET_TOPIC: config.tweets.topic,
@@ -439,25 +444,32 @@ function writeBreakdown(title: string, stages: Stages, freshness?: readonly numb
 }
 
 /**
- * lz4 compression of produce-sized batches of tweets encoded as the stream
- * encodes them, in this process: the one stage the client does not expose.
+ * The configured compression of produce-sized batches of tweets encoded as the
+ * stream encodes them, in this process: the one stage the client does not expose.
  */
 async function writeCompression(config: ReturnType<typeof configFor>): Promise<void> {
+  const name = config.eventLog.kafkaCompression;
+  if (name === "none") {
+    write("compression: none (KAFKA_COMPRESSION)\n");
+    return;
+  }
   const codec = await loadTweetCodec();
   const tweets = new MockTweets({ ...config.stream, ids: new SnowflakeIds(2) });
   const batch = Buffer.concat(Array.from({ length: 1000 }, () => codec.encode(tweets.next())));
-  const { lz4 } = compressionsAlgorithms;
-  let compressed = lz4.compressSync(batch);
+  const algorithm = compressionsAlgorithms[name];
+  let compressed = algorithm.compressSync(batch);
   const rounds = 200;
   const started = performance.now();
-  for (let i = 0; i < rounds; i++) compressed = lz4.compressSync(batch);
+  for (let i = 0; i < rounds; i++) compressed = algorithm.compressSync(batch);
   const compressMs = (performance.now() - started) / rounds;
   const decompressStarted = performance.now();
-  for (let i = 0; i < rounds; i++) lz4.decompressSync(compressed);
+  for (let i = 0; i < rounds; i++) algorithm.decompressSync(compressed);
   const decompressMs = (performance.now() - decompressStarted) / rounds;
   write(
-    `lz4 in this process, 1000 encoded tweets (${batch.byteLength} -> ${compressed.byteLength} ` +
-      `bytes): compress ${compressMs.toFixed(2)} ms, decompress ${decompressMs.toFixed(2)} ms\n`,
+    `${name} (KAFKA_COMPRESSION) in this process, 1000 encoded tweets (${batch.byteLength} -> ` +
+      `${compressed.byteLength} bytes): compress ${compressMs.toFixed(2)} ms, decompress ${
+        decompressMs.toFixed(2)
+      } ms\n`,
   );
 }
 

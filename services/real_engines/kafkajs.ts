@@ -3,10 +3,15 @@ import type { EventLog } from "../../shared/event_log/event_log.ts";
 import { createKafkaClient } from "../../shared/event_log/kafka_client.ts";
 import { KafkaEventLog } from "../../shared/event_log/kafka_event_log.ts";
 import type { Logger } from "../../shared/log/log.ts";
-import type { AppConfig } from "../config.ts";
+import { type AppConfig, isKafkajsCompression } from "../config.ts";
 
 export function kafkajsEventLog(settings: AppConfig["eventLog"], logger: Logger): EventLog {
-  return new KafkaEventLog(createKafkaClient({
+  const compression = settings.kafkaCompression;
+  // loadConfig refuses the others with KAFKA_CLIENT=kafkajs.
+  if (!isKafkajsCompression(compression)) {
+    throw new RangeError(`kafkajs cannot compress with ${compression}: only gzip or none`);
+  }
+  const client = createKafkaClient({
     clientId: settings.kafkaClientId,
     brokers: settings.kafkaBrokers,
     logLevel: "warn",
@@ -18,5 +23,6 @@ export function kafkajsEventLog(settings: AppConfig["eventLog"], logger: Logger)
         message: entry.message,
         level: entry.level,
       }),
-  }));
+  });
+  return new KafkaEventLog(client, { compression });
 }

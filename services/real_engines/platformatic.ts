@@ -13,6 +13,7 @@ export function platformaticEventLog(
   return new PlatformaticEventLog(
     createPlatformaticClient({ clientId: settings.kafkaClientId, brokers: settings.kafkaBrokers }),
     {
+      compression: settings.kafkaCompression,
       // A restarted process with the same INSTANCE_ID rejoins as the same
       // static member and takes its partitions back without a rebalance.
       ...(instanceId === "" ? {} : { instanceIdFor: (groupId) => `${groupId}-${instanceId}` }),

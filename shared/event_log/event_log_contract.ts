@@ -100,6 +100,49 @@ async function createTopic(log: EventLog, prefix: string, partitions: number): P
   return topic;
 }
 
+/**
+ * One test: records sent by a log made to compress with `compression` reach a
+ * group, values and headers whole, and a partition read sees every one.
+ */
+export function runCompressedDeliveryTest(
+  name: string,
+  compression: string,
+  createLog: () => Promise<EventLog>,
+): void {
+  Deno.test(`${name}: records compressed with ${compression} reach a group and a partition read whole`, async () => {
+    const log = await createLog();
+    try {
+      const topic = await createTopic(log, `compressed-${compression}`, 2);
+      const sent = keyedRecords(300, 7).map((record, i) => ({
+        ...record,
+        headers: { traceparent: `trace-${i}` },
+      }));
+      await log.send(topic, sent);
+      const { records, handler } = collector();
+      const member = await log.consume(
+        { groupId: uniqueName("compressed"), topics: [topic], fromBeginning: true },
+        handler,
+      );
+      try {
+        await waitFor("every compressed record", () => records.length >= sent.length);
+      } finally {
+        await member.stop();
+      }
+      assert.deepEqual(
+        records.map((record) => `${textOf(record)} ${record.headers.traceparent}`).sort(),
+        sent.map((_, i) => `v${i} trace-${i}`).sort(),
+      );
+      let read = 0;
+      for (const partition of [0, 1]) {
+        await log.readPartition(topic, partition, 0, (batch) => read += batch.length);
+      }
+      assert.equal(read, sent.length);
+    } finally {
+      await log.close();
+    }
+  });
+}
+
 export function runEventLogContract(name: string, createLog: () => Promise<EventLog>): void {
   /** Runs `body` with a fresh log, closing it whatever happens. */
   async function withLog(body: (log: EventLog) => Promise<void>): Promise<void> {

@@ -38,8 +38,8 @@ import { KafkaTransactionalMember } from "./kafka_transactional_member.ts";
 
 export interface KafkaEventLogOptions {
   /**
-   * Compression of produced record batches (kafkajs's built-in GZIP codec).
-   * @default "gzip"
+   * Compression of produced record batches (kafkajs's built-in GZIP codec, or none).
+   * @default "none"
    */
   readonly compression?: "gzip" | "none";
   /**
@@ -110,9 +110,7 @@ export class KafkaEventLog implements EventLog {
 
   constructor(kafka: Kafka, options: KafkaEventLogOptions = {}) {
     this.#settings = {
-      compression: (options.compression ?? "gzip") === "gzip"
-        ? CompressionTypes.GZIP
-        : CompressionTypes.None,
+      compression: options.compression === "gzip" ? CompressionTypes.GZIP : CompressionTypes.None,
       replicationFactor: options.replicationFactor ?? -1,
       sessionTimeoutMs: options.sessionTimeoutMs ?? 10_000,
       heartbeatIntervalMs: options.heartbeatIntervalMs ?? 1_000,

@@ -19,6 +19,7 @@ import { EventLogClosedError, UnknownTopicError } from "./event_log.ts";
 import {
   collector,
   keyedRecords,
+  runCompressedDeliveryTest,
   runEventLogContract,
   text,
   textOf,
@@ -142,6 +143,8 @@ async function createLog(options: KafkaEventLogOptions = {}): Promise<CleanLog> 
 }
 
 runEventLogContract("KafkaEventLog", () => createLog());
+// The contract runs uncompressed (KAFKA_COMPRESSION's default); kafkajs's one codec once here.
+runCompressedDeliveryTest("KafkaEventLog", "gzip", () => createLog({ compression: "gzip" }));
 
 /** Runs `body` with a fresh log, closing it whatever happens. */
 async function withLog(

@@ -46,7 +46,7 @@ export type PlatformaticCompression = "none" | "gzip" | "snappy" | "lz4" | "zstd
 export interface PlatformaticEventLogOptions {
   /**
    * Compression of produced record batches.
-   * @default "lz4"
+   * @default "none"
    */
   readonly compression?: PlatformaticCompression;
   /**
@@ -120,7 +120,7 @@ export class PlatformaticEventLog implements EventLog {
   #closed = false;
 
   constructor(client: PlatformaticClient, options: PlatformaticEventLogOptions = {}) {
-    const compression = options.compression ?? "lz4";
+    const compression = options.compression ?? "none";
     this.#settings = {
       compression: compression === "none" ? undefined : compression as CompressionAlgorithmValue,
       replicationFactor: options.replicationFactor ?? -1,

@@ -13,7 +13,11 @@ import type {
   RecordMetadata,
   TopicSpec,
 } from "./event_log.ts";
-import { runEventLogContract, uniqueName } from "./event_log_contract.ts";
+import {
+  runCompressedDeliveryTest,
+  runEventLogContract,
+  uniqueName,
+} from "./event_log_contract.ts";
 import { waitFor } from "../testing/wait.ts";
 import { createPlatformaticClient } from "./platformatic_client.ts";
 import {
@@ -123,6 +127,11 @@ async function createLog(options: PlatformaticEventLogOptions = {}): Promise<Cle
 }
 
 runEventLogContract("PlatformaticEventLog", () => createLog());
+
+// The contract runs uncompressed (KAFKA_COMPRESSION's default); every other choice once here.
+for (const compression of ["gzip", "snappy", "lz4", "zstd"] as const) {
+  runCompressedDeliveryTest("PlatformaticEventLog", compression, () => createLog({ compression }));
+}
 
 /** A member of `group` with a static instance id, in a process of its own that the test can kill. */
 function spawnStaticMember(topic: string, group: string, instanceId: string): Deno.ChildProcess {
