@@ -41,18 +41,3 @@ Deno.test("compileArgs() builds the binary with the same permissions and V8 flag
   assert.deepEqual(args.slice(-3), ["--target", "x86_64-unknown-linux-gnu", SERVICES_MAIN]);
   assert.ok(!args.some((arg) => arg.startsWith("--env-file")), "no .env baked into the binary");
 });
-
-Deno.test("the container image's entry point runs services/main.ts with the same permissions and V8 flags", async () => {
-  const dockerfile = await Deno.readTextFile(
-    new URL("./container/Dockerfile", import.meta.url),
-  );
-  const entrypoint = /^ENTRYPOINT (\[.*\])$/m.exec(dockerfile)?.[1];
-  assert.ok(entrypoint !== undefined, "the Dockerfile has an exec-form ENTRYPOINT");
-  assert.deepEqual(JSON.parse(entrypoint), [
-    "deno",
-    "run",
-    ...SERVICE_PERMISSIONS,
-    ...SERVICE_V8_FLAGS,
-    "services/main.ts",
-  ]);
-});

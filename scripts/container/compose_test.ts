@@ -10,6 +10,7 @@ import { VERSIONS } from "../engines/versions.ts";
 import { DEV_CLIENT_SECRET, prometheusConfig, tokenUrl } from "../engines/prometheus_config.ts";
 import { listSettings } from "../../shared/config/setting.ts";
 import { settings } from "../../services/config.ts";
+import { SERVICE_PERMISSIONS, SERVICE_V8_FLAGS } from "../service_command.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname.replace(/\/$/, "");
 const COMPOSE_FILE = `${ROOT}/compose.yaml`;
@@ -334,19 +335,18 @@ Deno.test("the development secrets can be overridden from the environment", asyn
   assert.equal(keycloak?.KC_BOOTSTRAP_ADMIN_PASSWORD, "secret-from-env");
 });
 
-Deno.test("the service image runs main.ts on Deno 2.9.6 with the services' permissions", async () => {
+Deno.test("the service image runs main.ts on Deno 2.9.6 with the services' permissions and V8 flags", async () => {
   const dockerfile = await Deno.readTextFile(`${ROOT}/${DOCKERFILE}`);
   assert.match(dockerfile, /^FROM denoland\/deno:2\.9\.6$/m);
   assert.match(dockerfile, /^RUN deno install\b/m);
   const entrypoint = dockerfile.match(/^ENTRYPOINT (\[.*\])$/m)?.[1];
   assert.ok(entrypoint !== undefined, "Dockerfile: ENTRYPOINT in exec form");
+  // The permissions and V8 flags of every other way the services run.
   assert.deepEqual(JSON.parse(entrypoint), [
     "deno",
     "run",
-    "--allow-net",
-    "--allow-env",
-    "--allow-read",
-    "--allow-sys=hostname,osRelease,homedir",
+    ...SERVICE_PERMISSIONS,
+    ...SERVICE_V8_FLAGS,
     "services/main.ts",
   ]);
 });
