@@ -91,12 +91,16 @@ export class Infrastructure {
   #spanStore: MemorySpanStore | undefined;
   #traceReader: Promise<TraceReader> | undefined;
 
+  readonly #engines: RealEngines;
+
   /** `engines` loads the real engines' adapters (the tests count what a process loads). */
   constructor(
     readonly config: AppConfig,
     readonly logger: Logger,
-    private readonly engines: RealEngines = REAL_ENGINES,
-  ) {}
+    engines: RealEngines = REAL_ENGINES,
+  ) {
+    this.#engines = engines;
+  }
 
   /**
    * Where every service's spans go and how many are sampled: Zipkin's
@@ -255,7 +259,7 @@ export class Infrastructure {
           "(ZIPKIN_URL)",
         { url, ratio: settings.sampleRatio, limit: traceLimit(settings.maxNewTracesPerSecond) },
       );
-      return (await this.engines.zipkin()).zipkinExporter(url);
+      return (await this.#engines.zipkin()).zipkinExporter(url);
     }
     this.logger.info(
       "Traces: the last {spans} spans kept in memory, {ratio} of new traces sampled, " +
@@ -273,14 +277,14 @@ export class Infrastructure {
   async #createTraceReader(): Promise<TraceReader> {
     await this.#spanExporterOf();
     return this.#spanStore === undefined
-      ? (await this.engines.zipkin()).zipkinTraceReader(this.config.tracing.zipkinUrl)
+      ? (await this.#engines.zipkin()).zipkinTraceReader(this.config.tracing.zipkinUrl)
       : new MemoryTraceReader(this.#spanStore);
   }
 
   async #createLogs(): Promise<LogAggregation> {
     const settings = this.config.logging;
     if (settings.shipping === "elasticsearch") {
-      return (await this.engines.elasticsearch()).elasticsearchLogs(this.config);
+      return (await this.#engines.elasticsearch()).elasticsearchLogs(this.config);
     }
     const store = new MemoryLogStore({ maxEntries: settings.memoryMaxLines });
     return {
@@ -313,7 +317,7 @@ export class Infrastructure {
         traced,
       );
     }
-    const { postgresDatabase } = await this.engines.postgres();
+    const { postgresDatabase } = await this.#engines.postgres();
     this.logger.info("{service} database: PostgreSQL at {url}", {
       service,
       url: withoutCredentials(url),
@@ -324,7 +328,7 @@ export class Infrastructure {
   async #createRateLimitStore(tracer: Tracer | undefined): Promise<RateLimitStore> {
     const settings = this.config.rateLimit;
     if (settings.store === "redis") {
-      const { redisRateLimitStore } = await this.engines.redis();
+      const { redisRateLimitStore } = await this.#engines.redis();
       this.logger.info("Rate limits: Redis at {url} (RATE_LIMIT_STORE=redis)", {
         url: withoutCredentials(settings.redisUrl),
       });
@@ -349,7 +353,7 @@ export class Infrastructure {
             : `static group membership as <group>-${instanceId}`,
         },
       );
-      return (await this.engines.platformatic()).platformaticEventLog(
+      return (await this.#engines.platformatic()).platformaticEventLog(
         settings,
         instanceId,
         this.logger,
@@ -361,7 +365,7 @@ export class Infrastructure {
           "{compression} (KAFKA_COMPRESSION)",
         { brokers: settings.kafkaBrokers.join(","), compression: settings.kafkaCompression },
       );
-      return (await this.engines.kafkajs()).kafkajsEventLog(settings, this.logger);
+      return (await this.#engines.kafkajs()).kafkajsEventLog(settings, this.logger);
     }
     const { memoryRetentionRecords, memoryRetentionMs } = settings;
     this.logger.info(
@@ -384,7 +388,7 @@ export class Infrastructure {
           { url: settings.elasticsearchUrl, index: settings.elasticsearchIndex },
         );
       }
-      return (await this.engines.elasticsearch()).elasticsearchSearchIndex(settings, tracer);
+      return (await this.#engines.elasticsearch()).elasticsearchSearchIndex(settings, tracer);
     }
     this.logger.info(
       "Search index: in-process (SEARCH_INDEX=memory); documents live in this process only, " +
