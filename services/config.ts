@@ -795,12 +795,12 @@ export function serviceCredentials(
   return { clientId, clientSecret };
 }
 
-/** Reads and validates the whole configuration; throws `ConfigError`. */
 /** The compressions kafkajs has built in. */
 export function isKafkajsCompression(compression: string): compression is "none" | "gzip" {
   return compression === "none" || compression === "gzip";
 }
 
+/** Reads and validates the whole configuration; throws `ConfigError`. */
 export function loadConfig(env: Readonly<Record<string, string | undefined>>): AppConfig {
   const config = loadSettings(settings, env);
   if (config.stream.minWords > config.stream.maxWords) {
