@@ -14,7 +14,7 @@ import {
   UpstreamError,
 } from "../../shared/http/balanced_client.ts";
 import { methodNotAllowed, ProblemError, problemResponse } from "../../shared/http/problem.ts";
-import { requestUrl } from "../../shared/http/service_app.ts";
+import { requestUrl, STANDARD_METHODS } from "../../shared/http/service_app.ts";
 import type { Logger } from "../../shared/log/log.ts";
 import { CircuitOpenError, type ServiceBreakers } from "./breaker.ts";
 import { type GatewayRoute, upstreamPath } from "./routes.ts";
@@ -57,7 +57,7 @@ const UNFORWARDABLE_METHODS: ReadonlySet<string> = new Set(["CONNECT", "TRACE", 
  * The `Allow` of that 405: the standard methods the gateway forwards. Which of
  * them the resource serves is the upstream's to answer.
  */
-const FORWARDED_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] as const;
+const FORWARDED_METHODS = STANDARD_METHODS;
 
 /** Statuses whose response has no body. */
 const NULL_BODY_STATUSES: ReadonlySet<number> = new Set([101, 103, 204, 205, 304]);

@@ -193,8 +193,28 @@ function routePattern(route: string): RegExp {
   return new RegExp(`^${source}$`);
 }
 
-/** Methods in the order an `Allow` lists them. */
-const METHOD_ORDER = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+/** The standard methods a resource may serve, in the order an `Allow` lists them. */
+export const STANDARD_METHODS = [
+  "GET",
+  "HEAD",
+  "POST",
+  "PUT",
+  "PATCH",
+  "DELETE",
+  "OPTIONS",
+] as const;
+
+/** Each route's pattern, made once: the routes are fixed, and every unrouted request reads them. */
+const routePatterns = new Map<string, RegExp>();
+
+function cachedRoutePattern(route: string): RegExp {
+  let pattern = routePatterns.get(route);
+  if (pattern === undefined) {
+    pattern = routePattern(route);
+    routePatterns.set(route, pattern);
+  }
+  return pattern;
+}
 
 /**
  * The answer to a request no route of `app` took: 405 with `Allow` when routes
@@ -208,7 +228,9 @@ export function noRouteProblem(
 ): ProblemError {
   const allowed = new Set<string>();
   for (const route of app.routes) {
-    if (route.method !== "ALL" && routePattern(route.path).test(path)) allowed.add(route.method);
+    if (route.method !== "ALL" && cachedRoutePattern(route.path).test(path)) {
+      allowed.add(route.method);
+    }
   }
   if (allowed.has("GET")) allowed.add("HEAD");
   if (allowed.size === 0 || allowed.has(method)) return notFound(`No resource at ${path}`);
@@ -217,8 +239,8 @@ export function noRouteProblem(
 }
 
 function rank(method: string): number {
-  const position = METHOD_ORDER.indexOf(method);
-  return position === -1 ? METHOD_ORDER.length : position;
+  const position = (STANDARD_METHODS as readonly string[]).indexOf(method);
+  return position === -1 ? STANDARD_METHODS.length : position;
 }
 
 function userAgent(value: string | undefined): Record<string, string> {
